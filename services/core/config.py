@@ -1,0 +1,148 @@
+"""Typed configuration from environment variables and an optional TOML file.
+
+Precedence: environment variables, then the file named by `HERALD_CONFIG_FILE`, then the
+defaults below (which run everything on loopback with the embedded Redis). A bad value
+stops the process at start-up with one line per problem naming the variable, never at
+the first request. docs/configuration.md lists every variable.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "HERALD_"
+CONFIG_FILE_VAR = "HERALD_CONFIG_FILE"
+
+DEFAULT_PORTS = {"registration": 50051, "identity": 50052, "campaign": 50053, "delivery": 50054}
+DEFAULT_REDIS_PORT = 6390
+
+
+class ConfigError(Exception):
+    """Configuration that cannot work; the message says which variable and why."""
+
+
+class _TomlFileSource(PydanticBaseSettingsSource):
+    """Values from the TOML file named by HERALD_CONFIG_FILE (keys are field names)."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = os.environ.get(CONFIG_FILE_VAR, "")
+        self.values: dict[str, Any] = {}
+        if path:
+            try:
+                self.values = tomllib.loads(Path(path).read_text())
+            except FileNotFoundError as error:
+                raise ConfigError(f"{CONFIG_FILE_VAR}: file {path!r} does not exist") from error
+            except tomllib.TOMLDecodeError as error:
+                raise ConfigError(
+                    f"{CONFIG_FILE_VAR}: {path!r} is not valid TOML: {error}"
+                ) from error
+            unknown = sorted(set(self.values) - set(settings_cls.model_fields))
+            if unknown:
+                raise ConfigError(
+                    f"{CONFIG_FILE_VAR}: unknown keys in {path!r}: {', '.join(unknown)}"
+                )
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
+class Settings(BaseSettings):
+    """Every setting of every Herald process. Each service reads the part it needs."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # Redis: a single node (`redis://`, `rediss://`) or a cluster (`redis_cluster = true`).
+    redis_url: str = Field(
+        default=f"redis://127.0.0.1:{DEFAULT_REDIS_PORT}/0",
+        validation_alias=AliasChoices("REDIS_URL", "HERALD_REDIS_URL", "redis_url"),
+    )
+    redis_cluster: bool = False
+
+    # Where the gRPC servers listen and where the services find each other.
+    host: str = "127.0.0.1"
+    registration_port: int = Field(default=DEFAULT_PORTS["registration"], ge=0, le=65535)
+    identity_port: int = Field(default=DEFAULT_PORTS["identity"], ge=0, le=65535)
+    campaign_port: int = Field(default=DEFAULT_PORTS["campaign"], ge=0, le=65535)
+    delivery_port: int = Field(default=DEFAULT_PORTS["delivery"], ge=0, le=65535)
+    registration_address: str = f"127.0.0.1:{DEFAULT_PORTS['registration']}"
+    identity_address: str = f"127.0.0.1:{DEFAULT_PORTS['identity']}"
+    campaign_address: str = f"127.0.0.1:{DEFAULT_PORTS['campaign']}"
+    delivery_address: str = f"127.0.0.1:{DEFAULT_PORTS['delivery']}"
+
+    # How long in-flight RPCs may run after SIGTERM before they are cancelled.
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=600)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    # Tracing: "auto" exports by OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set, else keeps
+    # spans in process only; "otlp" requires the endpoint; "console" prints spans.
+    trace_exporter: Literal["auto", "otlp", "console", "none"] = "auto"
+    otlp_endpoint: str = Field(
+        default="",
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_ENDPOINT", "HERALD_OTLP_ENDPOINT", "otlp_endpoint"
+        ),
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    def port_of(self, service: str) -> int:
+        return int(getattr(self, f"{service}_port"))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlFileSource(settings_cls))
+
+
+def _variable_name(location: tuple[Any, ...]) -> str:
+    name = str(location[0]) if location else "?"
+    field = Settings.model_fields.get(name)
+    if field is None:  # pydantic reports the alias that carried the value
+        return name
+    if isinstance(field.validation_alias, AliasChoices):
+        return str(field.validation_alias.choices[0])
+    return ENV_PREFIX + name.upper()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the configuration, or raise ConfigError naming each bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        lines = [
+            f"{_variable_name(problem['loc'])}: {problem['msg']} (got {problem.get('input')!r})"
+            for problem in error.errors()
+        ]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,137 @@
+"""The one server interceptor that maps domain errors to gRPC statuses.
+
+It also binds the request id (from `x-request-id` metadata, or a new one) to the
+context of the call so every log line of that call carries it, and returns it to the
+caller in the trailing metadata. Unexpected exceptions become INTERNAL with a generic
+message: their text may hold data that must not leak (tokens, secrets), so it is only
+logged, with the request id to find it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from services.core.errors import HeraldError
+from services.core.logs import request_id_var
+from services.core.status import to_grpc_status
+
+REQUEST_ID_HEADER = "x-request-id"
+log = logging.getLogger("herald.rpc")
+
+_INTERNAL = HeraldError(
+    "INTERNAL",
+    "internal error; the request id in the trailing metadata finds it in the logs",
+    code=grpc.StatusCode.INTERNAL,
+)
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_HEADER and isinstance(value, str) and value:
+            return value[:128]
+    return uuid.uuid4().hex
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: HeraldError, request_id: str) -> None:
+    status = to_grpc_status(error)
+    metadata = (*status.trailing_metadata, (REQUEST_ID_HEADER, request_id))
+    await context.abort(status.code, status.details, metadata)
+
+
+def _log_failure(method: str, error: BaseException) -> HeraldError:
+    if isinstance(error, HeraldError):
+        log.info(
+            "rpc failed", extra={"rpc": method, "reason": error.reason, "code": error.code.name}
+        )
+        return error
+    log.exception("rpc crashed", extra={"rpc": method}, exc_info=error)
+    return _INTERNAL
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every handler: request id in, domain errors out as rich statuses."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary(handler.stream_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        assert handler.stream_stream is not None  # the four kinds are exhaustive
+        return grpc.stream_stream_rpc_method_handler(
+            _wrap_stream(handler.stream_stream, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        request_id = _request_id(context)
+        token = request_id_var.set(request_id)
+        try:
+            context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+            result = behavior(request, context)
+            return await result if inspect.isawaitable(result) else result
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as error:  # every failure becomes a status
+            await _abort(context, _log_failure(method, error), request_id)
+            return None
+        finally:
+            request_id_var.reset(token)
+
+    return wrapper
+
+
+def _wrap_stream(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        request_id = _request_id(context)
+        token = request_id_var.set(request_id)
+        try:
+            context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+            result = behavior(request, context)
+            if inspect.isasyncgen(result):
+                async for item in result:
+                    yield item
+            elif inspect.isawaitable(result):
+                await result  # a handler that writes with context.write()
+            else:
+                for item in result:
+                    yield item
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as error:  # every failure becomes a status
+            await _abort(context, _log_failure(method, error), request_id)
+        finally:
+            request_id_var.reset(token)
+
+    return wrapper

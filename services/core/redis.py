@@ -1,0 +1,63 @@
+"""The Redis connection and the helpers every store uses to stay Cluster-ready.
+
+One URL configures it. With `HERALD_REDIS_CLUSTER=true` the same code gets a
+RedisCluster client: stores only run multi-key commands and Lua scripts on keys that
+share a hash tag (see `hash_tag`), and spread big indexes over `shard_tag`s, so nothing
+changes when the deployment moves from one node to a cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from importlib import resources
+from typing import Any, TypeAlias
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from services.core.config import Settings
+from services.core.errors import Unavailable
+
+RedisClient: TypeAlias = "Redis | RedisCluster"
+
+
+def connect(settings: Settings) -> RedisClient:
+    """A client for the configured Redis; bytes in and out (stores decode what they read)."""
+    if settings.redis_cluster:
+        return RedisCluster.from_url(settings.redis_url, decode_responses=False)
+    return Redis.from_url(settings.redis_url, decode_responses=False, health_check_interval=30)
+
+
+async def wait_until_ready(client: RedisClient, within: float = 10.0) -> None:
+    """PING until Redis answers, so a service fails fast (UNAVAILABLE) when it never does."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            await client.ping()
+            return
+        except (RedisConnectionError, OSError) as error:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise Unavailable(
+                    "REDIS_UNAVAILABLE", f"Redis did not answer within {within:.0f}s: {error}"
+                ) from error
+            await asyncio.sleep(0.1)
+
+
+def hash_tag(value: str) -> str:
+    """`{value}`: keys carrying the same tag live in the same Cluster slot."""
+    return "{" + value + "}"
+
+
+def shard_of(member: str, shards: int) -> int:
+    """A stable shard number for `member`, used to split big indexes across slots."""
+    return zlib.crc32(member.encode()) % shards
+
+
+def load_script(client: RedisClient, package: str, name: str) -> AsyncScript:
+    """Registers the Lua script `package/<name>` (EVALSHA with a NOSCRIPT fallback)."""
+    source = resources.files(package).joinpath(name).read_text()
+    script: Any = client.register_script(source)
+    return script

@@ -1,0 +1,170 @@
+"""The server bootstrap every Herald service runs on.
+
+A service describes itself with a `ServiceSpec` (its name, its gRPC service, how to
+build its servicer from the `Runtime`). `start_server` gives it a grpc.aio server with
+the tracing and error interceptors, the standard health service and reflection, bound
+to the configured port (port 0 in tests). `main` adds configuration checks, JSON logs
+and graceful shutdown: on SIGTERM the health status turns NOT_SERVING, new calls are
+refused, and in-flight calls get `shutdown_grace_seconds` to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.sdk.trace import TracerProvider
+
+from services.core import redis as redis_conn
+from services.core import telemetry
+from services.core.config import ConfigError, Settings, load_settings
+from services.core.interceptors import ErrorInterceptor
+from services.core.logs import configure_logging
+
+log = logging.getLogger("herald.server")
+
+
+@dataclass
+class Runtime:
+    """What a servicer may depend on, built once per process and closed at shutdown."""
+
+    settings: Settings
+    tracer_provider: TracerProvider
+    redis: redis_conn.RedisClient
+    _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+
+    def channel(self, service: str) -> grpc.aio.Channel:
+        """A traced channel to another Herald service, shared by all callers in the process."""
+        if service not in self._channels:
+            address = getattr(self.settings, f"{service}_address")
+            self._channels[service] = grpc.aio.insecure_channel(
+                address, interceptors=telemetry.client_interceptors(self.tracer_provider)
+            )
+        return self._channels[service]
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close(grace=None)
+        self._channels.clear()
+        await self.redis.aclose()
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How one Herald service plugs into the bootstrap."""
+
+    name: str  # "registration": also the prefix of its port and address settings
+    full_name: str  # "herald.registration.v1.RegistrationService"
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    build_servicer: Callable[[Runtime], Awaitable[Any]]
+    needs_redis: bool = True
+
+
+@dataclass
+class RunningServer:
+    spec: ServiceSpec
+    server: grpc.aio.Server
+    port: int
+    health: HealthServicer
+    runtime: Runtime
+    servicer: Any
+
+    @property
+    def address(self) -> str:
+        return f"{self.runtime.settings.host}:{self.port}"
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, let in-flight ones finish within `grace`, then close."""
+        grace = self.runtime.settings.shutdown_grace_seconds if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        closer = getattr(self.servicer, "close", None)
+        if closer is not None:
+            await closer()
+        await self.runtime.close()
+
+
+async def start_server(
+    spec: ServiceSpec, settings: Settings, port: int | None = None
+) -> RunningServer:
+    """Build the runtime and the servicer, then start serving. `port=0` picks a free one."""
+    provider = telemetry.setup_tracing(spec.name, settings)
+    client = redis_conn.connect(settings)
+    runtime = Runtime(settings=settings, tracer_provider=provider, redis=client)
+    if spec.needs_redis:
+        await redis_conn.wait_until_ready(client)
+    servicer = await spec.build_servicer(runtime)
+
+    server = grpc.aio.server(
+        interceptors=[*telemetry.server_interceptors(provider), ErrorInterceptor()],
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ],
+    )
+    spec.add_to_server(servicer, server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (
+            spec.full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    wanted = settings.port_of(spec.name) if port is None else port
+    bound = server.add_insecure_port(f"{settings.host}:{wanted}")
+    if bound == 0:
+        await runtime.close()
+        raise ConfigError(
+            f"HERALD_{spec.name.upper()}_PORT: cannot listen on {settings.host}:{wanted}"
+        )
+    await server.start()
+    await health.set(spec.full_name, health_pb2.HealthCheckResponse.SERVING)
+    log.info(
+        "serving", extra={"grpc_service": spec.full_name, "address": f"{settings.host}:{bound}"}
+    )
+    return RunningServer(spec, server, bound, health, runtime, servicer)
+
+
+async def serve(spec: ServiceSpec, settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    running = await start_server(spec, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shutting down", extra={"grace_seconds": settings.shutdown_grace_seconds})
+    await running.stop()
+    telemetry.shutdown_tracing(running.runtime.tracer_provider)
+    log.info("stopped")
+
+
+def main(spec: ServiceSpec) -> None:
+    """Entry point of `python -m services.<name>`: exit 2 on bad configuration."""
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(f"herald-{spec.name}: {error}", file=sys.stderr)
+        sys.exit(2)
+    configure_logging(spec.name, settings.log_level, settings.log_format)
+    try:
+        import uvloop
+
+        uvloop.run(serve(spec, settings))
+    except ConfigError as error:
+        print(f"herald-{spec.name}: {error}", file=sys.stderr)
+        sys.exit(2)

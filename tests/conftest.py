@@ -1,0 +1,60 @@
+"""Session-wide fixtures: a real redis-server on a free port and real gRPC servers.
+
+The redis-server comes from the project's own dependency (see
+services/core/embedded_redis.py); nothing here is mocked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import pytest
+from redis.asyncio import Redis
+
+from services.core.config import Settings, load_settings
+from services.core.embedded_redis import EmbeddedRedis
+from services.core.server import RunningServer, ServiceSpec, start_server
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[Redis]:
+    """A client on a freshly emptied database: each test starts from a clean state."""
+    client = Redis.from_url(redis_server.url)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def settings(redis_server: EmbeddedRedis) -> Settings:
+    return load_settings(
+        redis_url=redis_server.url,
+        log_format="text",
+        trace_exporter="none",
+        shutdown_grace_seconds=2.0,
+    )
+
+
+ServiceStarter = Callable[..., Awaitable[RunningServer]]
+
+
+@pytest.fixture
+async def start_service(settings: Settings) -> AsyncIterator[ServiceStarter]:
+    """Starts a service's real gRPC server on a free loopback port; stops it after the test."""
+    running: list[RunningServer] = []
+
+    async def start(spec: ServiceSpec, custom: Settings | None = None) -> RunningServer:
+        server = await start_server(spec, custom or settings, port=0)
+        running.append(server)
+        return server
+
+    yield start
+    for server in reversed(running):
+        await server.stop(grace=0)
