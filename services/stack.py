@@ -1,0 +1,151 @@
+"""`make run`: the whole Herald stack on one machine, in one command.
+
+With nothing configured it starts a persistent redis-server under `.run/redis` (from the
+project's own dependency), the provider sandboxes, and the four services on their fixed
+local ports, prints where each listens, and stops everything cleanly on Ctrl-C. Set
+REDIS_URL to use an external Redis instead; `--no-sandboxes` skips the sandboxes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.core.config import DEFAULT_REDIS_PORT, ConfigError, Settings, load_settings
+from services.core.embedded_redis import EmbeddedRedis
+
+SERVICES = ("identity", "registration", "delivery", "campaign")
+RUN_DIR = Path(".run")
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    where: str
+
+
+def _wait_serving(address: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+            except grpc.RpcError:
+                time.sleep(0.2)
+    return False
+
+
+def _redis_configured() -> bool:
+    return bool(os.environ.get("REDIS_URL") or os.environ.get("HERALD_REDIS_URL"))
+
+
+class Stack:
+    def __init__(self, settings: Settings, with_sandboxes: bool) -> None:
+        self.settings = settings
+        self.with_sandboxes = with_sandboxes
+        self.redis: EmbeddedRedis | None = None
+        self.children: list[Child] = []
+        self.env = dict(os.environ)
+        self.env.setdefault("HERALD_LOG_FORMAT", "text")
+
+    def start(self) -> None:
+        if not _redis_configured():
+            self.redis = EmbeddedRedis(RUN_DIR / "redis", DEFAULT_REDIS_PORT, persistent=True)
+            self.redis.start()
+            self.env["REDIS_URL"] = self.redis.url
+        if self.with_sandboxes and importlib.util.find_spec("services.sandbox.__main__"):
+            self._spawn(
+                "sandboxes",
+                ["-m", "services.sandbox", "serve", "--state-dir", str(RUN_DIR / "sandbox")],
+                "APNs :2197, FCM :8444, Web Push :8445, control :8440",
+            )
+        for name in SERVICES:
+            address = f"{self.settings.host}:{self.settings.port_of(name)}"
+            self._spawn(name, ["-m", f"services.{name}"], address)
+            if not _wait_serving(address, timeout=20):
+                raise RuntimeError(f"{name} did not become healthy on {address}; see its log above")
+
+    def _spawn(self, name: str, args: list[str], where: str) -> None:
+        process = subprocess.Popen([sys.executable, *args], env=self.env)  # noqa: S603
+        self.children.append(Child(name, process, where))
+
+    def describe(self) -> str:
+        redis = self.env.get("REDIS_URL", self.settings.redis_url)
+        lines = ["", "Herald is running:", f"  {'redis':<13} {redis}"]
+        lines += [f"  {child.name:<13} {child.where}" for child in self.children]
+        lines += ["", "Press Ctrl-C to stop.", ""]
+        return "\n".join(lines)
+
+    def first_exit(self) -> Child | None:
+        return next((c for c in self.children if c.process.poll() is not None), None)
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            if child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.shutdown_grace_seconds + 5
+        for child in reversed(self.children):
+            try:
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+        if self.redis is not None:
+            self.redis.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make run", description=__doc__)
+    parser.add_argument("--no-sandboxes", action="store_true", help="do not start the sandboxes")
+    options = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(f"herald: {error}", file=sys.stderr)
+        return 2
+
+    stack = Stack(settings, with_sandboxes=not options.no_sandboxes)
+    stopping = False
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        stack.start()
+        print(stack.describe(), flush=True)
+        while not stopping:
+            dead = stack.first_exit()
+            if dead is not None:
+                print(f"herald: {dead.name} exited with {dead.process.returncode}", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+        return 0
+    except RuntimeError as error:
+        print(f"herald: {error}", file=sys.stderr)
+        return 1
+    finally:
+        print("herald: stopping…", file=sys.stderr, flush=True)
+        stack.stop()
+        print("herald: stopped", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
