@@ -1,0 +1,552 @@
+"""A small asyncio HTTP/2 + HTTP/1.1 server core for the provider sandboxes.
+
+Why not an existing framework: the sandboxes must control the wire in ways frameworks hide
+(the MAX_CONCURRENT_STREAMS advertised in the connection preface, GOAWAY with a chosen
+last_stream_id, RST_STREAM, dropping a connection mid-request, HTTP/2 without ALPN for
+aioapns). Handlers are synchronous and return an `Outcome`; the server core applies delays
+and disruptions, so the hot path never allocates a task per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, Literal, Protocol
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+from hyperframe.frame import SettingsFrame
+
+log = logging.getLogger(__name__)
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+MAX_REQUEST_BODY = 1 << 20  # bigger than any provider accepts; bounds memory per stream
+MAX_H1_HEAD = 64 * 1024
+# What h2 itself enforces on inbound streams. The value advertised to the client can be
+# lower (APNs starts at 1): a client that opens streams before it has read our SETTINGS
+# is tolerated instead of having its connection torn down.
+ENFORCED_MAX_STREAMS = 10_000
+
+
+@dataclass(slots=True)
+class Request:
+    """One HTTP request as a handler sees it. Header names are lower case."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    http_version: Literal["2", "1.1"]
+    stream_id: int = 0
+    authority: str = ""
+    duplicate_headers: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    delay: float = 0.0  # seconds to wait before answering (slow-answer injection)
+
+
+@dataclass(slots=True)
+class Disruption:
+    """Something the server does instead of answering."""
+
+    kind: Literal["goaway", "rst_stream", "drop"]
+    # GOAWAY: highest stream the server claims to have processed; None = the stream
+    # before this request (so this request is reported as not processed).
+    last_stream_id: int | None = None
+    error_code: int = 0
+    debug_data: bytes = b""
+    delay: float = 0.0
+
+
+Outcome = Response | Disruption
+
+
+class Connection(Protocol):
+    """What a handler may know about and do to the connection carrying its request."""
+
+    connection_id: int
+    is_h2: bool
+    app_state: Any
+
+    def set_max_concurrent_streams(self, value: int) -> None: ...
+
+
+class HttpApp(Protocol):
+    def handle(self, request: Request, conn: Connection) -> Outcome: ...
+
+
+@dataclass(slots=True)
+class ListenerOptions:
+    tls: ssl.SSLContext | None
+    # APNs speaks only HTTP/2; other listeners also answer HTTP/1.1.
+    h2_only: bool = False
+    initial_max_concurrent_streams: int = 100
+
+
+def server_tls_context(
+    cert_file: str, key_file: str, alpn: Iterable[str] = ("h2", "http/1.1")
+) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_file, key_file)
+    # Clients that send no ALPN (aioapns) still connect; the protocol is then sniffed.
+    ctx.set_alpn_protocols(list(alpn))
+    return ctx
+
+
+class _Stream:
+    __slots__ = ("body", "headers")
+
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self.headers = headers
+        self.body = bytearray()
+
+
+_connection_ids = iter(range(1, 1 << 62))
+
+
+class HttpServerProtocol(asyncio.Protocol):
+    """One client connection: HTTP/2 (ALPN or sniffed preface) or HTTP/1.1."""
+
+    def __init__(
+        self, app: HttpApp, options: ListenerOptions, on_close: Callable[[], None] | None = None
+    ) -> None:
+        self.app = app
+        self.options = options
+        self.connection_id = next(_connection_ids)
+        self.app_state: Any = None
+        self.is_h2 = False
+        self._on_close = on_close
+        self._transport: asyncio.Transport | None = None
+        self._mode: Literal["sniff", "h2", "h1"] = "sniff"
+        self._buffer = bytearray()
+        self._closed = False
+        self._loop = asyncio.get_running_loop()
+        # HTTP/2 state
+        self._h2: h2.connection.H2Connection | None = None
+        self._streams: dict[int, _Stream] = {}
+        self._pending_out: dict[int, bytes] = {}
+        # HTTP/1.1 state: one request at a time, later pipelined ones wait in _buffer
+        self._h1_busy = False
+        self._h1_close_after = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        ssl_object = transport.get_extra_info("ssl_object")
+        alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        if alpn == "h2":
+            self._start_h2()
+        elif alpn == "http/1.1" and not self.options.h2_only:
+            self._mode = "h1"
+
+    def data_received(self, data: bytes) -> None:
+        if self._mode == "h2":
+            self._h2_received(data)
+        elif self._mode == "h1":
+            self._buffer += data
+            self._h1_process()
+        else:
+            self._sniff(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._streams.clear()
+        self._pending_out.clear()
+        if self._on_close is not None:
+            self._on_close()
+
+    # -- Connection (what handlers may call) -----------------------------------------
+    def set_max_concurrent_streams(self, value: int) -> None:
+        # Deferred so the SETTINGS frame follows the answer being prepared: aioapns
+        # miscounts its free streams when the raise arrives while a stream is still open.
+        self._loop.call_soon(self._apply_max_concurrent_streams, value)
+
+    def _apply_max_concurrent_streams(self, value: int) -> None:
+        if self._h2 is None or self._closed:
+            return
+        self._h2.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: value})
+        self._flush()
+
+    def close(self) -> None:
+        if self._transport is not None and not self._closed:
+            self._transport.close()
+
+    # -- protocol detection -----------------------------------------------------------
+    def _sniff(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) < len(H2_PREFACE) and H2_PREFACE.startswith(bytes(self._buffer)):
+            return
+        pending = bytes(self._buffer)
+        self._buffer.clear()
+        if pending.startswith(H2_PREFACE):
+            self._start_h2()
+            self._h2_received(pending)
+        elif self.options.h2_only:
+            self._abort()
+        else:
+            self._mode = "h1"
+            self._buffer += pending
+            self._h1_process()
+
+    # -- HTTP/2 -----------------------------------------------------------------------
+    def _start_h2(self) -> None:
+        self._mode = "h2"
+        self.is_h2 = True
+        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        conn = h2.connection.H2Connection(config=config)
+        conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: ENFORCED_MAX_STREAMS,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 65536,
+            },
+        )
+        conn.initiate_connection()
+        conn.data_to_send()  # replaced by our own preface SETTINGS below
+        preface = SettingsFrame(0)
+        for setting, value in conn.local_settings.items():
+            preface.settings[setting] = value
+        preface.settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = (
+            self.options.initial_max_concurrent_streams
+        )
+        self._h2 = conn
+        assert self._transport is not None
+        self._transport.write(preface.serialize())
+
+    def _h2_received(self, data: bytes) -> None:
+        conn = self._h2
+        assert conn is not None
+        try:
+            events = conn.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            log.debug("connection %d: HTTP/2 protocol error: %s", self.connection_id, exc)
+            self._flush()
+            self._abort()
+            return
+        for event in events:
+            if isinstance(event, h2.events.RequestReceived):
+                # END_STREAM on the HEADERS frame also yields a StreamEnded event.
+                self._streams[event.stream_id] = _Stream(event.headers or [])
+            elif isinstance(event, h2.events.DataReceived):
+                stream = self._streams.get(event.stream_id)
+                if event.flow_controlled_length:
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                if stream is not None:
+                    stream.body += event.data or b""
+                    if len(stream.body) > MAX_REQUEST_BODY:
+                        del self._streams[event.stream_id]
+                        conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            elif isinstance(event, h2.events.StreamEnded):
+                if event.stream_id in self._streams and event.stream_id is not None:
+                    self._h2_dispatch(event.stream_id)
+            elif isinstance(event, h2.events.StreamReset):
+                self._streams.pop(event.stream_id or 0, None)
+                self._pending_out.pop(event.stream_id or 0, None)
+            elif isinstance(event, h2.events.WindowUpdated):
+                self._h2_send_pending()
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self._flush()
+                self.close()
+                return
+        self._flush()
+
+    def _h2_dispatch(self, stream_id: int) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is None or stream_id is None:
+            return
+        method = path = authority = ""
+        headers: dict[str, str] = {}
+        duplicates: list[str] = []
+        for raw_name, raw_value in stream.headers:
+            name = raw_name.decode("ascii", "replace")
+            value = raw_value.decode("utf-8", "replace")
+            if name[0] == ":":
+                if name == ":method":
+                    method = value
+                elif name == ":path":
+                    path = value
+                elif name == ":authority":
+                    authority = value
+                continue
+            if name in headers:
+                duplicates.append(name)
+            headers[name] = value
+        request = Request(
+            method=method,
+            path=path,
+            headers=headers,
+            body=bytes(stream.body),
+            http_version="2",
+            stream_id=stream_id,
+            authority=authority or headers.get("host", ""),
+            duplicate_headers=tuple(duplicates),
+        )
+        outcome = self._call_app(request)
+        if outcome.delay > 0:
+            self._loop.call_later(outcome.delay, self._h2_finish, stream_id, outcome)
+        else:
+            self._h2_finish(stream_id, outcome)
+
+    def _h2_finish(self, stream_id: int, outcome: Outcome) -> None:
+        conn = self._h2
+        if self._closed or conn is None:
+            return
+        self._streams.pop(stream_id, None)
+        if isinstance(outcome, Disruption):
+            self._h2_disrupt(stream_id, outcome)
+            return
+        if stream_id not in conn.streams:
+            return  # the client reset the stream meanwhile
+        headers = [(":status", str(outcome.status)), *outcome.headers]
+        try:
+            if outcome.body:
+                conn.send_headers(stream_id, headers)
+                self._pending_out[stream_id] = outcome.body
+                self._h2_send_pending()
+            else:
+                conn.send_headers(stream_id, headers, end_stream=True)
+        except h2.exceptions.StreamClosedError:
+            self._pending_out.pop(stream_id, None)
+        self._flush()
+
+    def _h2_send_pending(self) -> None:
+        conn = self._h2
+        if conn is None or not self._pending_out:
+            return
+        for stream_id in list(self._pending_out):
+            body = self._pending_out[stream_id]
+            try:
+                window = min(conn.local_flow_control_window(stream_id), len(body))
+                frame_size = conn.max_outbound_frame_size
+                sent = 0
+                while sent < window:
+                    chunk = body[sent : min(window, sent + frame_size)]
+                    sent += len(chunk)
+                    conn.send_data(stream_id, chunk, end_stream=sent == len(body))
+            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+                del self._pending_out[stream_id]
+                continue
+            if sent == len(body):
+                del self._pending_out[stream_id]
+            else:
+                self._pending_out[stream_id] = body[sent:]
+
+    def _h2_disrupt(self, stream_id: int, disruption: Disruption) -> None:
+        conn = self._h2
+        assert conn is not None
+        if disruption.kind == "rst_stream":
+            if stream_id in conn.streams:
+                conn.reset_stream(stream_id, disruption.error_code)
+                self._flush()
+            return
+        if disruption.kind == "goaway":
+            last = disruption.last_stream_id
+            if last is None:
+                last = max(stream_id - 2, 0)
+            conn.close_connection(
+                error_code=disruption.error_code,
+                additional_data=disruption.debug_data or None,
+                last_stream_id=last,
+            )
+            self._flush()
+        self._abort_after_flush()
+
+    # -- HTTP/1.1 ---------------------------------------------------------------------
+    def _h1_process(self) -> None:
+        while not self._h1_busy and not self._closed:
+            parsed = self._h1_parse()
+            if parsed is None:
+                return
+            request, keep_alive = parsed
+            self._h1_busy = True
+            self._h1_close_after = not keep_alive
+            outcome = self._call_app(request)
+            if outcome.delay > 0:
+                self._loop.call_later(outcome.delay, self._h1_finish, outcome)
+                return
+            self._h1_finish(outcome)
+
+    def _h1_parse(self) -> tuple[Request, bool] | None:
+        buf = self._buffer
+        head_end = buf.find(b"\r\n\r\n")
+        if head_end < 0:
+            if len(buf) > MAX_H1_HEAD:
+                self._h1_reject(431)
+            return None
+        try:
+            lines = bytes(buf[:head_end]).decode("latin-1").split("\r\n")
+            method, target, version = lines[0].split(" ", 2)
+            headers: dict[str, str] = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                name = name.strip().lower()
+                value = value.strip()
+                headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        except ValueError:
+            self._h1_reject(400)
+            return None
+        body_start = head_end + 4
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            decoded = _decode_chunked(buf, body_start)
+            if decoded is None:
+                return None
+            body, consumed = decoded
+            del buf[:consumed]
+        else:
+            try:
+                length = int(headers.get("content-length", "0"))
+            except ValueError:
+                self._h1_reject(400)
+                return None
+            if length > MAX_REQUEST_BODY:
+                self._h1_reject(413)
+                return None
+            if len(buf) < body_start + length:
+                return None
+            body = bytes(buf[body_start : body_start + length])
+            del buf[: body_start + length]
+        connection = headers.get("connection", "").lower()
+        keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
+        request = Request(
+            method=method,
+            path=target,
+            headers=headers,
+            body=body,
+            http_version="1.1",
+            authority=headers.get("host", ""),
+        )
+        return request, keep_alive
+
+    def _h1_finish(self, outcome: Outcome) -> None:
+        if self._closed:
+            return
+        if isinstance(outcome, Disruption):
+            # HTTP/1.1 has no GOAWAY or stream reset: the nearest a client sees is the
+            # connection closing without an answer.
+            self._abort()
+            return
+        self._h1_write(outcome)
+        self._h1_busy = False
+        if self._h1_close_after:
+            self.close()
+            return
+        if self._buffer:
+            self._h1_process()
+
+    def _h1_write(self, response: Response) -> None:
+        assert self._transport is not None
+        try:
+            phrase = HTTPStatus(response.status).phrase
+        except ValueError:
+            phrase = "Unknown"
+        lines = [f"HTTP/1.1 {response.status} {phrase}"]
+        lines.extend(f"{name}: {value}" for name, value in response.headers)
+        lines.append(f"content-length: {len(response.body)}")
+        if self._h1_close_after:
+            lines.append("connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self._transport.write(head + response.body)
+
+    def _h1_reject(self, status: int) -> None:
+        self._h1_close_after = True
+        self._h1_write(Response(status))
+        self.close()
+
+    # -- shared -----------------------------------------------------------------------
+    def _call_app(self, request: Request) -> Outcome:
+        try:
+            return self.app.handle(request, self)
+        except Exception:
+            log.exception("sandbox handler failed on %s %s", request.method, request.path)
+            return Response(500, [("content-type", "text/plain")], b"sandbox handler error")
+
+    def _flush(self) -> None:
+        if self._h2 is None or self._transport is None or self._closed:
+            return
+        data = self._h2.data_to_send()
+        if data:
+            self._transport.write(data)
+
+    def _abort(self) -> None:
+        if self._transport is not None and not self._closed:
+            self._transport.abort()
+
+    def _abort_after_flush(self) -> None:
+        # close() flushes what is buffered (the GOAWAY) before closing the socket.
+        self.close()
+
+
+def _decode_chunked(buf: bytearray, start: int) -> tuple[bytes, int] | None:
+    body = bytearray()
+    pos = start
+    while True:
+        line_end = buf.find(b"\r\n", pos)
+        if line_end < 0:
+            return None
+        size = int(bytes(buf[pos:line_end]).split(b";", 1)[0], 16)
+        pos = line_end + 2
+        if size == 0:
+            trailer_end = buf.find(b"\r\n", pos)
+            if trailer_end < 0:
+                return None
+            return bytes(body), trailer_end + 2
+        if len(buf) < pos + size + 2:
+            return None
+        body += buf[pos : pos + size]
+        pos += size + 2
+
+
+class HttpListener:
+    """A bound listening socket serving one app."""
+
+    def __init__(self, server: asyncio.Server, connections: set[HttpServerProtocol]) -> None:
+        self._server = server
+        self._connections = connections
+
+    @property
+    def port(self) -> int:
+        sock = self._server.sockets[0]
+        return int(sock.getsockname()[1])
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
+
+    async def close(self) -> None:
+        self._server.close()
+        for conn in list(self._connections):
+            conn.close()
+        await self._server.wait_closed()
+
+
+async def listen(app: HttpApp, host: str, port: int, options: ListenerOptions) -> HttpListener:
+    loop = asyncio.get_running_loop()
+    connections: set[HttpServerProtocol] = set()
+
+    def factory() -> HttpServerProtocol:
+        protocol: HttpServerProtocol
+
+        def forget() -> None:
+            connections.discard(protocol)
+
+        protocol = HttpServerProtocol(app, options, forget)
+        connections.add(protocol)
+        return protocol
+
+    server = await loop.create_server(factory, host, port, ssl=options.tls, backlog=1024)
+    return HttpListener(server, connections)
