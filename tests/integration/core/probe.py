@@ -56,7 +56,9 @@ class Probe:
                 self.finished.append("slow")
                 return Response(status=Response.SERVING)
             case "request-id":
-                return Response(status=Response.SERVING if request_id_var.get() else Response.UNKNOWN)
+                return Response(
+                    status=Response.SERVING if request_id_var.get() else Response.UNKNOWN
+                )
         return Response(status=Response.SERVING)
 
     async def Stream(self, request: Request, context: Any) -> AsyncIterator[Response]:
@@ -86,7 +88,9 @@ async def _build(runtime: Runtime) -> Probe:
     return Probe()
 
 
-PROBE_SPEC = ServiceSpec(name="registration", full_name=SERVICE, add_to_server=_add, build_servicer=_build)
+PROBE_SPEC = ServiceSpec(
+    name="registration", full_name=SERVICE, add_to_server=_add, build_servicer=_build
+)
 
 
 def call(channel: grpc.aio.Channel) -> Any:

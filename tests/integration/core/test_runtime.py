@@ -46,7 +46,11 @@ async def test_reflection_lists_the_service_health_and_reflection(channel):
     request = reflection_pb2.ServerReflectionRequest(list_services="")
     answers = [a async for a in stub.ServerReflectionInfo(iter([request]))]
     names = {s.name for s in answers[0].list_services_response.service}
-    assert {probe.SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
+    assert {
+        probe.SERVICE,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= names
 
 
 async def test_invalid_argument_carries_error_info_and_every_field_violation(channel):

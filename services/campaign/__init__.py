@@ -1,0 +1,1 @@
+"""The Campaign service (herald.campaign.v1.CampaignService)."""

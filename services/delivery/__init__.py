@@ -1,0 +1,1 @@
+"""The Delivery service (herald.delivery.v1.DeliveryService)."""

@@ -1,0 +1,1 @@
+"""The Identity service (herald.identity.v1.IdentityService)."""

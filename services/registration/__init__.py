@@ -1,0 +1,1 @@
+"""The Registration service (herald.registration.v1.RegistrationService)."""

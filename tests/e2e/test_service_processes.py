@@ -1,0 +1,78 @@
+"""Each service as a real process: configuration failures, health, UNIMPLEMENTED, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.core.embedded_redis import free_port
+
+SERVICES = ("registration", "identity", "campaign", "delivery")
+
+
+def _environment(redis_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HERALD_", "REDIS_URL"))}
+    env.update({"REDIS_URL": redis_url, "HERALD_LOG_FORMAT": "json", **extra})
+    return env
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_bad_setting_stops_the_service_at_start_with_the_variable_named(service, redis_server):
+    env = _environment(redis_server.url, **{f"HERALD_{service.upper()}_PORT": "not-a-port"})
+    done = subprocess.run(
+        [sys.executable, "-m", f"services.{service}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert f"HERALD_{service.upper()}_PORT: Input should be a valid integer" in done.stderr
+
+
+def _wait_serving(address: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                    return
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_serves_health_and_stops_cleanly_on_sigterm(service, redis_server):
+    port = free_port()
+    env = _environment(redis_server.url, **{f"HERALD_{service.upper()}_PORT": str(port)})
+    process = subprocess.Popen(
+        [sys.executable, "-m", f"services.{service}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_serving(f"127.0.0.1:{port}")
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
+    messages = [line for line in stderr.splitlines() if line.startswith("{")]
+    assert any('"message": "serving"' in line for line in messages)
+    assert any('"message": "shutting down"' in line for line in messages)
+    assert '"message": "stopped"' in messages[-1]
