@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2
+from grpc_health.v1.health_pb2 import HealthCheckRequest as Request
+from grpc_health.v1.health_pb2 import HealthCheckResponse as Response
 
 from services.core.errors import (
     FieldViolation,
@@ -24,8 +25,6 @@ from services.core.logs import request_id_var
 from services.core.server import Runtime, ServiceSpec
 
 SERVICE = "herald.test.v1.ProbeService"
-Request = health_pb2.HealthCheckRequest
-Response = health_pb2.HealthCheckResponse
 
 
 class Probe:
