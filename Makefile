@@ -43,12 +43,12 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	@$(VENV)/bin/ruff format .
 
 typecheck: $(STAMP) ## mypy on services/, tests/ and bench/ (generated code read through its .pyi)
-	@$(VENV)/bin/mypy services tests $$(ls bench/*.py >/dev/null 2>&1 && echo bench)
+	@$(VENV)/bin/mypy services tests bench
 
 check: lint typecheck gen-check test ## Everything CI checks
 
 bench: $(STAMP) ## Run the benchmarks (never part of make test); figures go to docs/benchmarks.md
-	@$(PY) -m bench
+	@$(PY) -m bench $(ARGS)
 
 clean: ## Remove the virtualenv and caches (keeps generated code, which is committed)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

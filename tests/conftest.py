@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from services.core.config import Settings, load_settings
-from services.core.embedded_redis import EmbeddedRedis
+from services.core.embedded_redis import EmbeddedRedis, free_port
 from services.core.server import RunningServer, ServiceSpec, start_server
 
 
@@ -51,10 +51,38 @@ async def start_service(settings: Settings) -> AsyncIterator[ServiceStarter]:
     running: list[RunningServer] = []
 
     async def start(spec: ServiceSpec, custom: Settings | None = None) -> RunningServer:
-        server = await start_server(spec, custom or settings, port=0)
+        chosen = custom or settings
+        # Port 0 unless the caller wired a fixed port into its settings (start_services).
+        port = chosen.port_of(spec.name) if custom is not None else 0
+        server = await start_server(spec, chosen, port=port)
         running.append(server)
         return server
 
     yield start
     for server in reversed(running):
         await server.stop(grace=0)
+
+
+StackStarter = Callable[..., Awaitable[dict[str, RunningServer]]]
+
+
+@pytest.fixture
+async def start_services(settings: Settings, start_service: ServiceStarter) -> StackStarter:
+    """Starts several services that call each other, each on its own free port.
+
+    Ports are chosen first so every service's `<name>_address` setting points at the
+    others before any of them starts (Registration and Identity call each other).
+    Returns the running servers by service name.
+    """
+
+    async def start(*specs: ServiceSpec) -> dict[str, RunningServer]:
+        ports = {spec.name: free_port() for spec in specs}
+        wired = settings.model_copy(
+            update={
+                **{f"{name}_port": port for name, port in ports.items()},
+                **{f"{name}_address": f"127.0.0.1:{port}" for name, port in ports.items()},
+            }
+        )
+        return {spec.name: await start_service(spec, wired) for spec in specs}
+
+    return start

@@ -11,6 +11,8 @@ from herald.delivery.v1 import delivery_service_pb2, delivery_service_pb2_grpc
 from services.campaign.spec import SPEC as CAMPAIGN
 from services.core.status import parse_error
 from services.delivery.spec import SPEC as DELIVERY
+from services.identity.spec import SPEC as IDENTITY
+from services.registration.spec import SPEC as REGISTRATION
 
 
 @pytest.mark.parametrize(
@@ -65,3 +67,12 @@ async def test_a_pending_streaming_rpc_fails_before_sending_anything(start_servi
             await watch()
     assert received == []
     assert parse_error(caught.value).reason == "NOT_IMPLEMENTED_YET"
+
+
+async def test_services_started_together_find_each_other(start_services):
+    servers = await start_services(REGISTRATION, IDENTITY)
+    registration = servers["registration"].runtime
+    assert registration.settings.identity_address == f"127.0.0.1:{servers['identity'].port}"
+    health = health_pb2_grpc.HealthStub(registration.channel("identity"))
+    answer = await health.Check(health_pb2.HealthCheckRequest(service=IDENTITY.full_name))
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING

@@ -1,0 +1,1 @@
+"""Herald's benchmarks: `make bench` runs them (never `make test`); figures go to docs/benchmarks.md."""
