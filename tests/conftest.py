@@ -6,6 +6,8 @@ services/core/embedded_redis.py); nothing here is mocked.
 
 from __future__ import annotations
 
+import base64
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
@@ -39,6 +41,7 @@ def settings(redis_server: EmbeddedRedis) -> Settings:
         log_format="text",
         trace_exporter="none",
         shutdown_grace_seconds=2.0,
+        credentials_key=base64.b64encode(os.urandom(32)).decode(),
     )
 
 

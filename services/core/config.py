@@ -8,6 +8,7 @@ the first request. docs/configuration.md lists every variable.
 
 from __future__ import annotations
 
+import base64
 import os
 import tomllib
 from pathlib import Path
@@ -86,6 +87,16 @@ class Settings(BaseSettings):
     # How long in-flight RPCs may run after SIGTERM before they are cancelled.
     shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=600)
 
+    # Delivery: the AES-256-GCM key that encrypts provider credentials at rest
+    # (base64 of 32 random bytes). Required by Delivery; `make run` generates one in .run/.
+    credentials_key: str = Field(default="", repr=False)
+    # Where the providers are. The defaults are the real services; `make run` and the
+    # tests point them at the sandboxes and add the sandboxes' CA as a trust anchor.
+    apns_production_origin: str = "https://api.push.apple.com:443"
+    apns_development_origin: str = "https://api.sandbox.push.apple.com:443"
+    fcm_origin: str = "https://fcm.googleapis.com"
+    provider_ca_file: str = ""
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 
@@ -105,6 +116,25 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+    @field_validator("credentials_key")
+    @classmethod
+    def _credentials_key(cls, value: str) -> str:
+        if value:
+            try:
+                raw = base64.b64decode(value, validate=True)
+            except ValueError:
+                raise ValueError("must be base64 (of 32 random bytes)") from None
+            if len(raw) != 32:
+                raise ValueError(f"must decode to 32 bytes, got {len(raw)}")
+        return value
+
+    @field_validator("apns_production_origin", "apns_development_origin", "fcm_origin")
+    @classmethod
+    def _https_origin(cls, value: str) -> str:
+        if not value.startswith("https://"):
+            raise ValueError("must be an https:// origin")
+        return value.rstrip("/")
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -136,13 +166,22 @@ def _variable_name(location: tuple[Any, ...]) -> str:
     return ENV_PREFIX + name.upper()
 
 
+# Settings whose values must never be echoed in an error message.
+_SECRET_SETTINGS = frozenset({"credentials_key", "redis_url", "REDIS_URL", "HERALD_REDIS_URL"})
+
+
+def _shown_input(location: tuple[Any, ...], value: Any) -> str:
+    name = str(location[0]) if location else ""
+    return "(value hidden)" if name in _SECRET_SETTINGS else f"(got {value!r})"
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read and validate the configuration, or raise ConfigError naming each bad variable."""
     try:
         return Settings(**overrides)
     except ValidationError as error:
         lines = [
-            f"{_variable_name(problem['loc'])}: {problem['msg']} (got {problem.get('input')!r})"
-            for problem in error.errors()
+            f"{_variable_name(p['loc'])}: {p['msg']} {_shown_input(p['loc'], p.get('input'))}"
+            for p in error.errors()
         ]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

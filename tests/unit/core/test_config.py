@@ -62,6 +62,24 @@ def test_every_bad_variable_is_named_in_one_error(monkeypatch):
     assert "HERALD_SHUTDOWN_GRACE_SECONDS: Input should be greater than or equal to 0" in message
 
 
+def test_the_credentials_key_must_be_32_bytes_of_base64(monkeypatch):
+    monkeypatch.setenv("HERALD_CREDENTIALS_KEY", "c2hvcnQ=")
+    with pytest.raises(
+        ConfigError, match="HERALD_CREDENTIALS_KEY: Value error, must decode to 32 bytes, got 5"
+    ):
+        load_settings()
+    monkeypatch.setenv("HERALD_CREDENTIALS_KEY", "not base64!")
+    with pytest.raises(ConfigError, match="HERALD_CREDENTIALS_KEY: Value error, must be base64"):
+        load_settings()
+
+
+def test_a_bad_setting_value_is_not_echoed_when_it_is_a_secret(monkeypatch):
+    monkeypatch.setenv("HERALD_CREDENTIALS_KEY", "c2VjcmV0LXNlY3JldA==")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "c2VjcmV0LXNlY3JldA==" not in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
