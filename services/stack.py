@@ -9,9 +9,12 @@ REDIS_URL to use an external Redis instead; `--no-sandboxes` skips the sandboxes
 from __future__ import annotations
 
 import argparse
+import base64
 import importlib.util
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +30,8 @@ from services.core.embedded_redis import EmbeddedRedis
 
 SERVICES = ("identity", "registration", "delivery", "campaign")
 RUN_DIR = Path(".run")
+# The sandboxes' default ports; HERALD_SANDBOX_<NAME>_PORT overrides each (as in the sandbox).
+SANDBOX_PORTS = {"apns": 2197, "fcm": 8444, "webpush": 8445, "control": 8440}
 
 
 @dataclass
@@ -54,6 +59,27 @@ def _redis_configured() -> bool:
     return bool(os.environ.get("REDIS_URL") or os.environ.get("HERALD_REDIS_URL"))
 
 
+def _wait_listening(port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def _local_credentials_key() -> str:
+    """The at-rest key for provider credentials under `make run`, made once, kept private."""
+    path = RUN_DIR / "credentials.key"
+    if not path.exists():
+        RUN_DIR.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+    return path.read_text().strip()
+
+
 class Stack:
     def __init__(self, settings: Settings, with_sandboxes: bool) -> None:
         self.settings = settings
@@ -68,17 +94,37 @@ class Stack:
             self.redis = EmbeddedRedis(RUN_DIR / "redis", DEFAULT_REDIS_PORT, persistent=True)
             self.redis.start()
             self.env["REDIS_URL"] = self.redis.url
+        self.env.setdefault("HERALD_CREDENTIALS_KEY", _local_credentials_key())
         if self.with_sandboxes and importlib.util.find_spec("services.sandbox.__main__"):
-            self._spawn(
-                "sandboxes",
-                ["-m", "services.sandbox", "serve", "--state-dir", str(RUN_DIR / "sandbox")],
-                "APNs :2197, FCM :8444, Web Push :8445, control :8440",
-            )
-        for name in SERVICES:
-            address = f"{self.settings.host}:{self.settings.port_of(name)}"
+            self._start_sandboxes()
+        addresses = {
+            name: f"{self.settings.host}:{self.settings.port_of(name)}" for name in SERVICES
+        }
+        for name, address in addresses.items():  # start together, then wait for each
             self._spawn(name, ["-m", f"services.{name}"], address)
-            if not _wait_serving(address, timeout=20):
+        for name, address in addresses.items():
+            if not _wait_serving(address, timeout=30):
                 raise RuntimeError(f"{name} did not become healthy on {address}; see its log above")
+
+    def _start_sandboxes(self) -> None:
+        """Start the sandboxes and point Delivery at them unless told otherwise."""
+        state = RUN_DIR / "sandbox"
+        ports = {
+            name: int(self.env.get(f"HERALD_SANDBOX_{name.upper()}_PORT", default))
+            for name, default in SANDBOX_PORTS.items()
+        }
+        self._spawn(
+            "sandboxes",
+            ["-m", "services.sandbox", "serve", "--state-dir", str(state)],
+            ", ".join(f"{name} :{port}" for name, port in ports.items()),
+        )
+        if not _wait_listening(ports["control"], timeout=20):
+            raise RuntimeError("the sandboxes did not start; see their log above")
+        apns = f"https://127.0.0.1:{ports['apns']}"
+        self.env.setdefault("HERALD_APNS_PRODUCTION_ORIGIN", apns)
+        self.env.setdefault("HERALD_APNS_DEVELOPMENT_ORIGIN", apns)
+        self.env.setdefault("HERALD_FCM_ORIGIN", f"https://127.0.0.1:{ports['fcm']}")
+        self.env.setdefault("HERALD_PROVIDER_CA_FILE", str((state / "ca.pem").resolve()))
 
     def _spawn(self, name: str, args: list[str], where: str) -> None:
         process = subprocess.Popen([sys.executable, *args], env=self.env)  # noqa: S603

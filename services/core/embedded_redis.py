@@ -51,7 +51,7 @@ class EmbeddedRedis:
         persistent: bool = False,
         extra: list[str] | None = None,
     ) -> None:
-        self.data_dir = data_dir
+        self.data_dir = data_dir.resolve()  # redis-server chdirs into --dir before opening files
         self.port = port or free_port()
         self.persistent = persistent
         self.extra = extra or []

@@ -1,0 +1,66 @@
+"""`make run`'s stack as a process: it starts everything, says where, and stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.core.embedded_redis import free_port
+
+SERVICES = ("registration", "identity", "campaign", "delivery")
+
+
+def test_the_stack_starts_every_service_prints_addresses_and_stops_on_ctrl_c(
+    redis_server, tmp_path
+):
+    ports = {name: free_port() for name in SERVICES}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HERALD_", "REDIS_URL"))}
+    env["REDIS_URL"] = redis_server.url
+    for name, port in ports.items():
+        env[f"HERALD_{name.upper()}_PORT"] = str(port)
+        env[f"HERALD_{name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
+    for name in ("apns", "fcm", "webpush", "control"):
+        env[f"HERALD_SANDBOX_{name.upper()}_PORT"] = str(free_port())
+    env["PYTHONPATH"] = os.getcwd()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.stack"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        for name, port in ports.items():
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = health_pb2_grpc.HealthStub(channel)
+                while True:
+                    try:
+                        stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                        break
+                    except grpc.RpcError:
+                        assert time.monotonic() < deadline, f"{name} never became healthy"
+                        time.sleep(0.2)
+        time.sleep(0.5)  # the banner is printed once every service answered
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr[-2000:]
+    assert "Herald is running:" in stdout
+    assert f"redis         {redis_server.url}" in stdout
+    lines = stdout.splitlines()
+    for name, port in ports.items():
+        assert f"  {name:<13} 127.0.0.1:{port}" in lines
+    assert (tmp_path / ".run" / "sandbox" / "ca.pem").exists()
+    assert (tmp_path / ".run" / "credentials.key").stat().st_mode & 0o077 == 0
+    assert stderr.rstrip().endswith("herald: stopped")
