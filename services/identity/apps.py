@@ -128,7 +128,7 @@ class Apps:
     async def get_many(self, app_ids: Sequence[str]) -> dict[str, App]:
         return await self.store.get_many(list(dict.fromkeys(app_ids)))
 
-    async def list(self, page_size: int, page_token: str) -> tuple[list[App], str]:
+    async def list_page(self, page_size: int, page_token: str) -> tuple[list[App], str]:
         size = pagination.page_size(page_size)
         after = pagination.decode(page_token, _LIST_KIND, "") if page_token else ""
         ids = await self.store.list_ids(str(after), size + 1)

@@ -13,15 +13,19 @@ from __future__ import annotations
 from typing import Any
 
 from herald.identity.v1 import identity_service_pb2 as pb
-from herald.identity.v1 import identity_service_pb2_grpc
+from herald.identity.v1 import identity_service_pb2_grpc, user_pb2
 from services.core.pending import fill_pending
 from services.core.server import Runtime
-from services.identity import app_messages
+from services.identity import app_messages, user_messages
 from services.identity.app_model import SecretMatch
 from services.identity.app_store import AppStore
 from services.identity.apps import Apps
 from services.identity.clock import MICROS_PER_SECOND
 from services.identity.registration_client import Registration
+from services.identity.sessions import Sessions
+from services.identity.subscription import SubscriptionStates
+from services.identity.user_store import UserStore
+from services.identity.users import Users
 
 Context = Any  # grpc.aio.ServicerContext; unused by the handlers
 
@@ -31,6 +35,9 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         self.runtime = runtime
         self.apps = Apps(AppStore(runtime.redis))
         self.devices = Registration(runtime.channel("registration"))
+        self.users = Users(UserStore(runtime.redis))
+        self.sessions = Sessions(self.apps, self.users, self.devices)
+        self.subscriptions = SubscriptionStates(self.apps, self.users, self.devices)
         fill_pending(
             self,
             identity_service_pb2_grpc.IdentityServiceServicer,
@@ -57,7 +64,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         return pb.GetAppResponse(app=app_messages.app_to_proto(app))
 
     async def ListApps(self, request: pb.ListAppsRequest, context: Context) -> pb.ListAppsResponse:
-        apps, token = await self.apps.list(request.page_size, request.page_token)
+        apps, token = await self.apps.list_page(request.page_size, request.page_token)
         return pb.ListAppsResponse(
             apps=[app_messages.app_to_proto(app) for app in apps], next_page_token=token
         )
@@ -98,4 +105,108 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         return pb.VerifyClientSecretResponse(
             valid=match is not SecretMatch.NONE,
             match=app_messages.secret_match_to_proto(match),
+        )
+
+    # --- users ----------------------------------------------------------------------
+
+    async def UpsertUser(
+        self, request: pb.UpsertUserRequest, context: Context
+    ) -> pb.UpsertUserResponse:
+        user, created = await self.users.upsert(
+            user_messages.user_input(request.user),
+            list(request.update_mask.paths),
+            request.merge_attributes,
+        )
+        return pb.UpsertUserResponse(user=user_messages.user_to_proto(user), created=created)
+
+    async def GetUser(self, request: pb.GetUserRequest, context: Context) -> pb.GetUserResponse:
+        user = await self.users.get(request.external_id)
+        return pb.GetUserResponse(user=user_messages.user_to_proto(user))
+
+    async def LookupUser(
+        self, request: pb.LookupUserRequest, context: Context
+    ) -> pb.LookupUserResponse:
+        user = await self.users.lookup(user_messages.identifier(request.identifier, "identifier"))
+        return pb.LookupUserResponse(user=user_messages.user_to_proto(user))
+
+    async def UpdateUser(
+        self, request: pb.UpdateUserRequest, context: Context
+    ) -> pb.UpdateUserResponse:
+        user = await self.users.update(
+            user_messages.user_input(request.user), list(request.update_mask.paths)
+        )
+        return pb.UpdateUserResponse(user=user_messages.user_to_proto(user))
+
+    async def DeleteUser(
+        self, request: pb.DeleteUserRequest, context: Context
+    ) -> pb.DeleteUserResponse:
+        deleted, unbound = await self.users.delete(
+            request.external_id, request.allow_missing, self.sessions.unbind_all
+        )
+        return pb.DeleteUserResponse(deleted=deleted, unbound_device_count=unbound)
+
+    async def ListUsers(
+        self, request: pb.ListUsersRequest, context: Context
+    ) -> pb.ListUsersResponse:
+        users, token = await self.users.list_page(request.page_size, request.page_token)
+        return pb.ListUsersResponse(
+            users=[user_messages.user_to_proto(user) for user in users], next_page_token=token
+        )
+
+    async def BatchGetUsers(
+        self, request: pb.BatchGetUsersRequest, context: Context
+    ) -> pb.BatchGetUsersResponse:
+        read_mask = list(request.read_mask.paths)
+        users, missing = await self.users.batch_get(list(request.external_ids), read_mask)
+        return pb.BatchGetUsersResponse(
+            users=[user_messages.user_to_proto(user, read_mask) for user in users],
+            missing_external_ids=missing,
+        )
+
+    # --- devices: login, logout, subscription state ---------------------------------
+
+    async def ChangeUser(
+        self, request: pb.ChangeUserRequest, context: Context
+    ) -> pb.ChangeUserResponse:
+        login = await self.sessions.change_user(
+            request.app_id,
+            request.device_id,
+            request.external_id,
+            request.client_secret,
+            request.create_user,
+        )
+        return pb.ChangeUserResponse(
+            previous_external_id=login.previous_external_id,
+            external_id=login.external_id,
+            changed=login.changed,
+        )
+
+    async def Logout(self, request: pb.LogoutRequest, context: Context) -> pb.LogoutResponse:
+        outcome = await self.sessions.logout(
+            request.app_id, request.device_id, request.client_secret, request.external_id
+        )
+        return pb.LogoutResponse(
+            previous_external_id=outcome.previous_external_id,
+            applied_policy=app_messages.logout_policy_to_proto(outcome.applied_policy),
+            changed=outcome.changed,
+        )
+
+    async def GetSubscriptionState(
+        self, request: pb.GetSubscriptionStateRequest, context: Context
+    ) -> pb.GetSubscriptionStateResponse:
+        state = await self.subscriptions.of(
+            user_messages.identifier(request.identifier, "identifier")
+        )
+        return pb.GetSubscriptionStateResponse(
+            external_id=state.user.external_id,
+            entries=[
+                user_pb2.SubscriptionEntry(
+                    label=entry.label,
+                    push_token=user_messages.push_token_info(
+                        entry.device, entry.app_name, full_tokens=False
+                    ),
+                )
+                for entry in state.devices
+            ],
+            push_enabled_any_app=state.push_enabled_any_app,
         )

@@ -1,0 +1,51 @@
+"""Custom user attributes: JSON objects with a size limit.
+
+The limit (100 top-level keys, 16 KiB as compact JSON) keeps one user record small
+enough that a batch of 1,000 (BatchGetUsers, export) stays a few MiB.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from services.core.errors import Validator
+
+MAX_KEYS = 100
+MAX_BYTES = 16 * 1024
+TOO_LARGE = "ATTRIBUTES_TOO_LARGE"
+
+
+def serialise(attributes: dict[str, Any]) -> str:
+    return json.dumps(attributes, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+def deserialise(stored: str) -> dict[str, Any]:
+    if not stored:
+        return {}
+    value = json.loads(stored)
+    return value if isinstance(value, dict) else {}
+
+
+def check_size(check: Validator, attributes: dict[str, Any], field: str) -> None:
+    if len(attributes) > MAX_KEYS:
+        check.add(field, f"has {len(attributes)} keys; at most {MAX_KEYS} are allowed", TOO_LARGE)
+    size = len(serialise(attributes).encode())
+    if size > MAX_BYTES:
+        check.add(field, f"is {size} bytes as JSON; at most {MAX_BYTES} are allowed", TOO_LARGE)
+
+
+def check_keys(check: Validator, attributes: dict[str, Any], field: str) -> None:
+    for key in attributes:
+        if not key:
+            check.add(field, "attribute names must not be empty")
+
+
+def lookup(attributes: dict[str, Any], path: str) -> tuple[bool, Any]:
+    """(found, value) for a dotted path such as "address.city"."""
+    current: Any = attributes
+    for part in path.split("."):
+        if not isinstance(current, dict) or part not in current:
+            return False, None
+        current = current[part]
+    return True, current

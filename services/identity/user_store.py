@@ -1,0 +1,165 @@
+"""Redis access for users, their shard indexes and the e-mail / phone reservations.
+
+A user record and the shard index listing it share the hash tag `{users:<shard>}`, so
+creating or deleting a user is one script. E-mail and phone reservations are single
+keys elsewhere; each holds "<external id>|<reserved at, us>" and is only a hint: the
+user record is the source of truth (see users.py for how stale ones are repaired).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from services.core.redis import RedisClient, load_script
+from services.identity import attributes, keys
+from services.identity.user_model import User
+
+SCRIPTS = "services.identity.scripts"
+
+
+class Unique(enum.Enum):
+    EMAIL = "email"
+    PHONE = "phone"
+
+
+@dataclass(frozen=True)
+class Reservation:
+    owner: str
+    reserved_us: int
+
+    def encoded(self) -> str:
+        return f"{self.owner}|{self.reserved_us}"
+
+
+def _text(raw: Any) -> str:
+    if raw is None:
+        return ""
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _reservation(raw: Any) -> Reservation | None:
+    if raw is None:
+        return None
+    owner, _, reserved = _text(raw).rpartition("|")
+    return Reservation(owner, int(reserved or 0))
+
+
+def _reservation_key(kind: Unique, value: str) -> str:
+    return keys.email_owner(value) if kind is Unique.EMAIL else keys.phone_owner(value)
+
+
+def _user_from(external_id: str, raw: Mapping[Any, Any]) -> User:
+    fields = {_text(key): _text(value) for key, value in raw.items()}
+    return User(
+        external_id=external_id,
+        email=fields.get("e", ""),
+        phone=fields.get("p", ""),
+        attributes=attributes.deserialise(fields.get("a", "")),
+        time_zone=fields.get("tz", ""),
+        locale=fields.get("lc", ""),
+        create_us=int(fields.get("ct") or 0),
+        update_us=int(fields.get("ut") or 0),
+        version=int(fields.get("v") or 0),
+    )
+
+
+def _fields_of(user: User) -> list[str | int]:
+    # Empty fields are left out: most users have few, and 1M records add up.
+    fields: dict[str, str | int] = {"ct": user.create_us, "ut": user.update_us}
+    for name, value in (
+        ("e", user.email),
+        ("p", user.phone),
+        ("tz", user.time_zone),
+        ("lc", user.locale),
+        ("a", attributes.serialise(user.attributes) if user.attributes else ""),
+    ):
+        if value:
+            fields[name] = value
+    return [item for pair in fields.items() for item in pair]
+
+
+class UserStore:
+    def __init__(self, redis: RedisClient) -> None:
+        self.redis = redis
+        self._write = load_script(redis, SCRIPTS, "write_user.lua")
+        self._delete = load_script(redis, SCRIPTS, "delete_user.lua")
+        self._compare_and_set = load_script(redis, SCRIPTS, "compare_and_set.lua")
+        self._compare_and_delete = load_script(redis, SCRIPTS, "compare_and_delete.lua")
+
+    async def get(self, external_id: str) -> User | None:
+        raw = await self.redis.hgetall(keys.user(external_id))
+        return _user_from(external_id, raw) if raw else None
+
+    async def get_many(self, external_ids: Sequence[str]) -> list[User | None]:
+        """Users in request order (None where missing), in one pipelined round trip."""
+        if not external_ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for external_id in external_ids:
+                pipe.hgetall(keys.user(external_id))
+            answers = await pipe.execute()
+        return [
+            _user_from(external_id, raw) if raw else None
+            for external_id, raw in zip(external_ids, answers, strict=True)
+        ]
+
+    async def write(self, user: User, expected_version: int) -> int:
+        """Writes the whole record if it is still at `expected_version` (0 = absent).
+
+        Returns the new version, or 0 when someone else wrote it meanwhile."""
+        answer = await self._write(
+            keys=[keys.user(user.external_id), keys.user_index(keys.user_shard(user.external_id))],
+            args=[user.external_id, expected_version, *_fields_of(user)],
+        )
+        return int(answer)
+
+    async def delete(self, external_id: str) -> bool:
+        answer = await self._delete(
+            keys=[keys.user(external_id), keys.user_index(keys.user_shard(external_id))],
+            args=[external_id],
+        )
+        return bool(answer)
+
+    async def ids_in_shard(self, shard: int, after: str, limit: int) -> list[str]:
+        start = f"({after}" if after else "-"
+        raw = await self.redis.zrangebylex(keys.user_index(shard), start, "+", 0, limit)
+        return [_text(member) for member in raw]
+
+    async def ids_in_every_shard(self, after: str, limit: int) -> list[list[str]]:
+        """The next `limit` ids after `after` of each shard (one pipelined round trip)."""
+        start = f"({after}" if after else "-"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in range(keys.USER_SHARDS):
+                pipe.zrangebylex(keys.user_index(shard), start, "+", 0, limit)
+            answers = await pipe.execute()
+        return [[_text(member) for member in members] for members in answers]
+
+    # --- e-mail and phone reservations ----------------------------------------------
+
+    async def reservation(self, kind: Unique, value: str) -> Reservation | None:
+        return _reservation(await self.redis.get(_reservation_key(kind, value)))
+
+    async def reserve(self, kind: Unique, value: str, claim: Reservation) -> Reservation | None:
+        """Reserves `value` for the claim (SET NX); returns the holder if it is taken."""
+        key = _reservation_key(kind, value)
+        if await self.redis.set(key, claim.encoded(), nx=True):
+            return None
+        holder = _reservation(await self.redis.get(key))
+        # Released between our SET NX and GET: one more try settles it.
+        if holder is None and await self.redis.set(key, claim.encoded(), nx=True):
+            return None
+        return holder or Reservation("", 0)
+
+    async def take_over(
+        self, kind: Unique, value: str, stale: Reservation, claim: Reservation
+    ) -> bool:
+        answer = await self._compare_and_set(
+            keys=[_reservation_key(kind, value)], args=[stale.encoded(), claim.encoded()]
+        )
+        return bool(answer)
+
+    async def release(self, kind: Unique, value: str, held: Reservation) -> None:
+        await self._compare_and_delete(keys=[_reservation_key(kind, value)], args=[held.encoded()])
