@@ -8,8 +8,7 @@ from services.registration.servicer import RegistrationServicer
 
 
 async def build(runtime: Runtime) -> RegistrationServicer:
-    # The RPCs a later issue brings are filled in by fill_pending at run time.
-    return RegistrationServicer(runtime)  # type: ignore[abstract]
+    return RegistrationServicer(runtime)
 
 
 SPEC = ServiceSpec(

@@ -1,0 +1,241 @@
+"""StreamAudience and CountAudience: walk an audience shard by shard, in a stable order.
+
+The order is (app id, shard number, device id bytes). A cursor is the position of the
+last device sent, so a resumed stream continues strictly after it and never repeats a
+device. Only a few shards' records are in memory at a time (SHARDS_PER_READ of the
+1,024), never the whole audience.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from herald.registration.v1 import device_pb2
+from herald.type.v1 import filter_pb2
+from services.core.errors import Validator
+from services.registration import pagination, record, rules
+from services.registration.apps import AppDirectory
+from services.registration.model import FOREGROUND, PLATFORMS, DeviceRecord
+from services.registration.store import DEVICE_SHARDS, RegistrationStore
+from services.registration.validation import check_id, fail
+
+DEFAULT_BATCH = 500
+MAX_BATCH = 5000
+MAX_USER_IDS = 10_000
+MAX_PARTITIONS = 256
+SHARDS_PER_READ = 16
+
+REACH_FOREGROUND = device_pb2.REACHABILITY_FOREGROUND
+REACH_VISIBLE = device_pb2.REACHABILITY_VISIBLE
+_VERSION = re.compile(r"^\d+(\.\d+)*(-[0-9A-Za-z.]+)?$")
+
+_EQ, _NE = filter_pb2.COMPARISON_OPERATOR_EQUAL, filter_pb2.COMPARISON_OPERATOR_NOT_EQUAL
+_LT, _LE = filter_pb2.COMPARISON_OPERATOR_LESS, filter_pb2.COMPARISON_OPERATOR_LESS_OR_EQUAL
+_GT, _GE = filter_pb2.COMPARISON_OPERATOR_GREATER, filter_pb2.COMPARISON_OPERATOR_GREATER_OR_EQUAL
+
+
+def version_key(version: str) -> tuple[tuple[int, ...], int, str] | None:
+    """A sort key: numeric components (trailing zeros dropped), then release after pre-release."""
+    if not _VERSION.match(version):
+        return None
+    release, _, pre = version.partition("-")
+    numbers = [int(part) for part in release.split(".")]
+    while len(numbers) > 1 and numbers[-1] == 0:
+        numbers.pop()
+    return tuple(numbers), 0 if pre else 1, pre
+
+
+def compare(operator: int, left: tuple, right: tuple) -> bool:
+    outcomes: dict[int, bool] = {
+        _EQ: left == right,
+        _NE: left != right,
+        _LT: left < right,
+        _LE: left <= right,
+        _GT: left > right,
+        _GE: left >= right,
+    }
+    return outcomes.get(operator, False)
+
+
+@dataclass(frozen=True)
+class AudienceQuery:
+    app_ids: list[str] = field(default_factory=list)
+    platforms: list[int] = field(default_factory=list)
+    reachability: int = 0
+    app_versions: list[tuple[int, str]] = field(default_factory=list)
+    locales: list[str] = field(default_factory=list)
+    time_zones: list[str] = field(default_factory=list)
+    user_bound_only: bool = False
+    user_ids: list[str] = field(default_factory=list)
+    seen_after_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Matched:
+    app_id: str
+    shard: int
+    device_id: str
+    record: DeviceRecord
+
+
+class _Matcher:
+    def __init__(self, query: AudienceQuery) -> None:
+        self.q = query
+        self.platforms = set(query.platforms)
+        self.versions = [(op, version_key(v)) for op, v in query.app_versions]
+        self.locales = [loc.lower().replace("_", "-") for loc in query.locales]
+        self.time_zones = set(query.time_zones)
+        self.user_ids = set(query.user_ids)
+
+    def __call__(self, rec: DeviceRecord) -> bool:
+        if rec.token is None:
+            return False
+        if self.platforms and rec.platform not in self.platforms:
+            return False
+        if self.q.reachability in (REACH_FOREGROUND, REACH_VISIBLE):
+            capability, provisional = rules.capability(rec)
+            if capability != FOREGROUND and not (
+                self.q.reachability == REACH_VISIBLE and provisional
+            ):
+                return False
+        if self.versions:
+            key = version_key(rec.app_version)
+            if key is None or not all(compare(op, key, want) for op, want in self.versions):  # type: ignore[arg-type]
+                return False
+        if self.locales:
+            locale = rec.locale.lower().replace("_", "-")
+            if not any(locale == p or locale.startswith(p + "-") for p in self.locales):
+                return False
+        if self.time_zones and rec.time_zone not in self.time_zones:
+            return False
+        if (self.q.user_bound_only or self.user_ids) and not rec.user_id:
+            return False
+        if self.user_ids and rec.user_id not in self.user_ids:
+            return False
+        return rec.last_seen_ms >= self.q.seen_after_ms
+
+
+def partition_of(app_id: str, device_id: str, count: int) -> int:
+    return zlib.crc32(f"{app_id}\n{device_id}".encode()) % count
+
+
+class Audiences:
+    def __init__(self, store: RegistrationStore, apps: AppDirectory) -> None:
+        self.store = store
+        self.apps = apps
+
+    def validate(
+        self, query: AudienceQuery, batch_size: int, partition: tuple[int, int] | None
+    ) -> None:
+        check = Validator()
+        for i, app_id in enumerate(query.app_ids):
+            check_id(check, f"query.app_ids[{i}]", app_id)
+        for i, platform in enumerate(query.platforms):
+            if platform not in PLATFORMS:
+                check.add(f"query.platforms[{i}]", "is not a known platform")
+        if query.reachability not in range(0, 4):
+            check.add("query.reachability", "is not a known Reachability")
+        for i, (operator, version) in enumerate(query.app_versions):
+            if operator not in range(1, 7):
+                check.add(f"query.app_versions[{i}].operator", "must be set")
+            if version_key(version) is None:
+                check.add(f"query.app_versions[{i}].version", 'must be a version like "4.12.0"')
+        for i, locale in enumerate(query.locales):
+            if not re.match(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})*$", locale):
+                check.add(f"query.locales[{i}]", "must be a BCP 47 tag or prefix")
+        if len(query.user_ids) > MAX_USER_IDS:
+            check.add("query.user_ids", f"must hold at most {MAX_USER_IDS} user ids")
+        if not 0 <= batch_size <= MAX_BATCH:
+            check.add("batch_size", f"must be 0 (default {DEFAULT_BATCH}) to {MAX_BATCH}")
+        if partition is not None:
+            index, count = partition
+            if not 1 <= count <= MAX_PARTITIONS:
+                check.add("partition.count", f"must be 1 to {MAX_PARTITIONS}")
+            elif not 0 <= index < count:
+                check.add("partition.index", "must be 0 to count - 1")
+        fail(check)
+
+    async def _apps(self, query: AudienceQuery) -> list[str]:
+        for app_id in query.app_ids:
+            await self.apps.require_app(app_id)
+        if query.app_ids:
+            return sorted(set(query.app_ids))
+        return await self.store.apps_with_devices()
+
+    async def matching(
+        self,
+        query: AudienceQuery,
+        partition: tuple[int, int] | None,
+        after: tuple[str, int, str] | None,
+    ) -> AsyncIterator[Matched]:
+        matches = _Matcher(query)
+        for app_id in await self._apps(query):
+            if after is not None and app_id < after[0]:
+                continue
+            first_shard = after[1] if after is not None and app_id == after[0] else 0
+            for start in range(first_shard, DEVICE_SHARDS, SHARDS_PER_READ):
+                shards = list(range(start, min(start + SHARDS_PER_READ, DEVICE_SHARDS)))
+                contents = await self.store.shard_records([(app_id, s) for s in shards])
+                for shard, content in zip(shards, contents, strict=True):
+                    resume_after = (
+                        after[2].encode()
+                        if after is not None and (app_id, shard) == (after[0], after[1])
+                        else None
+                    )
+                    for device_key in sorted(content):
+                        if resume_after is not None and device_key <= resume_after:
+                            continue
+                        device_id = device_key.decode()
+                        if (
+                            partition is not None
+                            and partition_of(app_id, device_id, partition[1]) != partition[0]
+                        ):
+                            continue
+                        rec = record.unpack(content[device_key], with_log=False)
+                        if matches(rec):
+                            yield Matched(app_id, shard, device_id, rec)
+
+    async def stream(
+        self,
+        query: AudienceQuery,
+        batch_size: int,
+        cursor: str,
+        partition: tuple[int, int] | None,
+    ) -> AsyncIterator[tuple[list[Matched], str, int]]:
+        """Batches of (devices, cursor after them, streamed count so far)."""
+        self.validate(query, batch_size, partition)
+        fingerprint = pagination.fingerprint("StreamAudience", query, partition)
+        position = pagination.decode(cursor, fingerprint, "cursor", "INVALID_CURSOR")
+        after = (str(position[0]), int(position[1]), str(position[2])) if position else None
+        size = batch_size or DEFAULT_BATCH
+        batch: list[Matched] = []
+        streamed = 0
+        async for matched in self.matching(query, partition, after):
+            batch.append(matched)
+            if len(batch) == size:
+                streamed += len(batch)
+                yield batch, self._cursor(fingerprint, batch[-1]), streamed
+                batch = []
+        if batch:
+            streamed += len(batch)
+            yield batch, self._cursor(fingerprint, batch[-1]), streamed
+
+    @staticmethod
+    def _cursor(fingerprint: str, last: Matched) -> str:
+        return pagination.encode(fingerprint, [last.app_id, last.shard, last.device_id])
+
+    async def count(self, query: AudienceQuery) -> tuple[int, int, dict[int, int]]:
+        """(devices, distinct users, devices per platform), counted exactly."""
+        self.validate(query, 0, None)
+        devices = 0
+        users: set[str] = set()
+        per_platform: dict[int, int] = {}
+        async for matched in self.matching(query, None, None):
+            devices += 1
+            if matched.record.user_id:
+                users.add(matched.record.user_id)
+            per_platform[matched.record.platform] = per_platform.get(matched.record.platform, 0) + 1
+        return devices, len(users), per_platform

@@ -1,0 +1,266 @@
+"""Registration's use cases for single devices: read, compute (changes.py), write.
+
+Every write is: read the record, compute the next one, make the cross-slot indexes
+ready for it (token index claimed, user index entry added), compare-and-set the record
+(retrying on a concurrent change), then clean up what the change made stale (old
+token index entry, old user index entry) and append the user log. A crash at any
+step leaves at worst an index entry that points at a record which does not confirm
+it; readers verify and ignore such entries (docs/keys/registration.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from services.core.errors import Aborted, FailedPrecondition, NotFound, Validator
+from services.registration import changes, record
+from services.registration.apps import AppDirectory
+from services.registration.changes import Mutation
+from services.registration.model import UNREGISTERED, DeviceRecord, Token
+from services.registration.store import RegistrationStore
+from services.registration.tokens import TokenInput, token_digest
+from services.registration.validation import (
+    MAX_REASON,
+    MAX_SECRET,
+    DeviceInput,
+    check_device,
+    check_id,
+    check_optional_text,
+    check_permission_change,
+    fail,
+)
+
+MAX_ATTEMPTS = 8
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def device_not_found(app_id: str, device_id: str) -> NotFound:
+    return NotFound(
+        "DEVICE_NOT_FOUND",
+        f"device {device_id!r} is not registered in app {app_id!r}",
+        {"app_id": app_id, "device_id": device_id},
+    )
+
+
+def _concurrent(app_id: str, device_id: str) -> Aborted:
+    return Aborted(
+        "CONCURRENT_UPDATE",
+        "the device kept changing under this call; retry",
+        {"app_id": app_id, "device_id": device_id},
+    )
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    record: DeviceRecord
+    created: bool
+    token_update: int
+    previous_user_id: str
+
+
+class Devices:
+    def __init__(self, store: RegistrationStore, apps: AppDirectory) -> None:
+        self.store = store
+        self.apps = apps
+
+    # -- the write engine -----------------------------------------------------------
+
+    async def mutate(
+        self,
+        app_id: str,
+        device_id: str,
+        change: Callable[[DeviceRecord | None], Mutation],
+    ) -> tuple[DeviceRecord | None, Mutation]:
+        """Applies `change` to the stored record with compare-and-set; returns (old, result)."""
+        for _ in range(MAX_ATTEMPTS):
+            raw = await self.store.get(app_id, device_id)
+            old = record.unpack(raw) if raw else None
+            mutation = change(old)
+            if not mutation.write or (old is None and mutation.new is None):
+                return old, mutation
+            new = mutation.new
+            old_token = old.token if old else None
+            old_user = old.user_id if old else ""
+            if (
+                new is not None
+                and new.token is not None
+                and (old_token is None or old_token.value != new.token.value)
+            ):
+                await self._claim_token(app_id, device_id, new.token)
+            if new is not None and new.user_id and new.user_id != old_user:
+                await self.store.add_user_device(new.user_id, app_id, device_id)
+            if old is None:
+                await self.store.remember_app(app_id)
+            packed = record.pack(new) if new is not None else None
+            if await self.store.compare_and_set(app_id, device_id, raw, packed):
+                await self.after_write(app_id, device_id, old, mutation)
+                return old, mutation
+        raise _concurrent(app_id, device_id)
+
+    async def after_write(
+        self, app_id: str, device_id: str, old: DeviceRecord | None, mutation: Mutation
+    ) -> None:
+        new = mutation.new
+        if (
+            old is not None
+            and old.token is not None
+            and (new is None or new.token is None or new.token.value != old.token.value)
+        ):
+            await self.store.release_token(app_id, token_digest(app_id, old.token.value), device_id)
+        if old is not None and old.user_id and (new is None or new.user_id != old.user_id):
+            await self.store.remove_user_device(old.user_id, app_id, device_id)
+        await self.store.append_user_logs(
+            [
+                (user, record.pack_user_entry(app_id, device_id, entry))
+                for entry in mutation.entries
+                for user in dict.fromkeys((entry.from_user, entry.to_user))
+                if user
+            ]
+        )
+
+    async def _claim_token(self, app_id: str, device_id: str, token: Token) -> None:
+        """Makes `device_id` the token's only holder: the newest registration owns it."""
+        digest = token_digest(app_id, token.value)
+        owner = await self.store.token_owner(app_id, digest)
+        for _ in range(MAX_ATTEMPTS):
+            if owner == device_id:
+                return
+            if owner:
+                await self.strip_token(app_id, owner, token.value, "registered_on_another_device")
+            claimed, owner = await self.store.claim_token(app_id, digest, owner, device_id)
+            if claimed:
+                return
+        raise _concurrent(app_id, device_id)
+
+    async def strip_token(self, app_id: str, device_id: str, canonical: str, reason: str) -> None:
+        """Removes the token from a device that still holds it (it moved elsewhere)."""
+        now = now_ms()
+
+        def change(old: DeviceRecord | None) -> Mutation:
+            if old is None or old.token is None or old.token.value != canonical:
+                return Mutation(old, write=False)
+            return changes.remove_token(old, UNREGISTERED, reason, now)
+
+        await self.mutate(app_id, device_id, change)
+
+    # -- RPCs -----------------------------------------------------------------------
+
+    async def register(self, app_id: str, given: DeviceInput, client_secret: str) -> RegisterResult:
+        check = Validator()
+        check_id(check, "app_id", app_id)
+        token = check_device(check, "", given)
+        check_optional_text(check, "client_secret", client_secret, MAX_SECRET)
+        fail(check)
+        await self.apps.require_app(app_id)
+        if given.user_id:
+            await self.apps.require_client_secret(app_id, client_secret)
+        now = now_ms()
+        _, mutation = await self.mutate(
+            app_id, given.device_id, lambda old: changes.register(old, given, token, now)
+        )
+        assert mutation.new is not None  # registration never deletes
+        return RegisterResult(
+            mutation.new, mutation.created, mutation.token_update, mutation.previous_user_id
+        )
+
+    async def update_permission(
+        self,
+        app_id: str,
+        device_id: str,
+        status: int,
+        token: TokenInput | None,
+        environment: int,
+    ) -> tuple[DeviceRecord, int]:
+        check = Validator()
+        check_id(check, "app_id", app_id)
+        check_id(check, "device_id", device_id)
+        if status not in range(1, 5):
+            check.add("authorization_status", "must be a known status other than UNSPECIFIED")
+        if environment not in range(0, 3):
+            check.add("apns_environment", "is not a known ApnsEnvironment")
+        fail(check)
+        now = now_ms()
+
+        def change(old: DeviceRecord | None) -> Mutation:
+            if old is None:
+                raise device_not_found(app_id, device_id)
+            token_check = Validator()
+            valid = check_permission_change(token_check, old.platform, status, token, environment)
+            fail(token_check)
+            return changes.update_permission(old, status, valid, environment, now)
+
+        _, mutation = await self.mutate(app_id, device_id, change)
+        assert mutation.new is not None
+        return mutation.new, mutation.previous_capability
+
+    async def unregister(
+        self, app_id: str, device_id: str, reason: str, allow_missing: bool
+    ) -> tuple[bool, str]:
+        check = Validator()
+        check_id(check, "app_id", app_id)
+        check_id(check, "device_id", device_id)
+        check_optional_text(check, "reason", reason, MAX_REASON)
+        fail(check)
+        now = now_ms()
+
+        def change(old: DeviceRecord | None) -> Mutation:
+            if old is None:
+                if allow_missing:
+                    return Mutation(None, write=False)
+                raise device_not_found(app_id, device_id)
+            return changes.unregister(old, reason, now)
+
+        old, mutation = await self.mutate(app_id, device_id, change)
+        return old is not None, mutation.previous_user_id
+
+    async def get(self, app_id: str, device_id: str) -> DeviceRecord:
+        check = Validator()
+        check_id(check, "app_id", app_id)
+        check_id(check, "device_id", device_id)
+        fail(check)
+        raw = await self.store.get(app_id, device_id)
+        if raw is None:
+            raise device_not_found(app_id, device_id)
+        return record.unpack(raw)
+
+    async def assign_user(
+        self,
+        app_id: str,
+        device_id: str,
+        user_id: str,
+        expected_user_id: str,
+        expect_unbound: bool,
+        reason: str,
+    ) -> tuple[DeviceRecord, str, bool]:
+        check = Validator()
+        check_id(check, "app_id", app_id)
+        check_id(check, "device_id", device_id)
+        if user_id:
+            check_optional_text(check, "user_id", user_id, 255)
+        check_optional_text(check, "reason", reason, MAX_REASON)
+        if expected_user_id and expect_unbound:
+            check.add("expect_unbound", "cannot be combined with expected_user_id")
+        fail(check)
+        now = now_ms()
+
+        def change(old: DeviceRecord | None) -> Mutation:
+            if old is None:
+                raise device_not_found(app_id, device_id)
+            if (expected_user_id and old.user_id != expected_user_id) or (
+                expect_unbound and old.user_id
+            ):
+                raise FailedPrecondition(
+                    "DEVICE_USER_MISMATCH",
+                    "the device is bound to another user than expected",
+                    {"app_id": app_id, "device_id": device_id},
+                )
+            return changes.assign_user(old, user_id, reason, now)
+
+        _, mutation = await self.mutate(app_id, device_id, change)
+        assert mutation.new is not None
+        return mutation.new, mutation.previous_user_id, mutation.write

@@ -1,0 +1,260 @@
+"""ImportDevices: bulk registration for teams migrating from another provider.
+
+The fast path handles a whole message at once: validate every device, read their
+records with one pipelined HMGET per shard, read the owners of their tokens, claim the
+free tokens (pipelined scripts), add the user index entries, then write the records
+with one compare-and-set script call per shard (pipelined). Whatever does not fit the
+fast path (a token held by another device, a device twice in one message, a record
+that changed meanwhile) goes through the same per-device path as RegisterDevice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+
+from services.core.errors import FieldViolation, InvalidArgument, Validator
+from services.registration import changes, record
+from services.registration.apps import AppDirectory
+from services.registration.changes import Mutation
+from services.registration.domain import Devices, now_ms
+from services.registration.invalidation import ItemProblem, batch_too_large
+from services.registration.model import DeviceRecord, Token
+from services.registration.tokens import token_digest
+from services.registration.validation import DeviceInput, check_device, check_id, violations_reason
+
+MAX_DEVICES_PER_MESSAGE = 5000
+MAX_REPORTED_ERRORS = 1000
+SKIP_EXISTING = 2
+
+
+@dataclass(frozen=True)
+class ImportedDevice:
+    device: DeviceInput
+    last_seen_ms: int = 0
+
+
+@dataclass(frozen=True)
+class ImportMessage:
+    app_id: str
+    mode: int
+    devices: list[ImportedDevice]
+
+
+@dataclass
+class ImportFailure:
+    index: int
+    device_id: str
+    problem: ItemProblem
+
+
+@dataclass
+class ImportSummary:
+    received: int = 0
+    created: int = 0
+    updated: int = 0
+    skipped: int = 0
+    failed: int = 0
+    errors: list[ImportFailure] = field(default_factory=list)
+    errors_truncated: bool = False
+
+    def fail(self, index: int, device_id: str, violations: list[FieldViolation]) -> None:
+        self.failed += 1
+        if len(self.errors) >= MAX_REPORTED_ERRORS:
+            self.errors_truncated = True
+            return
+        problem = ItemProblem(
+            grpc.StatusCode.INVALID_ARGUMENT.value[0],
+            violations_reason(violations),
+            "the device has invalid fields",
+            violations,
+        )
+        self.errors.append(ImportFailure(index, device_id, problem))
+
+    def count(self, old: DeviceRecord | None, mutation: Mutation) -> None:
+        if mutation.created:
+            self.created += 1
+        elif old is not None and mutation.write:
+            self.updated += 1
+        else:
+            self.skipped += 1
+
+
+def _registration(
+    old: DeviceRecord | None, item: ImportedDevice, token: Token | None, now: int, mode: int
+) -> Mutation:
+    if old is not None and mode == SKIP_EXISTING:
+        return Mutation(old, write=False)
+    mutation = changes.register(old, item.device, token, now)
+    new = mutation.new
+    assert new is not None
+    if old is not None and not mutation.entries and new.update_ms == old.update_ms:
+        return Mutation(old, write=False)  # identical: an import does not touch last_seen
+    if item.last_seen_ms:
+        new.last_seen_ms = item.last_seen_ms
+    return mutation
+
+
+@dataclass
+class _Pending:
+    index: int
+    item: ImportedDevice
+    token: Token | None
+    raw: bytes | None = None
+    old: DeviceRecord | None = None
+    mutation: Mutation | None = None
+
+
+class Importer:
+    def __init__(self, devices: Devices, apps: AppDirectory) -> None:
+        self.devices = devices
+        self.store = devices.store
+        self.apps = apps
+
+    async def run(self, messages: AsyncIterator[ImportMessage]) -> ImportSummary:
+        summary = ImportSummary()
+        app_id = ""
+        mode = 0
+        async for message in messages:
+            if not app_id:
+                check = Validator()
+                check_id(check, "app_id", message.app_id)
+                check.raise_if_any("the first message must name the app")
+                app_id, mode = message.app_id, message.mode
+                await self.apps.require_app(app_id)
+                await self.store.remember_app(app_id)
+            elif message.app_id and message.app_id != app_id:
+                raise InvalidArgument(
+                    "every message of an import must name the same app",
+                    [FieldViolation("app_id", f"must be empty or {app_id!r}")],
+                )
+            if not 1 <= len(message.devices) <= MAX_DEVICES_PER_MESSAGE:
+                raise batch_too_large("devices", len(message.devices), MAX_DEVICES_PER_MESSAGE)
+            await self._message(app_id, mode, message.devices, summary)
+        if not app_id:
+            raise InvalidArgument(
+                "an import needs at least one message", [FieldViolation("app_id", "is required")]
+            )
+        return summary
+
+    async def _message(
+        self, app_id: str, mode: int, items: list[ImportedDevice], summary: ImportSummary
+    ) -> None:
+        now = now_ms()
+        fast: list[_Pending] = []
+        slow: list[_Pending] = []
+        seen_devices: set[str] = set()
+        for item in items:
+            index = summary.received
+            summary.received += 1
+            check = Validator()
+            token = check_device(check, "", item.device)
+            if check.violations:
+                summary.fail(index, item.device.device_id, check.violations)
+                continue
+            pending = _Pending(index, item, token)
+            if item.device.device_id in seen_devices:
+                slow.append(pending)  # the same device twice: apply in order, one by one
+            else:
+                seen_devices.add(item.device.device_id)
+                fast.append(pending)
+
+        raws = await self.store.get_many(app_id, [p.item.device.device_id for p in fast])
+        for pending, raw in zip(fast, raws, strict=True):
+            pending.raw = raw
+            pending.old = record.unpack(raw) if raw else None
+            pending.mutation = _registration(pending.old, pending.item, pending.token, now, mode)
+
+        ready = await self._claim_tokens(app_id, fast, slow)
+        await self.store.add_user_devices(
+            (p.mutation.new.user_id, app_id, p.item.device.device_id)
+            for p in ready
+            if p.mutation
+            and p.mutation.new
+            and p.mutation.new.user_id
+            and p.mutation.new.user_id != (p.old.user_id if p.old else "")
+        )
+        writes = [p for p in ready if p.mutation and p.mutation.write]
+        conflicted = set(
+            await self.store.compare_and_set_many(
+                app_id,
+                [
+                    (p.item.device.device_id, p.raw, record.pack(p.mutation.new))  # type: ignore[union-attr, arg-type]
+                    for p in writes
+                ],
+            )
+        )
+        logs: list[tuple[str, bytes]] = []
+        for position, pending in enumerate(writes):
+            if position in conflicted:
+                slow.append(pending)
+                continue
+            assert pending.mutation is not None
+            summary.count(pending.old, pending.mutation)
+            if pending.old is not None:
+                await self.devices.after_write(
+                    app_id, pending.item.device.device_id, pending.old, pending.mutation
+                )
+            else:
+                device_id = pending.item.device.device_id
+                logs += [
+                    (user, record.pack_user_entry(app_id, device_id, entry))
+                    for entry in pending.mutation.entries
+                    for user in dict.fromkeys((entry.from_user, entry.to_user))
+                    if user
+                ]
+        for pending in ready:
+            if pending.mutation is not None and not pending.mutation.write:
+                summary.skipped += 1
+        await self.store.append_user_logs(logs)
+        for pending in sorted(slow, key=lambda p: p.index):
+            await self._one_by_one(app_id, mode, pending, now, summary)
+
+    async def _claim_tokens(
+        self, app_id: str, fast: list[_Pending], slow: list[_Pending]
+    ) -> list[_Pending]:
+        """Claims the tokens the fast path writes; hands contested ones to the slow path."""
+        claims: list[tuple[_Pending, bytes]] = []
+        ready: list[_Pending] = []
+        seen_tokens: set[bytes] = set()
+        for pending in fast:
+            new = pending.mutation.new if pending.mutation else None
+            old_token = pending.old.token if pending.old else None
+            if (
+                pending.mutation is None
+                or not pending.mutation.write
+                or new is None
+                or new.token is None
+                or (old_token is not None and old_token.value == new.token.value)
+            ):
+                ready.append(pending)
+                continue
+            digest = token_digest(app_id, new.token.value)
+            if digest in seen_tokens:
+                slow.append(pending)  # two devices of this message share a token
+                continue
+            seen_tokens.add(digest)
+            claims.append((pending, digest))
+        owners = await self.store.token_owners([(app_id, digest) for _, digest in claims])
+        free: list[tuple[_Pending, bytes]] = []
+        for (pending, digest), owner in zip(claims, owners, strict=True):
+            if owner and owner != pending.item.device.device_id:
+                slow.append(pending)  # held by another device: strip it there first
+            else:
+                free.append((pending, digest))
+        await self.store.set_token_owners(
+            app_id, [(digest, p.item.device.device_id) for p, digest in free]
+        )
+        return ready + [p for p, _ in free]
+
+    async def _one_by_one(
+        self, app_id: str, mode: int, pending: _Pending, now: int, summary: ImportSummary
+    ) -> None:
+        old, mutation = await self.devices.mutate(
+            app_id,
+            pending.item.device.device_id,
+            lambda old: _registration(old, pending.item, pending.token, now, mode),
+        )
+        summary.count(old, mutation)
