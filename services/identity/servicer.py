@@ -3,24 +3,23 @@
 No rule lives here: each RPC converts its request (app_messages.py, user_messages.py),
 calls a domain module, and converts the answer back. Domain errors pass through to the
 shared ErrorInterceptor, which turns them into statuses.
-
-RPCs not overridden yet answer UNIMPLEMENTED (NOT_IMPLEMENTED_YET); see
-services/core/pending.py.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from herald.identity.v1 import identity_service_pb2 as pb
 from herald.identity.v1 import identity_service_pb2_grpc, user_pb2
-from services.core.pending import fill_pending
 from services.core.server import Runtime
-from services.identity import app_messages, user_messages
+from services.identity import app_messages, export_messages, user_messages
+from services.identity.api_keys import ApiKeys
 from services.identity.app_model import SecretMatch
 from services.identity.app_store import AppStore
 from services.identity.apps import Apps
 from services.identity.clock import MICROS_PER_SECOND
+from services.identity.export import Exporter
 from services.identity.registration_client import Registration
 from services.identity.sessions import Sessions
 from services.identity.subscription import SubscriptionStates
@@ -33,17 +32,14 @@ Context = Any  # grpc.aio.ServicerContext; unused by the handlers
 class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.apps = Apps(AppStore(runtime.redis))
+        app_store = AppStore(runtime.redis)
+        self.apps = Apps(app_store)
+        self.api_keys = ApiKeys(app_store)
         self.devices = Registration(runtime.channel("registration"))
         self.users = Users(UserStore(runtime.redis))
         self.sessions = Sessions(self.apps, self.users, self.devices)
         self.subscriptions = SubscriptionStates(self.apps, self.users, self.devices)
-        fill_pending(
-            self,
-            identity_service_pb2_grpc.IdentityServiceServicer,
-            pb.DESCRIPTOR.services_by_name["IdentityService"],
-            "issue #3",
-        )
+        self.exporter = Exporter(self.apps, self.users, self.devices)
 
     # --- apps and client secrets ----------------------------------------------------
 
@@ -106,6 +102,42 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
             valid=match is not SecretMatch.NONE,
             match=app_messages.secret_match_to_proto(match),
         )
+
+    # --- API keys -------------------------------------------------------------------
+
+    async def CreateApiKey(
+        self, request: pb.CreateApiKeyRequest, context: Context
+    ) -> pb.CreateApiKeyResponse:
+        given = request.api_key
+        key, secret = await self.api_keys.create(
+            request.app_id,
+            given.display_name,
+            app_messages.api_key_scope_from_proto(given.scope),
+            given.expire_time.ToMicroseconds() if given.HasField("expire_time") else 0,
+        )
+        return pb.CreateApiKeyResponse(api_key=app_messages.api_key_to_proto(key), key=secret)
+
+    async def ListApiKeys(
+        self, request: pb.ListApiKeysRequest, context: Context
+    ) -> pb.ListApiKeysResponse:
+        found, token = await self.api_keys.list_page(
+            request.app_id, request.page_size, request.page_token, request.show_revoked
+        )
+        return pb.ListApiKeysResponse(
+            api_keys=[app_messages.api_key_to_proto(key) for key in found], next_page_token=token
+        )
+
+    async def RevokeApiKey(
+        self, request: pb.RevokeApiKeyRequest, context: Context
+    ) -> pb.RevokeApiKeyResponse:
+        key = await self.api_keys.revoke(request.app_id, request.api_key_id)
+        return pb.RevokeApiKeyResponse(api_key=app_messages.api_key_to_proto(key))
+
+    async def VerifyApiKey(
+        self, request: pb.VerifyApiKeyRequest, context: Context
+    ) -> pb.VerifyApiKeyResponse:
+        key = await self.api_keys.verify(request.key)
+        return pb.VerifyApiKeyResponse(api_key=app_messages.api_key_to_proto(key))
 
     # --- users ----------------------------------------------------------------------
 
@@ -210,3 +242,9 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
             ],
             push_enabled_any_app=state.push_enabled_any_app,
         )
+
+    async def ExportUsers(
+        self, request: pb.ExportUsersRequest, context: Context
+    ) -> AsyncIterator[pb.ExportUsersResponse]:
+        async for batch in self.exporter.stream(export_messages.export_query(request)):
+            yield export_messages.export_response(batch, request.include_full_tokens)

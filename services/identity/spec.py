@@ -8,8 +8,7 @@ from services.identity.servicer import IdentityServicer
 
 
 async def build(runtime: Runtime) -> IdentityServicer:
-    # The RPCs a later issue brings are filled in by fill_pending at run time.
-    return IdentityServicer(runtime)  # type: ignore[abstract]
+    return IdentityServicer(runtime)
 
 
 SPEC = ServiceSpec(
