@@ -7,8 +7,9 @@ interceptor's job (issue 7), which calls VerifyApiKey and caches the answer.
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 
-from services.core.errors import InvalidArgument, NotFound, Unauthenticated, Validator
+from services.core.errors import NotFound, Unauthenticated, Validator
 from services.identity import credentials, pagination
 from services.identity.app_model import ApiKey, ApiKeyScope
 from services.identity.app_store import AppStore
@@ -104,7 +105,7 @@ class ApiKeys:
 
     async def verify(self, presented: str) -> ApiKey:
         if not presented:
-            raise InvalidArgument("key is required")
+            raise Unauthenticated("API_KEY_MISSING", "no API key was presented")
         digest = credentials.api_key_digest(presented)
         api_key_id = await self.store.api_key_id_by_digest(digest)
         key = await self.store.get_api_key(api_key_id) if api_key_id else None
@@ -118,4 +119,5 @@ class ApiKeys:
             raise Unauthenticated("API_KEY_EXPIRED", "the API key has expired")
         if now - key.last_use_us >= LAST_USE_RESOLUTION_US:
             await self.store.touch_api_key(api_key_id, now)
+            key = replace(key, last_use_us=now)
         return key

@@ -277,3 +277,45 @@ async def test_delete_user_without_devices_frees_its_identifiers(stack):
     assert (await _error(identity.DeleteUser(pb.DeleteUserRequest(external_id="kim"))))[
         1
     ] == "USER_NOT_FOUND"
+
+
+async def test_an_invalid_export_lists_every_violation(identity):
+    from herald.type.v1 import filter_pb2
+
+    request = pb.ExportUsersRequest(
+        selector=pb.ExportSelector(
+            segment=user_pb2.Segment(
+                attribute_filters=[
+                    filter_pb2.AttributeFilter(attribute="plan"),
+                    filter_pb2.AttributeFilter(attribute="", exists=True),
+                ]
+            )
+        ),
+        batch_size=6000,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in identity.ExportUsers(request):
+            pass
+    details = parse_error(caught.value)
+    assert details.reason == "INVALID_ARGUMENT"
+    assert {field for field, _ in details.violations} == {
+        "selector.segment.attribute_filters[0]",
+        "selector.segment.attribute_filters[1].attribute",
+        "batch_size",
+    }
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in identity.ExportUsers(pb.ExportUsersRequest()):
+            pass
+    assert {field for field, _ in parse_error(caught.value).violations} == {"selector"}
+    ids = pb.ExportSelector(
+        identifiers=pb.UserIdentifierList(
+            identifiers=[user_pb2.UserIdentifier(email="bad"), user_pb2.UserIdentifier()]
+        )
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in identity.ExportUsers(pb.ExportUsersRequest(selector=ids)):
+            pass
+    assert {field for field, _ in parse_error(caught.value).violations} == {
+        "selector.identifiers.identifiers[0].email",
+        "selector.identifiers.identifiers[1]",
+    }
