@@ -37,9 +37,7 @@ class Stack:
 @pytest.fixture
 async def stack(redis: Redis, start_services) -> AsyncIterator[Stack]:
     servers = await start_services(REGISTRATION_SPEC, IDENTITY_SPEC)
-    registration_channel = grpc.aio.insecure_channel(
-        f"127.0.0.1:{servers['registration'].port}"
-    )
+    registration_channel = grpc.aio.insecure_channel(f"127.0.0.1:{servers['registration'].port}")
     identity_channel = grpc.aio.insecure_channel(f"127.0.0.1:{servers['identity'].port}")
     identity: identity_service_pb2_grpc.IdentityServiceAsyncStub = (
         identity_service_pb2_grpc.IdentityServiceStub(identity_channel)
@@ -63,8 +61,10 @@ def apns_token(seed: str = "") -> push_token_pb2.PushToken:
 
 
 def fcm_token() -> push_token_pb2.PushToken:
-    value = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=") + ":APA91b" + (
-        base64.urlsafe_b64encode(os.urandom(100)).decode().rstrip("=")
+    value = (
+        base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        + ":APA91b"
+        + (base64.urlsafe_b64encode(os.urandom(100)).decode().rstrip("="))
     )
     return push_token_pb2.PushToken(fcm=push_token_pb2.FcmToken(registration_token=value))
 
@@ -89,7 +89,7 @@ def ios(device_id: str, token=None, **fields) -> pb.RegisterDeviceRequest:
         platform=IOS,
         os_version=fields.pop("os_version", "17.4"),
         token=token,
-        apns_environment=PRODUCTION if token is not None else 0,
+        apns_environment=PRODUCTION if token is not None else 0,  # type: ignore[arg-type]
         **fields,
     )
 

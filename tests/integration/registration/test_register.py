@@ -35,7 +35,10 @@ async def test_the_same_flush_twice_changes_only_last_seen(stack: Stack):
     )
     assert not second.created
     assert second.token_update == pb.TOKEN_UPDATE_UNCHANGED
-    assert second.device.last_seen_time.ToMilliseconds() >= first.device.last_seen_time.ToMilliseconds()
+    assert (
+        second.device.last_seen_time.ToMilliseconds()
+        >= first.device.last_seen_time.ToMilliseconds()
+    )
     for name in ("create_time", "update_time", "token_update_time"):
         assert getattr(second.device, name) == getattr(first.device, name), name
     first.device.ClearField("last_seen_time")
