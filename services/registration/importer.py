@@ -237,17 +237,13 @@ class Importer:
                 continue
             seen_tokens.add(digest)
             claims.append((pending, digest))
-        owners = await self.store.token_owners([(app_id, digest) for _, digest in claims])
-        free: list[tuple[_Pending, bytes]] = []
-        for (pending, digest), owner in zip(claims, owners, strict=True):
-            if owner and owner != pending.item.device.device_id:
-                slow.append(pending)  # held by another device: strip it there first
-            else:
-                free.append((pending, digest))
-        await self.store.set_token_owners(
-            app_id, [(digest, p.item.device.device_id) for p, digest in free]
+        contested = await self.store.claim_free_tokens(
+            app_id, [(digest, p.item.device.device_id) for p, digest in claims]
         )
-        return ready + [p for p, _ in free]
+        for position, (pending, _) in enumerate(claims):
+            # Held by another device: the slow path strips it there, then claims it.
+            (slow if position in contested else ready).append(pending)
+        return ready
 
     async def _one_by_one(
         self, app_id: str, mode: int, pending: _Pending, now: int, summary: ImportSummary

@@ -15,11 +15,12 @@ from services.core.redis import RedisClient, hash_tag, load_script, shard_of
 
 SCRIPTS = "services.registration.scripts"
 
-# Fixed per deployment: changing it moves every device to another key. 1,024 keeps a
-# shard near 1,000 devices for a 1M-device app (small enough for a compact encoding,
-# see docs/keys/registration.md) and spreads one app over every node of a cluster.
-DEVICE_SHARDS = 1024
-TOKEN_SHARDS = 1024
+# Fixed per deployment: changing it moves every device to another key. 256 keeps a
+# shard near 4,000 devices for a 1M-device app (40,000 at 10M: still a small key),
+# spreads one app over every node of a cluster, and lets a 5,000-device import message
+# land as ~20 devices per shard, so one script call per shard writes a whole batch.
+DEVICE_SHARDS = 256
+TOKEN_SHARDS = 256
 USER_LOG_CAP = 1000
 APPS_KEY = "reg:apps"
 
@@ -74,6 +75,7 @@ class RegistrationStore:
         self._cas = load_script(redis, SCRIPTS, "cas_devices.lua")
         self._claim = load_script(redis, SCRIPTS, "token_claim.lua")
         self._release = load_script(redis, SCRIPTS, "token_release.lua")
+        self._claim_free = load_script(redis, SCRIPTS, "token_claim_free.lua")
         self._known_apps: set[str] = set()
 
     # -- device records -------------------------------------------------------------
@@ -159,12 +161,6 @@ class RegistrationStore:
     async def token_owner(self, app_id: str, digest: bytes) -> str:
         return _text(await self.redis.hget(token_key(app_id, digest), token_field(digest)))
 
-    async def token_owners(self, items: Sequence[tuple[str, bytes]]) -> list[str]:
-        pipe = self.redis.pipeline(transaction=False)
-        for app_id, digest in items:
-            pipe.hget(token_key(app_id, digest), token_field(digest))
-        return [_text(raw) for raw in await pipe.execute()]
-
     async def claim_token(
         self, app_id: str, digest: bytes, expected: str, device_id: str
     ) -> tuple[bool, str]:
@@ -178,12 +174,24 @@ class RegistrationStore:
             return True, ""
         return False, result.decode() if isinstance(result, bytes) else str(result)
 
-    async def set_token_owners(self, app_id: str, owners: Iterable[tuple[bytes, str]]) -> None:
-        """Unconditional index writes for imports (the caller already resolved owners)."""
+    async def claim_free_tokens(self, app_id: str, claims: Sequence[tuple[bytes, str]]) -> set[int]:
+        """Import form of claim_token: each token goes to its device unless another device
+        holds it. One script call per token shard, pipelined. Returns the positions (in
+        `claims`) of the contested tokens."""
+        by_key: dict[str, list[int]] = {}
+        for position, (digest, _) in enumerate(claims):
+            by_key.setdefault(token_key(app_id, digest), []).append(position)
         pipe = self.redis.pipeline(transaction=False)
-        for digest, device_id in owners:
-            pipe.hset(token_key(app_id, digest), token_field(digest), device_id)
-        await pipe.execute()
+        for key, positions in by_key.items():
+            args: list[Any] = []
+            for position in positions:
+                digest, device_id = claims[position]
+                args += [token_field(digest), device_id]
+            await self._claim_free(keys=[key], args=args, client=pipe)  # type: ignore[arg-type]
+        contested: set[int] = set()
+        for positions, result in zip(by_key.values(), await pipe.execute(), strict=True):
+            contested.update(positions[number - 1] for number in result)
+        return contested
 
     async def release_token(self, app_id: str, digest: bytes, device_id: str) -> None:
         await self._release(keys=[token_key(app_id, digest)], args=[token_field(digest), device_id])

@@ -1,0 +1,399 @@
+"""Registration benchmark: RegisterDevice throughput and latency, ImportDevices rate,
+Redis bytes per registered device.
+
+`make bench ARGS=registration` (or `.venv/bin/python -m bench registration`) runs it
+with the defaults; `.venv/bin/python -m bench.registration --help` lists the knobs.
+It starts its own redis-server and the Identity and Registration services as real
+processes on loopback, creates an app through Identity, and drives the load from
+separate processes (`python -m bench.registration load ...`), each bounded in time.
+The figures go to docs/benchmarks.md ("Registration").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from herald.identity.v1 import app_pb2, identity_service_pb2, identity_service_pb2_grpc
+from herald.registration.v1 import registration_service_pb2 as pb
+from herald.registration.v1 import registration_service_pb2_grpc
+from herald.type.v1 import platform_pb2, push_token_pb2
+from services.core.embedded_redis import EmbeddedRedis, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+IOS = platform_pb2.PLATFORM_IOS
+ANDROID = platform_pb2.PLATFORM_ANDROID
+
+
+# -- what a load process sends -------------------------------------------------------
+
+
+def _fcm(seed: int) -> str:
+    # Real FCM registration tokens are ~150-165 characters: "<22 chars>:APA91b<~130 chars>".
+    raw = seed.to_bytes(8, "big") * 13
+    return (
+        base64.urlsafe_b64encode(raw[:16]).decode().rstrip("=")
+        + ":APA91b"
+        + base64.urlsafe_b64encode(raw[:96]).decode().rstrip("=")
+    )
+
+
+def _apns(seed: int) -> str:
+    return (seed.to_bytes(8, "big") * 4).hex()
+
+
+def device_fields(i: int, prefix: str) -> dict[str, Any]:
+    """Half iOS (APNs), half Android (FCM); realistic field sizes."""
+    common: dict[str, Any] = {
+        "device_id": f"{prefix}{uuid.UUID(int=i)}",
+        "app_version": "4.12.0",
+        "locale": "fr-FR",
+        "time_zone": "Europe/Paris",
+    }
+    if i % 2:
+        return {
+            **common,
+            "platform": IOS,
+            "os_version": "17.4",
+            "token": push_token_pb2.PushToken(apns=push_token_pb2.ApnsToken(device_token=_apns(i))),
+            "apns_environment": platform_pb2.APNS_ENVIRONMENT_PRODUCTION,
+            "authorization_status": platform_pb2.AUTHORIZATION_STATUS_AUTHORIZED,
+        }
+    return {
+        **common,
+        "platform": ANDROID,
+        "os_version": "14",
+        "token": push_token_pb2.PushToken(fcm=push_token_pb2.FcmToken(registration_token=_fcm(i))),
+    }
+
+
+async def _register_load(args: argparse.Namespace) -> dict[str, Any]:
+    channel = grpc.aio.insecure_channel(args.target)
+    stub: Any = registration_service_pb2_grpc.RegistrationServiceStub(channel)
+    requests = [
+        pb.RegisterDeviceRequest(app_id=args.app_id, **device_fields(i, f"w{args.worker}-"))
+        for i in range(args.pool)
+    ]
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + args.seconds
+
+    async def call(request: pb.RegisterDeviceRequest, scheduled: float) -> None:
+        nonlocal errors
+        try:
+            await stub.RegisterDevice(request, timeout=5)
+        except grpc.aio.AioRpcError:
+            errors += 1
+            return
+        # Measured from when the call was due, not when it left: a stalled client
+        # does not hide server latency (no coordinated omission).
+        latencies.append(time.perf_counter() - scheduled)
+
+    started = time.perf_counter()
+    if args.rate:
+        interval = 1.0 / args.rate
+        tasks = set()
+        n = 0
+        while True:
+            due = started + n * interval
+            if due >= deadline:
+                break
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(call(requests[n % len(requests)], due))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            n += 1
+        await asyncio.gather(*tasks)
+    else:
+        counter = iter(range(10**12))
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                i = next(counter)
+                await call(requests[i % len(requests)], time.perf_counter())
+
+        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    elapsed = time.perf_counter() - started
+    await channel.close()
+    return {"calls": len(latencies), "errors": errors, "seconds": elapsed, "latencies": latencies}
+
+
+async def _import_load(args: argparse.Namespace) -> dict[str, Any]:
+    channel = grpc.aio.insecure_channel(
+        args.target, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
+    )
+    stub: Any = registration_service_pb2_grpc.RegistrationServiceStub(channel)
+    batch = 5000
+    # Messages are built before the clock starts: the figure is the server's rate.
+    messages = []
+    for start in range(0, args.count, batch):
+        devices = [
+            pb.ImportedDevice(**device_fields(i, "imp-"))
+            for i in range(start, min(start + batch, args.count))
+        ]
+        messages.append(pb.ImportDevicesRequest(app_id=args.app_id, devices=devices))
+
+    async def stream() -> AsyncIterator[pb.ImportDevicesRequest]:
+        for message in messages:
+            yield message
+
+    started = time.perf_counter()
+    answer = await stub.ImportDevices(stream(), timeout=600)
+    elapsed = time.perf_counter() - started
+    await channel.close()
+    return {
+        "received": answer.received_count,
+        "created": answer.created_count,
+        "failed": answer.failed_count,
+        "seconds": elapsed,
+    }
+
+
+def load_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="bench.registration load")
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--app-id", required=True)
+    parser.add_argument("--mode", choices=["register", "import"], required=True)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--rate", type=float, default=0, help="calls/s; 0 = as fast as possible")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--pool", type=int, default=20_000, help="distinct devices")
+    parser.add_argument("--count", type=int, default=100_000, help="devices to import")
+    parser.add_argument("--worker", type=int, default=0)
+    args = parser.parse_args(argv)
+    import uvloop
+
+    runner = _register_load if args.mode == "register" else _import_load
+    result = uvloop.run(runner(args))
+    json.dump(result, sys.stdout)
+    return 0
+
+
+# -- the orchestrator ----------------------------------------------------------------
+
+
+class Services:
+    """redis-server, Identity and Registration as child processes on loopback."""
+
+    def __init__(self, workdir: Path, redis_extra: list[str]) -> None:
+        self.redis = EmbeddedRedis(workdir / "redis", extra=redis_extra)
+        self.ports = {"identity": free_port(), "registration": free_port()}
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.workdir = workdir
+
+    def start(self) -> Services:
+        self.redis.start()
+        env = {
+            **os.environ,
+            "REDIS_URL": self.redis.url,
+            "HERALD_TRACE_EXPORTER": "none",
+            "HERALD_LOG_LEVEL": "WARNING",
+            **{f"HERALD_{name.upper()}_PORT": str(port) for name, port in self.ports.items()},
+            **{
+                f"HERALD_{name.upper()}_ADDRESS": f"127.0.0.1:{port}"
+                for name, port in self.ports.items()
+            },
+        }
+        for name in self.ports:
+            log = (self.workdir / f"{name}.log").open("wb")
+            self.processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", f"services.{name}"],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        for name, port in self.ports.items():
+            _wait_serving(port, f"herald.{name}.v1.{name.capitalize()}Service")
+        return self
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.redis.stop()
+
+    def target(self, name: str) -> str:
+        return f"127.0.0.1:{self.ports[name]}"
+
+
+def _wait_serving(port: int, service: str, within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{service} did not start on port {port}")
+            time.sleep(0.2)
+
+
+def _create_app(services: Services, app_id: str) -> None:
+    with grpc.insecure_channel(services.target("identity")) as channel:
+        identity: Any = identity_service_pb2_grpc.IdentityServiceStub(channel)
+        identity.CreateApp(
+            identity_service_pb2.CreateAppRequest(
+                app=app_pb2.App(display_name=app_id), app_id=app_id, request_id=str(uuid.uuid4())
+            ),
+            timeout=10,
+        )
+
+
+def _run_load(processes: int, argv: list[str], budget: float) -> list[dict[str, Any]]:
+    """Starts `processes` load processes with `argv` and returns their JSON results."""
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.registration", "load", *argv, "--worker", str(n)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+        )
+        for n in range(processes)
+    ]
+    results = []
+    for child in children:
+        out, _ = child.communicate(timeout=budget)
+        if child.returncode:
+            raise RuntimeError(f"load process failed ({child.returncode})")
+        results.append(json.loads(out))
+    return results
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
+
+
+def _register_report(label: str, results: list[dict[str, Any]]) -> dict[str, float]:
+    latencies = [x for r in results for x in r["latencies"]]
+    calls = sum(r["calls"] for r in results)
+    seconds = max(r["seconds"] for r in results)
+    figures = {
+        "calls_per_second": calls / seconds,
+        "p50_ms": _percentile(latencies, 0.50) * 1000,
+        "p99_ms": _percentile(latencies, 0.99) * 1000,
+        "mean_ms": statistics.fmean(latencies) * 1000 if latencies else 0.0,
+        "errors": sum(r["errors"] for r in results),
+        "calls": calls,
+    }
+    print(
+        f"{label}: {figures['calls_per_second']:,.0f} calls/s over {seconds:.1f}s, "
+        f"p50 {figures['p50_ms']:.2f} ms, p99 {figures['p99_ms']:.2f} ms, "
+        f"errors {figures['errors']:.0f}",
+        flush=True,
+    )
+    return figures
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["load"]:
+        return load_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="bench.registration")
+    parser.add_argument("--seconds", type=float, default=10, help="per RegisterDevice phase")
+    parser.add_argument("--load-processes", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=64, help="in-flight calls per process")
+    parser.add_argument("--rate", type=float, default=2000, help="fixed rate of the latency phase")
+    parser.add_argument("--import-devices", type=int, default=1_000_000)
+    parser.add_argument(
+        "--redis-arg",
+        action="append",
+        default=[],
+        help="extra redis-server argument (repeat), e.g. --redis-arg=--hash-max-ziplist-value "
+        "--redis-arg=1024",
+    )
+    args = parser.parse_args(argv)
+
+    workdir = Path(tempfile.mkdtemp(prefix="herald-bench-registration-"))
+    services = Services(workdir, args.redis_arg).start()
+    try:
+        _create_app(services, "bench")
+        _create_app(services, "bench-import")
+        target = services.target("registration")
+        budget = args.seconds + 120
+        common = ["--target", target, "--app-id", "bench", "--mode", "register"]
+        # Warm-up: creates the devices so the measured phases see session-start flushes
+        # (the steady state: most registrations repeat a known token).
+        _run_load(args.load_processes, [*common, "--seconds", "3"], budget)
+        _register_report(
+            "RegisterDevice max",
+            _run_load(
+                args.load_processes,
+                [*common, "--seconds", str(args.seconds), "--concurrency", str(args.concurrency)],
+                budget,
+            ),
+        )
+        per_process_rate = args.rate / args.load_processes
+        _register_report(
+            f"RegisterDevice at {args.rate:.0f}/s",
+            _run_load(
+                args.load_processes,
+                [*common, "--seconds", str(args.seconds), "--rate", str(per_process_rate)],
+                budget,
+            ),
+        )
+
+        client = redis.Redis.from_url(services.redis.url)
+        before = int(client.info("memory")["used_memory"])
+        [imported] = _run_load(
+            1,
+            [
+                "--target",
+                target,
+                "--app-id",
+                "bench-import",
+                "--mode",
+                "import",
+                "--count",
+                str(args.import_devices),
+            ],
+            budget=1800,
+        )
+        after = int(client.info("memory")["used_memory"])
+        print(
+            f"ImportDevices: {imported['created'] / imported['seconds']:,.0f} devices/s "
+            f"({imported['created']:,} created, {imported['failed']} failed, "
+            f"{imported['seconds']:.1f}s)",
+            flush=True,
+        )
+        print(
+            f"Redis memory: {(after - before) / max(1, imported['created']):.0f} bytes/device "
+            f"at {imported['created']:,} devices (used_memory delta {after - before:,} bytes; "
+            f"redis args {args.redis_arg or 'default'})",
+            flush=True,
+        )
+        client.close()
+    finally:
+        services.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
