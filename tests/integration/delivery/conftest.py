@@ -60,7 +60,6 @@ def delivery_settings(settings: Settings, sandbox: SandboxStack) -> Settings:
     )
 
 
-
 @pytest.fixture
 async def registration_channel() -> AsyncIterator[grpc.aio.Channel]:
     # Nothing listens here: invalidation answers UNAVAILABLE, which must not break a send.
@@ -70,13 +69,17 @@ async def registration_channel() -> AsyncIterator[grpc.aio.Channel]:
 
 
 @pytest.fixture
-async def dispatcher(delivery_settings: Settings, redis: Redis, registration_channel) -> AsyncIterator[Dispatcher]:
+async def dispatcher(
+    delivery_settings: Settings, redis: Redis, registration_channel
+) -> AsyncIterator[Dispatcher]:
     d = make_dispatcher(delivery_settings, redis, registration_channel)
     yield d
     await d.close()
 
 
-def make_dispatcher(settings: Settings, redis: Redis, channel: grpc.aio.Channel, **kwargs: Any) -> Dispatcher:
+def make_dispatcher(
+    settings: Settings, redis: Redis, channel: grpc.aio.Channel, **kwargs: Any
+) -> Dispatcher:
     quick = PoolOptions(max_connections=2, connect_timeout=2.0, reconnect_base_seconds=0.05)
     kwargs.setdefault("pool_options", {"apns": quick, "fcm": quick, "webpush": quick})
     kwargs.setdefault("circuit", CircuitBreakers(open_seconds=30.0))
@@ -85,7 +88,9 @@ def make_dispatcher(settings: Settings, redis: Redis, channel: grpc.aio.Channel,
 
 
 # -- credentials ------------------------------------------------------------------------
-def apns_credentials(sandbox: SandboxStack, environment: int = DEV, app_id: str = APP, **overrides: Any) -> credentials_pb2.Credentials:
+def apns_credentials(
+    sandbox: SandboxStack, environment: int = DEV, app_id: str = APP, **overrides: Any
+) -> credentials_pb2.Credentials:
     demo = sandbox.credentials
     assert demo is not None
     auth = credentials_pb2.ApnsTokenAuth(
@@ -98,7 +103,9 @@ def apns_credentials(sandbox: SandboxStack, environment: int = DEV, app_id: str 
     return credentials_pb2.Credentials(app_id=app_id, apns_token=auth)
 
 
-def fcm_credentials(sandbox: SandboxStack, app_id: str = APP, **overrides: Any) -> credentials_pb2.Credentials:
+def fcm_credentials(
+    sandbox: SandboxStack, app_id: str = APP, **overrides: Any
+) -> credentials_pb2.Credentials:
     demo = sandbox.credentials
     assert demo is not None
     info = json.loads(demo.fcm_service_account_file.read_text())
@@ -126,7 +133,9 @@ async def put(dispatcher: Dispatcher, message: credentials_pb2.Credentials) -> c
 
 
 # -- notifications ----------------------------------------------------------------------
-def apns_notification(token: str, environment: int = DEV, **apns: Any) -> notification_pb2.Notification:
+def apns_notification(
+    token: str, environment: int = DEV, **apns: Any
+) -> notification_pb2.Notification:
     apns.setdefault("title", "Hello")
     apns.setdefault("body", "Bonjour")
     return notification_pb2.Notification(
@@ -178,9 +187,13 @@ def seconds(value: float) -> duration_pb2.Duration:
 
 # -- the gRPC service -------------------------------------------------------------------
 @pytest.fixture
-async def delivery(start_service, delivery_settings: Settings) -> AsyncIterator[tuple[delivery_service_pb2_grpc.DeliveryServiceAsyncStub, RunningServer]]:
+async def delivery(
+    start_service, delivery_settings: Settings
+) -> AsyncIterator[tuple[delivery_service_pb2_grpc.DeliveryServiceAsyncStub, RunningServer]]:
     server = await start_service(DELIVERY_SPEC, delivery_settings)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
-    stub: delivery_service_pb2_grpc.DeliveryServiceAsyncStub = delivery_service_pb2_grpc.DeliveryServiceStub(channel)  # type: ignore[assignment]
+    stub: delivery_service_pb2_grpc.DeliveryServiceAsyncStub = (
+        delivery_service_pb2_grpc.DeliveryServiceStub(channel)
+    )
     yield stub, server
     await channel.close(None)

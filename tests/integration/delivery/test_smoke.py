@@ -29,6 +29,11 @@ async def test_each_provider_delivers(dispatcher, sandbox):
     web = await dispatcher.deliver(webpush_notification(sub), 1)
 
     assert (apns.action, apns.status, fcm.action, fcm.status, web.action, web.status) == (
-        Action.DELIVERED, 200, Action.DELIVERED, 200, Action.DELIVERED, 201
+        Action.DELIVERED,
+        200,
+        Action.DELIVERED,
+        200,
+        Action.DELIVERED,
+        201,
     ), (apns, fcm, web)
     assert sandbox.received("webpush")[0]["payload"] == {"title": "Hello", "body": "Hallo"}

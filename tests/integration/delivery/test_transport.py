@@ -11,7 +11,9 @@ from services.sandbox.apns import new_device_token
 from .conftest import APP, apns_credentials, apns_notification, put
 
 
-async def test_stream_limit_starts_at_one_and_rises_after_the_first_good_request(dispatcher, sandbox):
+async def test_stream_limit_starts_at_one_and_rises_after_the_first_good_request(
+    dispatcher, sandbox
+):
     await put(dispatcher, apns_credentials(sandbox))
     first = await dispatcher.deliver(apns_notification(new_device_token()), 1)
     pool = dispatcher.apns.pool_for(APP, "development")
@@ -21,7 +23,9 @@ async def test_stream_limit_starts_at_one_and_rises_after_the_first_good_request
     await asyncio.sleep(0.05)  # the raised SETTINGS follows the first answer
     assert conn.max_streams == 1000
 
-    results = await asyncio.gather(*(dispatcher.deliver(apns_notification(new_device_token()), 1) for _ in range(60)))
+    results = await asyncio.gather(
+        *(dispatcher.deliver(apns_notification(new_device_token()), 1) for _ in range(60))
+    )
     assert {r.action for r in results} == {Action.DELIVERED}
     assert len(pool.connections) <= 2
 
@@ -100,7 +104,9 @@ async def test_slow_answer_times_out_as_a_retry(dispatcher, sandbox):
     assert result.next_retry_delay_seconds is not None
 
 
-async def test_unreachable_provider_is_connect_failed_and_retried(dispatcher, sandbox, delivery_settings, redis, registration_channel):
+async def test_unreachable_provider_is_connect_failed_and_retried(
+    dispatcher, sandbox, delivery_settings, redis, registration_channel
+):
     from .conftest import make_dispatcher
 
     closed = delivery_settings.model_copy(update={"apns_development_origin": "https://127.0.0.1:9"})
