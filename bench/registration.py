@@ -132,7 +132,7 @@ async def _register_load(args: argparse.Namespace) -> dict[str, Any]:
 
         await asyncio.gather(*(worker() for _ in range(args.concurrency)))
     elapsed = time.perf_counter() - started
-    await channel.close()
+    await channel.close(None)
     return {"calls": len(latencies), "errors": errors, "seconds": elapsed, "latencies": latencies}
 
 
@@ -158,7 +158,7 @@ async def _import_load(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     answer = await stub.ImportDevices(stream(), timeout=600)
     elapsed = time.perf_counter() - started
-    await channel.close()
+    await channel.close(None)
     return {
         "received": answer.received_count,
         "created": answer.created_count,
