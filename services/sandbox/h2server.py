@@ -10,6 +10,7 @@ and disruptions, so the hot path never allocates a task per request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Callable, Iterable
@@ -197,7 +198,7 @@ class HttpServerProtocol(asyncio.Protocol):
             self._start_h2()
             self._h2_received(pending)
         elif self.options.h2_only:
-            self._abort()
+            self.abort()
         else:
             self._mode = "h1"
             self._buffer += pending
@@ -236,7 +237,7 @@ class HttpServerProtocol(asyncio.Protocol):
         except h2.exceptions.ProtocolError as exc:
             log.debug("connection %d: HTTP/2 protocol error: %s", self.connection_id, exc)
             self._flush()
-            self._abort()
+            self.abort()
             return
         for event in events:
             if isinstance(event, h2.events.RequestReceived):
@@ -438,7 +439,7 @@ class HttpServerProtocol(asyncio.Protocol):
         if isinstance(outcome, Disruption):
             # HTTP/1.1 has no GOAWAY or stream reset: the nearest a client sees is the
             # connection closing without an answer.
-            self._abort()
+            self.abort()
             return
         self._h1_write(outcome)
         self._h1_busy = False
@@ -482,7 +483,7 @@ class HttpServerProtocol(asyncio.Protocol):
         if data:
             self._transport.write(data)
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
         if self._transport is not None and not self._closed:
             self._transport.abort()
 
@@ -514,39 +515,56 @@ def _decode_chunked(buf: bytearray, start: int) -> tuple[bytes, int] | None:
 class HttpListener:
     """A bound listening socket serving one app."""
 
-    def __init__(self, server: asyncio.Server, connections: set[HttpServerProtocol]) -> None:
-        self._server = server
-        self._connections = connections
+    def __init__(self, app: HttpApp, options: ListenerOptions) -> None:
+        self._app = app
+        self._options = options
+        self._connections: set[HttpServerProtocol] = set()
+        self._drained = asyncio.Event()
+        self._server: asyncio.Server | None = None
+
+    def _new_connection(self) -> HttpServerProtocol:
+        protocol: HttpServerProtocol
+
+        def forget() -> None:
+            self._connections.discard(protocol)
+            if not self._connections:
+                self._drained.set()
+
+        protocol = HttpServerProtocol(self._app, self._options, forget)
+        self._connections.add(protocol)
+        self._drained.clear()
+        return protocol
 
     @property
     def port(self) -> int:
-        sock = self._server.sockets[0]
-        return int(sock.getsockname()[1])
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
 
     @property
     def open_connections(self) -> int:
         return len(self._connections)
 
-    async def close(self) -> None:
+    async def close(self, grace: float = 1.0) -> None:
+        """Stop accepting, close every connection (TLS close_notify needs a few loop
+        turns), and abort the ones still open after `grace` seconds."""
+        if self._server is None:
+            return
         self._server.close()
-        for conn in list(self._connections):
-            conn.close()
+        if self._connections:
+            for conn in list(self._connections):
+                conn.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), grace)
+            for conn in list(self._connections):
+                conn.abort()
         await self._server.wait_closed()
+        self._server = None
 
 
 async def listen(app: HttpApp, host: str, port: int, options: ListenerOptions) -> HttpListener:
+    listener = HttpListener(app, options)
     loop = asyncio.get_running_loop()
-    connections: set[HttpServerProtocol] = set()
-
-    def factory() -> HttpServerProtocol:
-        protocol: HttpServerProtocol
-
-        def forget() -> None:
-            connections.discard(protocol)
-
-        protocol = HttpServerProtocol(app, options, forget)
-        connections.add(protocol)
-        return protocol
-
-    server = await loop.create_server(factory, host, port, ssl=options.tls, backlog=1024)
-    return HttpListener(server, connections)
+    listener._server = await loop.create_server(
+        listener._new_connection, host, port, ssl=options.tls, backlog=1024
+    )
+    return listener

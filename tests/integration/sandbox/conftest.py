@@ -5,14 +5,19 @@ The clients are the real libraries, configured only with the address and the tru
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from typing import Any
 
+import google.auth.transport.requests
+import httpx
 import jwt
 import pytest
+import requests
 from aioapns import APNs
 from aioapns.connection import (
     APNsDevelopmentClientProtocol,
@@ -20,6 +25,7 @@ from aioapns.connection import (
     AuthorizationHeaderProvider,
     JWTAuthorizationHeaderProvider,
 )
+from google.oauth2 import service_account
 
 from services.sandbox import SandboxStack
 from services.sandbox.pki import DEMO_BUNDLE_ID
@@ -96,9 +102,9 @@ class _SandboxKeyPool(APNsKeyConnectionPool):
 
 
 @pytest.fixture
-def apns_client(
+async def apns_client(
     sandbox: SandboxStack, ca_context: ssl.SSLContext, apns_key: dict[str, str]
-) -> Iterator[Callable[..., APNs]]:
+) -> AsyncIterator[Callable[..., APNs]]:
     """Build aioapns clients aimed at the sandbox: its host/port are class attributes,
     so a subclass of its protocol carries the sandbox's address."""
     protocol = type(
@@ -143,3 +149,58 @@ def apns_client(
     yield build
     for client in clients:
         client.pool.close()
+    # Let the TLS connections finish closing before the next test (or the loop) ends.
+    for _ in range(100):
+        if not any(client.pool.connections for client in clients):
+            break
+        await asyncio.sleep(0.01)
+
+
+SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+
+
+def fcm_token() -> str:
+    """A registration token shaped like a real one."""
+    return f"{secrets.token_urlsafe(16)}:APA91b{secrets.token_urlsafe(100)}"
+
+
+def send_path(sandbox: SandboxStack) -> str:
+    return f"/v1/projects/{sandbox.credentials.fcm_project_id}/messages:send"
+
+
+async def fetch_access_token(credentials: service_account.Credentials, ca_file: str) -> str:
+    """google-auth's own refresh, over requests (HTTP/1.1). It is synchronous, so it runs in
+    a thread: the sandbox answering it lives on this test's event loop."""
+    session = requests.Session()
+    session.verify = ca_file
+    # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE from the environment override
+    # session.verify; the sandbox CA must win.
+    session.trust_env = False
+    try:
+        await asyncio.to_thread(
+            credentials.refresh, google.auth.transport.requests.Request(session)
+        )
+    finally:
+        session.close()
+    assert credentials.token is not None
+    return str(credentials.token)
+
+
+@pytest.fixture
+async def access_token(sandbox: SandboxStack) -> str:
+    credentials = service_account.Credentials.from_service_account_file(
+        str(sandbox.credentials.fcm_service_account_file), scopes=[SCOPE]
+    )
+    return await fetch_access_token(credentials, str(sandbox.ca_file))
+
+
+@pytest.fixture
+async def fcm(sandbox: SandboxStack, ca_context: ssl.SSLContext, access_token: str):
+    async with httpx.AsyncClient(
+        http2=True,
+        verify=ca_context,
+        base_url=f"https://127.0.0.1:{sandbox.fcm_port}",
+        headers={"authorization": f"Bearer {access_token}"},
+        timeout=5,
+    ) as client:
+        yield client

@@ -2,69 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import secrets
-import ssl
 
 import google.auth.exceptions
 import google.auth.transport.requests
 import httpx
 import pytest
-import requests
 from google.oauth2 import service_account
 
-from services.sandbox import SandboxStack
 from services.sandbox.pki import new_service_account
 
-SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+from .conftest import SCOPE, fcm_token, fetch_access_token, send_path
+
 FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
-
-
-def fcm_token() -> str:
-    return f"{secrets.token_urlsafe(16)}:APA91b{secrets.token_urlsafe(100)}"
-
-
-async def fetch_access_token(credentials: service_account.Credentials, ca_file: str) -> str:
-    """google-auth's own refresh, over requests (HTTP/1.1). It is synchronous, so it runs in
-    a thread: the sandbox answering it lives on this test's event loop."""
-    session = requests.Session()
-    session.verify = ca_file
-    # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE from the environment override
-    # session.verify; the sandbox CA must win.
-    session.trust_env = False
-    try:
-        await asyncio.to_thread(
-            credentials.refresh, google.auth.transport.requests.Request(session)
-        )
-    finally:
-        session.close()
-    assert credentials.token is not None
-    return str(credentials.token)
-
-
-@pytest.fixture
-async def access_token(sandbox: SandboxStack) -> str:
-    credentials = service_account.Credentials.from_service_account_file(
-        str(sandbox.credentials.fcm_service_account_file), scopes=[SCOPE]
-    )
-    return await fetch_access_token(credentials, str(sandbox.ca_file))
-
-
-@pytest.fixture
-async def fcm(sandbox: SandboxStack, ca_context: ssl.SSLContext, access_token: str):
-    async with httpx.AsyncClient(
-        http2=True,
-        verify=ca_context,
-        base_url=f"https://127.0.0.1:{sandbox.fcm_port}",
-        headers={"authorization": f"Bearer {access_token}"},
-        timeout=5,
-    ) as client:
-        yield client
-
-
-def send_path(sandbox: SandboxStack) -> str:
-    return f"/v1/projects/{sandbox.credentials.fcm_project_id}/messages:send"
 
 
 async def test_token_flow_and_send_over_http2(sandbox, fcm, access_token):
