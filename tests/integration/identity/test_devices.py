@@ -338,3 +338,17 @@ async def test_delete_user_unbinds_their_devices(identity, registration):
     deleted = await identity.DeleteUser(pb.DeleteUserRequest(external_id="kim"))
     assert (deleted.deleted, deleted.unbound_device_count) == (True, 1)
     assert await _bound_user(registration, "shop", "phone-1") == ""
+
+
+async def test_an_app_with_devices_is_deleted_only_with_force(identity, registration):
+    _, secret = await create_app(identity)
+    await _android(registration, "shop", "phone-1")
+    refused = await _failure(identity.DeleteApp(pb.DeleteAppRequest(app_id="shop")))
+    assert (refused.code, refused.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "APP_HAS_DEVICES",
+    )
+    assert (await identity.GetApp(pb.GetAppRequest(app_id="shop"))).app.app_id == "shop"
+    unknown_app = await _failure(_login(identity, "ghost", "phone-1", "kim", secret))
+    assert (unknown_app.code, unknown_app.reason) == (grpc.StatusCode.NOT_FOUND, "APP_NOT_FOUND")
+    await identity.DeleteApp(pb.DeleteAppRequest(app_id="shop", force=True))
