@@ -10,9 +10,10 @@ import json
 import time
 from typing import Any
 
+from services.core.errors import FailedPrecondition
 from services.core.redis import RedisClient, hash_tag, load_script
 from services.delivery.credentials import Credential, NewCredential, Slot
-from services.delivery.sealing import Sealer, slot_aad
+from services.delivery.sealing import Sealer, SealError, slot_aad
 
 SCRIPTS = "services.delivery.scripts"
 
@@ -102,7 +103,17 @@ class CredentialStore:
         )
 
     def _decode(self, slot: Slot, fields: dict[Any, Any]) -> Credential:
-        secret = json.loads(self.sealer.open(fields[b"sealed"], self._aad(slot)))
+        try:
+            secret = json.loads(self.sealer.open(fields[b"sealed"], self._aad(slot)))
+        except SealError:
+            # Another HERALD_CREDENTIALS_KEY sealed them (or the blob was moved): say so
+            # plainly instead of failing as INTERNAL on every send.
+            raise FailedPrecondition(
+                "CREDENTIALS_UNREADABLE",
+                f"the stored {slot.name} credentials of app {slot.app_id} do not open with the "
+                "configured HERALD_CREDENTIALS_KEY; put them again",
+                {"app_id": slot.app_id, "provider": slot.name},
+            ) from None
         return Credential(
             slot=slot,
             kind=fields[b"kind"].decode(),

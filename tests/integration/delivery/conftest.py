@@ -188,7 +188,7 @@ def seconds(value: float) -> duration_pb2.Duration:
 # -- the gRPC service -------------------------------------------------------------------
 @pytest.fixture
 async def delivery(
-    start_service, delivery_settings: Settings
+    start_service, delivery_settings: Settings, redis: Redis
 ) -> AsyncIterator[tuple[delivery_service_pb2_grpc.DeliveryServiceAsyncStub, RunningServer]]:
     server = await start_service(DELIVERY_SPEC, delivery_settings)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")

@@ -34,24 +34,22 @@ async def test_goaway_mid_burst_loses_nothing_and_duplicates_nothing(dispatcher,
     await put(dispatcher, apns_credentials(sandbox))
     await dispatcher.deliver(apns_notification(new_device_token()), 1)  # warm up: streams raised
     await asyncio.sleep(0.05)
-    sandbox.faults.add(service="apns", action="goaway", nth=40, reason="Shutdown")
+    # The GOAWAY goes out 20 ms after the 40th request arrives, from a timer: a GOAWAY
+    # sent from inside the sandbox's read handler makes it process (and then crash on)
+    # requests that arrived in the same read — a sandbox defect, reported.
+    sandbox.faults.add(service="apns", action="goaway", nth=40, reason="Shutdown", delay=0.02)
     tokens = [new_device_token() for _ in range(150)]
 
     results = await asyncio.gather(*(dispatcher.deliver(apns_notification(t), 1) for t in tokens))
 
     # The client's view: every notification got exactly one answer, all accepted.
-    assert Counter(r.action for r in results) == {Action.DELIVERED: 150}
+    assert Counter(r.action for r in results) == {Action.DELIVERED: 150}, Counter(
+        (r.reason, r.error[:120]) for r in results
+    )
     assert len({r.provider_id for r in results}) == 150
-    # The provider's view: each token reached it once. Known sandbox defect (reported):
-    # a stream that arrives in the same read as the GOAWAY-triggering one is still
-    # processed (logged) although it is above the GOAWAY's last_stream_id and never
-    # answered; the client rightly resends it on a new connection. Such a pair is on two
-    # connections; anything else would be our duplicate.
-    for token in tokens:
-        entries = sandbox.received("apns", token=token, status=200)
-        assert len(entries) in (1, 2), token
-        if len(entries) == 2:
-            assert entries[0]["connection"] != entries[1]["connection"]
+    # The provider's view: each token reached it exactly once.
+    accepted = Counter(entry["token"] for entry in sandbox.received("apns", status=200))
+    assert [t for t in tokens if accepted[t] != 1] == []
     assert sandbox.counters("apns").get("injected goaway") == 1
 
 
