@@ -33,7 +33,7 @@ from .conftest import (
 )
 
 DS = delivery_service_pb2
-O = push_options_pb2
+OUT = push_options_pb2
 
 
 def send(
@@ -61,7 +61,7 @@ async def test_send_to_each_provider(delivery, sandbox):
     answers = [await stub.Send(send(n)) for n in (apns, fcm, web)]
 
     results = [a.results[0] for a in answers]
-    assert [r.outcome for r in results] == [O.DELIVERY_OUTCOME_DELIVERED] * 3
+    assert [r.outcome for r in results] == [OUT.DELIVERY_OUTCOME_DELIVERED] * 3
     assert [r.provider_status for r in results] == [200, 200, 201]
     assert [r.platform for r in results] == [
         platform_pb2.PLATFORM_IOS,
@@ -187,7 +187,7 @@ async def test_send_answers_failed_precondition_while_the_circuit_is_open(delive
     assert refused.results[0].provider_reason == "InvalidProviderToken"
     # Held until the circuit reopens, which does not fit in Send's 1 s: still RETRYING
     # (within the TTL), as the contract says for unfinished sends.
-    assert refused.results[0].outcome == O.DELIVERY_OUTCOME_RETRYING
+    assert refused.results[0].outcome == OUT.DELIVERY_OUTCOME_RETRYING
     error = parse_error(held.value)
     assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "CIRCUIT_OPEN")
     assert "InvalidProviderToken" in error.message
@@ -204,7 +204,7 @@ async def test_send_retries_transient_failures_within_its_timeout(delivery, sand
     started = time.monotonic()
     answer = await stub.Send(send(fcm_notification(token), timeout=5.0))
 
-    assert answer.results[0].outcome == O.DELIVERY_OUTCOME_DELIVERED
+    assert answer.results[0].outcome == OUT.DELIVERY_OUTCOME_DELIVERED
     assert 1.0 <= time.monotonic() - started < 4.0  # Retry-After honoured
     assert [e["status"] for e in sandbox.received("fcm", token=token)] == [503, 200]
 
@@ -269,7 +269,8 @@ async def test_send_to_a_device_and_invalidation_in_registration(
         for channel in (identity_channel, registration_channel, delivery_channel):
             await channel.close(None)
 
-    assert [a.results[0].outcome for a in answers] == [O.DELIVERY_OUTCOME_TOKEN_INVALID] * 2
+    assert [a.results[0].outcome for a in answers] == [OUT.DELIVERY_OUTCOME_TOKEN_INVALID] * 2
     assert [a.results[0].device_id for a in answers] == ["fresh", "stale"]
-    assert not removed.device.HasField("token") and removed.device.redacted_token == ""
+    assert not removed.device.HasField("token")
+    assert removed.device.redacted_token == ""
     assert kept.device.redacted_token != ""
