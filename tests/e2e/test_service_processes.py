@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -19,7 +20,14 @@ SERVICES = ("registration", "identity", "campaign", "delivery")
 
 def _environment(redis_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HERALD_", "REDIS_URL"))}
-    env.update({"REDIS_URL": redis_url, "HERALD_LOG_FORMAT": "json", **extra})
+    env.update(
+        {
+            "REDIS_URL": redis_url,
+            "HERALD_LOG_FORMAT": "json",
+            "HERALD_CREDENTIALS_KEY": base64.b64encode(os.urandom(32)).decode(),
+            **extra,
+        }
+    )
     return env
 
 
@@ -70,7 +78,7 @@ def test_each_service_serves_health_and_stops_cleanly_on_sigterm(service, redis_
     finally:
         if process.poll() is None:
             process.kill()
-            process.communicate()
+        process.communicate()  # closes the pipes whatever happened
     assert process.returncode == 0, stderr
     messages = [line for line in stderr.splitlines() if line.startswith("{")]
     assert any('"message": "serving"' in line for line in messages)

@@ -54,7 +54,7 @@ def test_the_stack_starts_every_service_prints_addresses_and_stops_on_ctrl_c(
     finally:
         if process.poll() is None:
             process.kill()
-            process.communicate()
+        process.communicate()  # closes the pipes whatever happened
     assert process.returncode == 0, stderr[-2000:]
     assert "Herald is running:" in stdout
     assert f"redis         {redis_server.url}" in stdout
