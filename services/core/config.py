@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     campaign_address: str = f"127.0.0.1:{DEFAULT_PORTS['campaign']}"
     delivery_address: str = f"127.0.0.1:{DEFAULT_PORTS['delivery']}"
 
+    # Server processes per service sharing its port (SO_REUSEPORT): Python runs one
+    # core per process, so a busy service uses one process per core it may use.
+    processes: int = Field(default=1, ge=1, le=64)
+
     # How long in-flight RPCs may run after SIGTERM before they are cancelled.
     shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=600)
 
@@ -103,6 +107,10 @@ class Settings(BaseSettings):
     # Tracing: "auto" exports by OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set, else keeps
     # spans in process only; "otlp" requires the endpoint; "console" prints spans.
     trace_exporter: Literal["auto", "otlp", "console", "none"] = "auto"
+    # Fraction of new traces recorded (parent-based: a traced caller is always followed).
+    trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    # Whether every Redis command gets a span; off saves CPU on hot paths.
+    trace_redis: bool = True
     otlp_endpoint: str = Field(
         default="",
         validation_alias=AliasChoices(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,7 @@ from services.core import telemetry
 from services.core.config import ConfigError, Settings, load_settings
 from services.core.interceptors import ErrorInterceptor
 from services.core.logs import configure_logging
+from services.core.supervisor import WORKER_VAR, supervise
 
 log = logging.getLogger("herald.server")
 
@@ -107,7 +109,9 @@ async def start_server(
     server = grpc.aio.server(
         interceptors=[*telemetry.server_interceptors(provider), ErrorInterceptor()],
         options=[
-            ("grpc.so_reuseport", 0),
+            # Several processes of one service share the port only when asked to; otherwise
+            # a second process on a taken port must fail rather than silently share it.
+            ("grpc.so_reuseport", 1 if settings.processes > 1 else 0),
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
@@ -125,7 +129,10 @@ async def start_server(
         server,
     )
     wanted = settings.port_of(spec.name) if port is None else port
-    bound = server.add_insecure_port(f"{settings.host}:{wanted}")
+    try:
+        bound = server.add_insecure_port(f"{settings.host}:{wanted}")
+    except RuntimeError:  # grpc raises on a port it cannot bind (taken, not permitted)
+        bound = 0
     if bound == 0:
         await runtime.close()
         raise ConfigError(
@@ -161,6 +168,8 @@ def main(spec: ServiceSpec) -> None:
         print(f"herald-{spec.name}: {error}", file=sys.stderr)
         sys.exit(2)
     configure_logging(spec.name, settings.log_level, settings.log_format)
+    if settings.processes > 1 and not os.environ.get(WORKER_VAR):
+        sys.exit(supervise(spec, settings))
     try:
         import uvloop
 

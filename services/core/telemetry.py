@@ -17,6 +17,7 @@ from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_serv
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from services.core.config import ConfigError, Settings
 
@@ -40,13 +41,17 @@ def _exporter(settings: Settings) -> SpanExporter | None:
 
 def setup_tracing(service: str, settings: Settings) -> TracerProvider:
     """A provider for `herald-<service>`; the first one is also made global for libraries."""
-    provider = TracerProvider(resource=Resource.create({"service.name": f"herald-{service}"}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": f"herald-{service}"}),
+        sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)),
+    )
     exporter = _exporter(settings)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         trace.set_tracer_provider(provider)  # the first service of the process owns the global
-    _instrument_redis(provider)
+    if settings.trace_redis:
+        _instrument_redis(provider)
     return provider
 
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -84,3 +85,58 @@ def test_each_service_serves_health_and_stops_cleanly_on_sigterm(service, redis_
     assert any('"message": "serving"' in line for line in messages)
     assert any('"message": "shutting down"' in line for line in messages)
     assert '"message": "stopped"' in messages[-1]
+
+
+def test_several_processes_share_the_port_and_stop_together(redis_server):
+    port = free_port()
+    env = _environment(redis_server.url, HERALD_IDENTITY_PORT=str(port), HERALD_PROCESSES="2")
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "services.identity"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_serving(f"127.0.0.1:{port}")
+        workers = _children_of(supervisor.pid)
+        assert len(workers) == 2
+        supervisor.send_signal(signal.SIGTERM)
+        _, stderr = supervisor.communicate(timeout=30)
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+        supervisor.communicate()
+    assert supervisor.returncode == 0, stderr
+    assert stderr.count('"message": "stopped"') == 2
+
+
+def test_a_second_server_on_a_taken_port_fails_instead_of_sharing_it(redis_server):
+    port = free_port()
+    env = _environment(redis_server.url, HERALD_IDENTITY_PORT=str(port))
+    first = subprocess.Popen(
+        [sys.executable, "-m", "services.identity"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_serving(f"127.0.0.1:{port}")
+        second = subprocess.run(
+            [sys.executable, "-m", "services.identity"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        first.terminate()
+        first.wait(timeout=30)
+    assert second.returncode == 2
+    assert f"HERALD_IDENTITY_PORT: cannot listen on 127.0.0.1:{port}" in second.stderr
+
+
+def _children_of(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in children]
