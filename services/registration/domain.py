@@ -49,7 +49,7 @@ def device_not_found(app_id: str, device_id: str) -> NotFound:
 
 def _concurrent(app_id: str, device_id: str) -> Aborted:
     return Aborted(
-        "CONCURRENT_UPDATE",
+        "CONCURRENT_MODIFICATION",
         "the device kept changing under this call; retry",
         {"app_id": app_id, "device_id": device_id},
     )
