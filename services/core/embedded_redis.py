@@ -32,6 +32,25 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _pid_serving(port: int) -> int | None:
+    """The process id of the Redis answering on `port` (from INFO server), if any."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+            conn.sendall(b"INFO server\r\n")
+            reply = b""
+            while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+    except OSError:
+        return None
+    for line in reply.decode(errors="replace").splitlines():
+        if line.startswith("process_id:"):
+            return int(line.split(":", 1)[1])
+    return None
+
+
 def _answers_ping(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
@@ -62,6 +81,10 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+        if _answers_ping(self.port):
+            # Another Redis (another session's, another stack's) already has the port:
+            # sharing it would mix two data sets, so refuse plainly.
+            raise RuntimeError(f"port {self.port} already serves a Redis; choose another")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         persistence = (
             ["--appendonly", "yes", "--save", "60 1000"]
@@ -85,7 +108,9 @@ class EmbeddedRedis:
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
         deadline = time.monotonic() + timeout
-        while not _answers_ping(self.port):
+        # Ours is up only when the Redis answering on the port is our own process: one
+        # that lost a race for the port exits while the port's owner keeps answering.
+        while _pid_serving(self.port) != self.process.pid:
             if self.process.poll() is not None:
                 err = self.process.stderr.read().decode() if self.process.stderr else ""
                 log = self.data_dir / "redis.log"

@@ -13,7 +13,7 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from services.core.errors import FailedPrecondition
+from services.core.config import ConfigError
 
 _FORMAT = b"\x01"  # leaves room for key rotation (a key id byte) later
 _NONCE_BYTES = 12
@@ -26,9 +26,10 @@ class SealError(Exception):
 class Sealer:
     def __init__(self, base64_key: str) -> None:
         if not base64_key:
-            raise FailedPrecondition(
-                "CREDENTIALS_KEY_MISSING",
-                "HERALD_CREDENTIALS_KEY is not configured; Delivery cannot store credentials",
+            # A start-up problem, not a request's: the process stops with this message.
+            raise ConfigError(
+                "HERALD_CREDENTIALS_KEY is not set: Delivery needs it to encrypt provider "
+                "credentials (base64 of 32 random bytes)"
             )
         self._aead = AESGCM(base64.b64decode(base64_key))
 

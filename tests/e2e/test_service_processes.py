@@ -140,3 +140,18 @@ def test_a_second_server_on_a_taken_port_fails_instead_of_sharing_it(redis_serve
 def _children_of(pid: int) -> list[int]:
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return [int(child) for child in children]
+
+
+def test_delivery_without_a_credentials_key_stops_at_start_and_says_why(redis_server):
+    env = _environment(redis_server.url, HERALD_DELIVERY_PORT=str(free_port()))
+    del env["HERALD_CREDENTIALS_KEY"]
+    done = subprocess.run(
+        [sys.executable, "-m", "services.delivery"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "herald-delivery: HERALD_CREDENTIALS_KEY is not set" in done.stderr
