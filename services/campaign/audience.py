@@ -1,0 +1,378 @@
+"""Audiences: validate the filter tree, push what Registration can answer into its
+AudienceQuery, and evaluate the whole tree on each streamed device.
+
+The tree is always evaluated in full on every device Campaign receives; the query
+sent to Registration only narrows the stream (conditions of the top-level AND that
+Registration understands exactly). So the pushdown is an optimisation that can never
+change who receives a campaign.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+from zoneinfo import available_timezones
+
+from google.protobuf import json_format
+
+from herald.campaign.v1 import audience_pb2
+from herald.registration.v1 import device_pb2, registration_service_pb2
+from herald.type.v1 import filter_pb2, platform_pb2
+from services.core.errors import FieldViolation, InvalidArgument
+
+AUDIENCE_INVALID = "AUDIENCE_INVALID"
+MAX_DEPTH = 10
+MAX_CHILDREN = 100
+MAX_USER_IDS = 100_000
+MAX_PUSHED_USER_IDS = 10_000  # Registration's own limit on AudienceQuery.user_ids
+MAX_VALUES = 1000
+FOREGROUND = platform_pb2.PUSH_CAPABILITY_FOREGROUND
+BACKGROUND = platform_pb2.PUSH_CAPABILITY_BACKGROUND
+_VERSION = re.compile(r"^\d+(\.\d+)*(-[0-9A-Za-z.]+)?$")
+_ZONES: set[str] = set()
+
+_EQ, _NE = filter_pb2.COMPARISON_OPERATOR_EQUAL, filter_pb2.COMPARISON_OPERATOR_NOT_EQUAL
+_LT, _LE = filter_pb2.COMPARISON_OPERATOR_LESS, filter_pb2.COMPARISON_OPERATOR_LESS_OR_EQUAL
+_GT, _GE = filter_pb2.COMPARISON_OPERATOR_GREATER, filter_pb2.COMPARISON_OPERATOR_GREATER_OR_EQUAL
+OPERATORS = (_EQ, _NE, _LT, _LE, _GT, _GE)
+
+
+def is_time_zone(name: str) -> bool:
+    if not _ZONES:
+        _ZONES.update(available_timezones())
+    return name in _ZONES or name == "UTC"
+
+
+def version_key(version: str) -> tuple[tuple[int, ...], int, str] | None:
+    """Numeric components (trailing zeros dropped), then a release after its pre-releases."""
+    if not _VERSION.match(version):
+        return None
+    release, _, pre = version.partition("-")
+    numbers = [int(part) for part in release.split(".")]
+    while len(numbers) > 1 and numbers[-1] == 0:
+        numbers.pop()
+    return tuple(numbers), 0 if pre else 1, pre
+
+
+def compare(operator: int, left: Any, right: Any) -> bool:
+    if operator == _EQ:
+        return bool(left == right)
+    if operator == _NE:
+        return bool(left != right)
+    if operator == _LT:
+        return bool(left < right)
+    if operator == _LE:
+        return bool(left <= right)
+    if operator == _GT:
+        return bool(left > right)
+    if operator == _GE:
+        return bool(left >= right)
+    return False
+
+
+# -- validation ---------------------------------------------------------------------------
+def validate(audience: audience_pb2.Audience, prefix: str = "audience") -> list[FieldViolation]:
+    found: list[FieldViolation] = []
+    if audience.HasField("filter"):
+        _check(audience.filter, f"{prefix}.filter", 1, found)
+    return found
+
+
+def _bad(found: list[FieldViolation], path: str, description: str) -> None:
+    found.append(FieldViolation(path, description, AUDIENCE_INVALID))
+
+
+def _check(
+    node: audience_pb2.AudienceFilter, path: str, depth: int, found: list[FieldViolation]
+) -> None:
+    if depth > MAX_DEPTH:
+        _bad(found, path, f"the filter tree is deeper than {MAX_DEPTH} levels")
+        return
+    kind = node.WhichOneof("condition")
+    if kind is None:
+        _bad(found, path, "set exactly one condition")
+    elif kind in ("all_of", "any_of"):
+        children = getattr(node, kind).filters
+        if not 1 <= len(children) <= MAX_CHILDREN:
+            _bad(found, f"{path}.{kind}.filters", f"must hold 1 to {MAX_CHILDREN} filters")
+        for index, child in enumerate(children):
+            _check(child, f"{path}.{kind}.filters[{index}]", depth + 1, found)
+    elif kind == "negate":
+        _check(node.negate, f"{path}.negate", depth + 1, found)
+    elif kind == "platforms":
+        values = node.platforms.platforms
+        if not values or any(p not in (1, 2, 3) for p in values):
+            _bad(found, f"{path}.platforms.platforms", "must list known platforms, at least one")
+    elif kind == "app_version":
+        if node.app_version.operator not in OPERATORS:
+            _bad(found, f"{path}.app_version.operator", "is required")
+        if version_key(node.app_version.version) is None:
+            _bad(found, f"{path}.app_version.version", 'must be a dotted version such as "4.12.0"')
+    elif kind in ("locales", "time_zones", "user_ids"):
+        values = getattr(node, kind).values
+        limit = MAX_USER_IDS if kind == "user_ids" else MAX_VALUES
+        if not 1 <= len(values) <= limit or any(not v for v in values):
+            _bad(found, f"{path}.{kind}.values", f"must hold 1 to {limit} non-empty values")
+        if kind == "time_zones":
+            for index, zone in enumerate(values):
+                if zone and not is_time_zone(zone):
+                    _bad(found, f"{path}.time_zones.values[{index}]", "is not an IANA time zone")
+    elif kind == "user_attribute":
+        _check_attribute(node.user_attribute, f"{path}.user_attribute", found)
+
+
+def _check_attribute(
+    condition: filter_pb2.AttributeFilter, path: str, found: list[FieldViolation]
+) -> None:
+    if not condition.attribute:
+        _bad(found, f"{path}.attribute", "is required")
+    kind = condition.WhichOneof("condition")
+    if kind is None:
+        _bad(
+            found,
+            path,
+            "set one condition (equals, in_values, exists, number, before_time, after_time)",
+        )
+    elif kind == "number":
+        if condition.number.operator not in OPERATORS:
+            _bad(found, f"{path}.number.operator", "is required")
+        if not math.isfinite(condition.number.value):
+            _bad(found, f"{path}.number.value", "must be a finite number")
+    elif kind == "in_values" and not 1 <= len(condition.in_values.values) <= MAX_VALUES:
+        _bad(found, f"{path}.in_values.values", f"must hold 1 to {MAX_VALUES} values")
+
+
+def raise_if_invalid(audience: audience_pb2.Audience, prefix: str = "audience") -> None:
+    found = validate(audience, prefix)
+    if found:
+        raise InvalidArgument("the audience is invalid", found, reason=AUDIENCE_INVALID)
+
+
+# -- what a device is evaluated on -----------------------------------------------------------
+@dataclass
+class Recipient:
+    """A streamed device with what the filter may ask about its user."""
+
+    device: device_pb2.AudienceDevice
+    user: Mapping[str, Any] | None = (
+        None  # {"external_id", "email", "phone", "locale", "time_zone", "attributes"}
+    )
+    push_enabled_any_app: bool | None = None
+
+    @property
+    def time_zone(self) -> str:
+        if self.device.time_zone:
+            return self.device.time_zone
+        return str((self.user or {}).get("time_zone") or "")
+
+
+# -- evaluation ------------------------------------------------------------------------------
+@dataclass
+class CompiledAudience:
+    audience: audience_pb2.Audience
+    background: bool
+    needs_user: bool = False
+    needs_any_app: bool = False
+    _attribute_values: dict[int, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.audience.HasField("filter"):
+            self._scan(self.audience.filter)
+
+    def _scan(self, node: audience_pb2.AudienceFilter) -> None:
+        kind = node.WhichOneof("condition")
+        if kind in ("all_of", "any_of"):
+            for child in getattr(node, kind).filters:
+                self._scan(child)
+        elif kind == "negate":
+            self._scan(node.negate)
+        elif kind == "user_attribute":
+            self.needs_user = True
+        elif kind == "time_zones":
+            self.needs_user = True  # the user's zone stands in for a device without one
+        elif kind == "push_enabled_any_app":
+            self.needs_any_app = True
+
+    def matches(self, recipient: Recipient) -> bool:
+        device = recipient.device
+        if self.audience.users_only and not device.user_id:
+            return False
+        if not self.background and not (device.capability == FOREGROUND or device.provisional):
+            return False  # a visible push needs a device that can show it
+        if not self.audience.HasField("filter"):
+            return True
+        return self._holds(self.audience.filter, recipient)
+
+    def _holds(self, node: audience_pb2.AudienceFilter, r: Recipient) -> bool:
+        kind = node.WhichOneof("condition")
+        d = r.device
+        if kind == "all_of":
+            return all(self._holds(child, r) for child in node.all_of.filters)
+        if kind == "any_of":
+            return any(self._holds(child, r) for child in node.any_of.filters)
+        if kind == "negate":
+            return not self._holds(node.negate, r)
+        if kind == "push_enabled":
+            return (d.capability == FOREGROUND) == node.push_enabled
+        if kind == "push_enabled_any_app":
+            enabled = d.capability == FOREGROUND or bool(r.push_enabled_any_app)
+            return enabled == node.push_enabled_any_app
+        if kind == "background_reachable":
+            return (d.capability in (FOREGROUND, BACKGROUND)) == node.background_reachable
+        if kind == "provisional":
+            return d.provisional == node.provisional
+        if kind == "platforms":
+            return d.platform in node.platforms.platforms
+        if kind == "app_version":
+            have = version_key(d.app_version)
+            want = version_key(node.app_version.version)
+            return (
+                have is not None
+                and want is not None
+                and compare(node.app_version.operator, have, want)
+            )
+        if kind == "locales":
+            locale = d.locale.lower()
+            return any(
+                locale == p.lower() or locale.startswith(p.lower() + "-")
+                for p in node.locales.values
+            )
+        if kind == "time_zones":
+            return r.time_zone in node.time_zones.values
+        if kind == "user_ids":
+            return bool(d.user_id) and d.user_id in self._user_id_set(node)
+        if kind == "user_attribute":
+            return r.user is not None and self._attribute(node.user_attribute, r.user)
+        return False
+
+    def _user_id_set(self, node: audience_pb2.AudienceFilter) -> frozenset[str]:
+        cached = self._attribute_values.get(id(node))
+        if cached is None:
+            cached = frozenset(node.user_ids.values)
+            self._attribute_values[id(node)] = cached
+        return cached  # type: ignore[no-any-return]
+
+    def _attribute(self, condition: filter_pb2.AttributeFilter, user: Mapping[str, Any]) -> bool:
+        found, value = resolve(user, condition.attribute)
+        kind = condition.WhichOneof("condition")
+        if kind == "exists":
+            return (found and value is not None) == condition.exists
+        if not found or value is None:
+            return False
+        if kind == "equals":
+            return same(value, json_format.MessageToDict(condition.equals))
+        if kind == "in_values":
+            return any(
+                same(value, json_format.MessageToDict(v)) for v in condition.in_values.values
+            )
+        if kind == "number":
+            return is_number(value) and compare(
+                condition.number.operator, float(value), condition.number.value
+            )
+        instant = instant_of(value)
+        if instant is None:
+            return False
+        if kind == "before_time":
+            return instant < condition.before_time.ToDatetime(tzinfo=UTC)
+        if kind == "after_time":
+            return instant > condition.after_time.ToDatetime(tzinfo=UTC)
+        return False
+
+
+BUILT_IN = ("email", "phone", "locale", "time_zone", "external_id")
+
+
+def resolve(user: Mapping[str, Any], path: str) -> tuple[bool, Any]:
+    if path in BUILT_IN:
+        value = user.get(path)
+        return bool(value), value or None
+    value: Any = user.get("attributes") or {}
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return False, None
+        value = value[part]
+    return True, value
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def same(stored: Any, wanted: Any) -> bool:
+    if is_number(stored) and is_number(wanted):
+        return float(stored) == float(wanted)
+    return type(stored) is type(wanted) and bool(stored == wanted)
+
+
+def instant_of(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        try:
+            parsed = datetime.combine(date.fromisoformat(value), datetime.min.time())
+        except ValueError:
+            return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# -- pushdown ----------------------------------------------------------------------------------
+def registration_query(
+    app_id: str, audience: audience_pb2.Audience, background: bool
+) -> registration_service_pb2.AudienceQuery | None:
+    """The narrowest AudienceQuery holding every device the tree can match; None: nobody."""
+    query = registration_service_pb2.AudienceQuery(
+        app_ids=[app_id],
+        reachability=device_pb2.REACHABILITY_ANY_TOKEN
+        if background
+        else device_pb2.REACHABILITY_VISIBLE,
+        user_bound_only=audience.users_only,
+    )
+    conjuncts: list[audience_pb2.AudienceFilter] = []
+    if audience.HasField("filter"):
+        _flatten(audience.filter, conjuncts)
+    platforms: set[int] | None = None
+    for node in conjuncts:
+        kind = node.WhichOneof("condition")
+        if kind == "push_enabled" and node.push_enabled:
+            query.reachability = device_pb2.REACHABILITY_FOREGROUND
+        elif kind == "platforms":
+            wanted = set(node.platforms.platforms)
+            platforms = wanted if platforms is None else platforms & wanted
+        elif kind == "app_version":
+            query.app_versions.append(node.app_version)
+        elif kind == "locales" and not query.locales:
+            query.locales.extend(node.locales.values)
+        elif (
+            kind == "user_ids"
+            and len(node.user_ids.values) <= MAX_PUSHED_USER_IDS
+            and not query.user_ids
+        ):
+            query.user_ids.extend(node.user_ids.values)
+            query.user_bound_only = True
+    if platforms is not None:
+        if not platforms:  # platforms ANDed with disjoint platforms: nobody
+            return None
+        query.platforms.extend(sorted(platforms))
+    return query
+
+
+def _flatten(node: audience_pb2.AudienceFilter, out: list[audience_pb2.AudienceFilter]) -> None:
+    if node.WhichOneof("condition") == "all_of":
+        for child in node.all_of.filters:
+            _flatten(child, out)
+    else:
+        out.append(node)
+
+
+def targeted_platforms(audience: audience_pb2.Audience) -> set[int]:
+    """Platforms the audience can reach (all three unless a top-level AND restricts them)."""
+    query = registration_query("-", audience, True)
+    if query is None:
+        return set()
+    return set(query.platforms) if query.platforms else {1, 2, 3}
