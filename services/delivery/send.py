@@ -28,8 +28,10 @@ from services.core.errors import (
 )
 from services.core.redis import RedisClient, hash_tag
 from services.core.status import to_status
+from services.delivery import tokens
 from services.delivery.attempt import AttemptResult
 from services.delivery.dispatch import Dispatcher
+from services.delivery.ratelimit import RateLimiter
 from services.delivery.registration import RegistrationClient
 
 DEFAULT_TIMEOUT = 10.0
@@ -55,11 +57,16 @@ class Target:
 
 class SendService:
     def __init__(
-        self, dispatcher: Dispatcher, redis: RedisClient, registration: RegistrationClient
+        self,
+        dispatcher: Dispatcher,
+        redis: RedisClient,
+        registration: RegistrationClient,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.redis = redis
         self.registration = registration
+        self.limiter = limiter
 
     async def send(
         self, request: delivery_service_pb2.SendRequest
@@ -122,6 +129,14 @@ class SendService:
                         "retry_seconds": f"{wait:.0f}",
                     },
                 )
+            await self._take_budget(targets[0])  # RATE_LIMITED is the call's status
+        elif self.limiter is not None:
+            for target in targets:
+                if target.error is None:
+                    try:
+                        await self._take_budget(target)
+                    except HeraldError as error:
+                        target.error = error
         await asyncio.gather(*(self._attempts(t, deadline) for t in targets if t.error is None))
         return delivery_service_pb2.SendResponse(results=[_result(t) for t in targets])
 
@@ -165,6 +180,13 @@ class SendService:
                 )
             ],
         )
+
+    async def _take_budget(self, target: Target) -> None:
+        """Send does not wait for rate budget (the queue does): out of budget is
+        RESOURCE_EXHAUSTED (RATE_LIMITED) with the wait as retry hint."""
+        if self.limiter is not None:
+            n = target.notification
+            await self.limiter.check_now(n.app_id, tokens.provider_of(n.token))
 
     async def _attempts(self, target: Target, deadline: float) -> None:
         attempt = 1
@@ -216,8 +238,6 @@ def _copy(
 
 def _result(target: Target) -> delivery_service_pb2.SendResult:
     n = target.notification
-    from services.delivery import tokens
-
     out = delivery_service_pb2.SendResult(
         notification_id=n.notification_id,
         device_id=n.device_id,

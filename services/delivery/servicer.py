@@ -1,9 +1,9 @@
 """The gRPC edge of the Delivery service: proto in, domain call, proto out.
 
-Credentials (Put/Get/List/Delete) and Send are implemented here; the queue RPCs
-(Enqueue, StreamOutcomes, GetNotification, ListNotifications, CancelNotifications)
-answer UNIMPLEMENTED (NOT_IMPLEMENTED_YET) until they land; see
-services/core/pending.py.
+Credentials (Put/Get/List/Delete), Send, and the queue: Enqueue, StreamOutcomes,
+GetNotification, ListNotifications, CancelNotifications. The servicer also owns the
+process's queue workers: `start()` (called by the spec's build) starts them, `close()`
+(awaited by the bootstrap at shutdown) stops them gracefully.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -21,8 +22,15 @@ from services.core.pending import fill_pending
 from services.core.server import Runtime
 from services.delivery import credentials as creds
 from services.delivery.dispatch import Dispatcher
+from services.delivery.enqueue import EnqueueService
+from services.delivery.notifications import NotificationRecords
+from services.delivery.options import DeliveryOptions
+from services.delivery.outcomes import OutcomeStream
+from services.delivery.queue_store import QueueStore
+from services.delivery.ratelimit import RateLimiter
 from services.delivery.registration import RegistrationClient
 from services.delivery.send import SendService
+from services.delivery.workers import WorkerPool
 
 ISSUE = "issue #5"
 DS = delivery_service_pb2
@@ -31,12 +39,30 @@ MAX_PAGE_SIZE = 100
 
 
 class DeliveryServicer(delivery_service_pb2_grpc.DeliveryServiceServicer):
-    def __init__(self, runtime: Runtime, dispatcher: Dispatcher | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        dispatcher: Dispatcher | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> None:
         self.runtime = runtime
+        self.options = options or DeliveryOptions()
         registration = RegistrationClient(lambda: runtime.channel("registration"))
         self.dispatcher = dispatcher or Dispatcher(runtime.settings, runtime.redis, registration)
         self.store = self.dispatcher.store
-        self.sender = SendService(self.dispatcher, runtime.redis, registration)
+        self.queue = QueueStore(runtime.redis, self.options)
+        self.limiter = RateLimiter(runtime.redis, self.options)
+        self.sender = SendService(self.dispatcher, runtime.redis, registration, self.limiter)
+        self.enqueuer = EnqueueService(self.queue, self.dispatcher, runtime.redis, self.options)
+        self.records = NotificationRecords(self.queue)
+        self.outcomes = OutcomeStream(self.queue)
+        self.workers = WorkerPool(
+            self.queue,
+            self.dispatcher,
+            self.limiter,
+            self.options,
+            runtime.tracer_provider.get_tracer("herald.delivery"),
+        )
         fill_pending(
             self,
             delivery_service_pb2_grpc.DeliveryServiceServicer,
@@ -44,7 +70,13 @@ class DeliveryServicer(delivery_service_pb2_grpc.DeliveryServiceServicer):
             ISSUE,
         )
 
+    async def start(self) -> None:
+        await self.queue.ensure_groups()
+        if self.options.workers_enabled:
+            await self.workers.start()
+
     async def close(self) -> None:
+        await self.workers.close(self.runtime.settings.shutdown_grace_seconds)
         await self.dispatcher.close()
 
     # -- credentials ------------------------------------------------------------------
@@ -101,6 +133,34 @@ class DeliveryServicer(delivery_service_pb2_grpc.DeliveryServiceServicer):
         self, request: DS.SendRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> DS.SendResponse:
         return await self.sender.send(request)
+
+    # -- the queue ----------------------------------------------------------------------
+    async def Enqueue(
+        self, request: DS.EnqueueRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> DS.EnqueueResponse:
+        return await self.enqueuer.enqueue(request)
+
+    async def StreamOutcomes(
+        self, request: DS.StreamOutcomesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[DS.StreamOutcomesResponse]:
+        async for batch in self.outcomes.stream(request):
+            yield batch
+
+    async def GetNotification(
+        self, request: DS.GetNotificationRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> DS.GetNotificationResponse:
+        found = await self.records.get(request.notification_id)
+        return DS.GetNotificationResponse(notification=found)
+
+    async def ListNotifications(
+        self, request: DS.ListNotificationsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> DS.ListNotificationsResponse:
+        return await self.records.list_page(request)
+
+    async def CancelNotifications(
+        self, request: DS.CancelNotificationsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> DS.CancelNotificationsResponse:
+        return await self.records.cancel(request)
 
 
 def _slot(app_id: str, provider: int, environment: int) -> creds.Slot:

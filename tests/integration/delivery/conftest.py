@@ -197,3 +197,18 @@ async def delivery(
     )
     yield stub, server
     await channel.close(None)
+
+
+# -- the queue ----------------------------------------------------------------------------
+@pytest.fixture
+async def start_node(
+    start_service, delivery_settings: Settings, redis: Redis
+) -> AsyncIterator[Any]:
+    """Starts Delivery servers (with their queue workers) on the test's Redis; several
+    may run at once, like several processes of one deployment."""
+    from .queue_helpers import node_starter
+
+    opened: list[Any] = []
+    yield node_starter(start_service, delivery_settings, opened)
+    for node in opened:
+        await node.close()

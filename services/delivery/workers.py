@@ -1,0 +1,266 @@
+"""Queue workers: read the shard streams as one consumer of the group, send through the
+Dispatcher, record each attempt, schedule retries, and take over what dead workers held.
+
+One WorkerPool per process. Per shard a reader (XREADGROUP, only as many items as there
+are free send slots, so nothing waits in a process's memory that another could send);
+one mover (due retries back to the streams) and one reclaimer (XAUTOCLAIM) for all
+shards. At close: stop reading, let in-flight sends finish within the grace, give the
+rest back (marked idle, so another process reclaims them at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+
+from opentelemetry import trace
+
+from herald.delivery.v1 import notification_pb2
+from services.delivery import queue_tracing, records, tokens
+from services.delivery.attempt import AttemptResult
+from services.delivery.dispatch import Dispatcher
+from services.delivery.options import DeliveryOptions
+from services.delivery.queue_store import Entry, Finish, QueueStore
+from services.delivery.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class _Capacity:
+    """Free send slots, reserved before reading so a reader never takes more items than
+    this process can start at once."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._changed = asyncio.Condition()
+
+    async def reserve(self, most: int) -> int:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.free > 0)
+            taken = min(most, self.free)
+            self.free -= taken
+            return taken
+
+    async def give_back(self, count: int) -> None:
+        if count:
+            async with self._changed:
+                self.free += count
+                self._changed.notify_all()
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        store: QueueStore,
+        dispatcher: Dispatcher,
+        limiter: RateLimiter,
+        options: DeliveryOptions,
+        tracer: trace.Tracer,
+        worker_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.limiter = limiter
+        self.options = options
+        self.tracer = tracer
+        self.worker_id = worker_id or new_worker_id()
+        self.capacity = _Capacity(options.worker_concurrency)
+        self._loops: list[asyncio.Task[None]] = []
+        self._inflight: dict[asyncio.Task[None], Entry] = {}
+        self._stopping = False
+        self._closed = False
+        self.sent = 0  # attempts sent by this process (tests, bench)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.store.ensure_groups()
+        for shard in range(self.store.shards):
+            self._loops.append(
+                asyncio.create_task(self._read_loop(shard), name=f"dlv-read-{shard}")
+            )
+        self._loops.append(asyncio.create_task(self._move_loop(), name="dlv-move"))
+        self._loops.append(asyncio.create_task(self._reclaim_loop(), name="dlv-reclaim"))
+
+    async def close(self, grace: float) -> None:
+        """Stop taking items, let in-flight sends finish within `grace`, give back the rest."""
+        if self._closed:
+            return
+        self._closed = self._stopping = True
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        pending = list(self._inflight)
+        if pending:
+            _done, late = await asyncio.wait(pending, timeout=grace)
+            unfinished = [self._inflight[t] for t in late if t in self._inflight]
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+            await self._give_back(unfinished)
+        for shard in range(self.store.shards):
+            try:
+                await self.store.forget_consumer(shard, self.worker_id)
+            except Exception:  # a dead Redis must not block shutdown
+                log.warning("could not remove consumer from shard %d", shard, exc_info=True)
+
+    def crash(self) -> None:
+        """Stop dead, as a killed process would: no acknowledgement, no hand-back (tests)."""
+        self._closed = self._stopping = True
+        for task in [*self._loops, *self._inflight]:
+            task.cancel()
+
+    async def _give_back(self, entries: list[Entry]) -> None:
+        by_shard: dict[int, list[str]] = {}
+        for entry in entries:
+            by_shard.setdefault(entry.shard, []).append(entry.entry_id)
+        for shard, ids in by_shard.items():
+            try:
+                await self.store.release(shard, self.worker_id, ids)
+            except Exception:
+                log.warning("could not hand back %d items of shard %d", len(ids), shard)
+        try:
+            # The leases too, so the next worker need not wait for them to run out.
+            await self.store.drop_leases(entries, self.worker_id)
+        except Exception:
+            log.warning("could not drop the leases of %d items", len(entries))
+
+    # -- loops --------------------------------------------------------------------------
+    async def _read_loop(self, shard: int) -> None:
+        while not self._stopping:
+            wanted = await self.capacity.reserve(self.options.read_batch)
+            try:
+                entries = await self.store.read(shard, self.worker_id, wanted, block_ms=1000)
+            except asyncio.CancelledError:
+                await self.capacity.give_back(wanted)
+                raise
+            except Exception:
+                await self.capacity.give_back(wanted)
+                log.warning("reading shard %d failed; retrying", shard, exc_info=True)
+                await asyncio.sleep(1.0)
+                continue
+            await self.capacity.give_back(wanted - len(entries))
+            self._spawn(entries)
+
+    async def _move_loop(self) -> None:
+        while not self._stopping:
+            now_ms = int(time.time() * 1000)
+            try:
+                for shard in range(self.store.shards):
+                    await self.store.move_due(shard, now_ms)
+            except Exception:
+                log.warning("moving due retries failed; retrying", exc_info=True)
+            await asyncio.sleep(self.options.retry_poll_seconds)
+
+    async def _reclaim_loop(self) -> None:
+        period = max(0.25, self.options.reclaim_seconds / 2)
+        min_idle = int(self.options.reclaim_seconds * 1000)
+        while not self._stopping:
+            await asyncio.sleep(period)
+            for shard in range(self.store.shards):
+                wanted = await self.capacity.reserve(self.options.read_batch)
+                try:
+                    entries = await self.store.reclaim(shard, self.worker_id, min_idle, wanted)
+                except Exception:
+                    await self.capacity.give_back(wanted)
+                    log.warning("reclaiming shard %d failed", shard, exc_info=True)
+                    continue
+                await self.capacity.give_back(wanted - len(entries))
+                if entries:
+                    log.info("reclaimed %d items of shard %d", len(entries), shard)
+                self._spawn(entries)
+
+    def _spawn(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            task = asyncio.create_task(self._handle(entry))
+            self._inflight[task] = entry
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.pop(task, None)
+
+    # -- one item -----------------------------------------------------------------------
+    async def _handle(self, entry: Entry) -> None:
+        try:
+            await self._process(entry)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Left pending: reclaimed after the timeout, by this process or another.
+            log.exception("delivering %s failed; it will be reclaimed", entry.notification_id)
+        finally:
+            if not self._closed:
+                await self.capacity.give_back(1)
+
+    async def _process(self, entry: Entry) -> None:
+        status, payload = await self.store.begin(entry, self.worker_id, int(time.time() * 1000))
+        if status == "BUSY":
+            return  # another live worker holds the lease; its finish acknowledges the entry
+        if status != "GO" or payload is None:
+            await self.store.ack(entry)  # DONE, CANCELLED or GONE (record expired)
+            return
+        notification = notification_pb2.Notification.FromString(payload)
+        provider = tokens.provider_of(notification.token)
+        taken, wait = await self.limiter.take(
+            notification.app_id, provider, self.options.rate_wait_max_seconds
+        )
+        if not taken:
+            await self.store.postpone(entry, int((time.time() + wait) * 1000))
+            return
+        if wait > 0:
+            await asyncio.sleep(wait)
+        parent = queue_tracing.parent_of(notification)
+        queue_tracing.record_wait(
+            self.tracer, parent, entry.queued_ms, time.time_ns(), entry.attempt
+        )
+        with queue_tracing.attempt_span(self.tracer, parent, notification, entry.attempt) as span:
+            result = await self.dispatcher.deliver(notification, entry.attempt)
+            self.sent += 1
+            queue_tracing.annotate(span, result)
+            trace_id, span_id = queue_tracing.ids(span)
+        await self._finish(entry, notification, result, trace_id, span_id)
+
+    async def _finish(
+        self,
+        entry: Entry,
+        notification: notification_pb2.Notification,
+        result: AttemptResult,
+        trace_id: str,
+        span_id: str,
+    ) -> None:
+        now = time.time()
+        attempt = result.to_proto()
+        attempt.worker_id = self.worker_id
+        attempt.trace_id, attempt.span_id = trace_id, span_id
+        event = records.outcome_event(
+            notification,
+            result.outcome,
+            result.outcome_reason,
+            attempt=result,
+            event_ms=now * 1000,
+            trace_id=trace_id,
+        )
+        next_due = 0
+        if result.next_retry_delay_seconds is not None:
+            next_due = int((now + result.next_retry_delay_seconds) * 1000)
+        done = Finish(
+            attempt=entry.attempt,
+            attempt_bytes=attempt.SerializeToString(),
+            outcome=result.outcome,
+            reason=result.outcome_reason,
+            complete_ms=0 if next_due else int(now * 1000),
+            next_due_ms=next_due,
+            event_bytes=event.SerializeToString(),
+            app_id=notification.app_id,
+            campaign_id=notification.campaign_id,
+        )
+        await self.store.finish(
+            entry.shard, entry.notification_id, entry.entry_id, done, int(now * 1000)
+        )
