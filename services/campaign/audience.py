@@ -254,7 +254,7 @@ class CompiledAudience:
         if cached is None:
             cached = frozenset(node.user_ids.values)
             self._attribute_values[id(node)] = cached
-        return cached  # type: ignore[no-any-return]
+        return cached
 
     def _attribute(self, condition: filter_pb2.AttributeFilter, user: Mapping[str, Any]) -> bool:
         found, value = resolve(user, condition.attribute)
@@ -288,8 +288,8 @@ BUILT_IN = ("email", "phone", "locale", "time_zone", "external_id")
 
 def resolve(user: Mapping[str, Any], path: str) -> tuple[bool, Any]:
     if path in BUILT_IN:
-        value = user.get(path)
-        return bool(value), value or None
+        built_in = user.get(path)
+        return bool(built_in), built_in or None
     value: Any = user.get("attributes") or {}
     for part in path.split("."):
         if not isinstance(value, Mapping) or part not in value:
@@ -342,7 +342,7 @@ def registration_query(
         if kind == "push_enabled" and node.push_enabled:
             query.reachability = device_pb2.REACHABILITY_FOREGROUND
         elif kind == "platforms":
-            wanted = set(node.platforms.platforms)
+            wanted = {int(p) for p in node.platforms.platforms}
             platforms = wanted if platforms is None else platforms & wanted
         elif kind == "app_version":
             query.app_versions.append(node.app_version)
@@ -358,7 +358,7 @@ def registration_query(
     if platforms is not None:
         if not platforms:  # platforms ANDed with disjoint platforms: nobody
             return None
-        query.platforms.extend(sorted(platforms))
+        query.platforms.extend(sorted(platforms))  # type: ignore[arg-type]
     return query
 
 

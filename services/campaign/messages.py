@@ -19,7 +19,7 @@ from google.protobuf import struct_pb2
 from herald.campaign.v1 import push_message_pb2
 from herald.delivery.v1 import notification_pb2
 from herald.type.v1 import platform_pb2, push_options_pb2
-from services.campaign.templates import Template, TemplateSyntaxError
+from services.campaign.templates import Template, TemplateProblem, TemplateSyntaxError
 from services.core.errors import FieldViolation
 
 IOS, ANDROID, WEB = (
@@ -71,6 +71,7 @@ class CompiledMessage:
         self.prefix = prefix
         self.violations: list[FieldViolation] = []
         self.fields: dict[str, Template] = {}
+        self.problems: dict[str, TemplateProblem] = {}  # field path -> syntax error
         m = message
         texts: dict[str, str] = {
             "content.title": m.content.title,
@@ -100,6 +101,7 @@ class CompiledMessage:
                 self.fields[path] = Template(source)
             except TemplateSyntaxError as error:
                 p = error.problem
+                self.problems[f"{prefix}.{path}"] = p
                 self.violations.append(
                     FieldViolation(
                         f"{prefix}.{path}",

@@ -8,8 +8,11 @@ from services.core.server import Runtime, ServiceSpec
 
 
 async def build(runtime: Runtime) -> CampaignServicer:
-    # The RPCs a later issue brings are filled in by fill_pending at run time.
-    return CampaignServicer(runtime)  # type: ignore[abstract]
+    servicer = CampaignServicer(runtime)
+    # The scheduler and the outcome consumer run beside the RPCs in every process;
+    # Redis leases decide which process works on what.
+    servicer.start()
+    return servicer
 
 
 SPEC = ServiceSpec(

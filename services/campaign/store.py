@@ -64,11 +64,11 @@ def _text(raw: dict[bytes, bytes], name: str) -> str:
 
 class CampaignStore:
     def __init__(self, redis: RedisClient) -> None:
-        self.redis = redis
-        self._transition = load_script(redis, SCRIPTS, "transition.lua")
-        self._delete = load_script(redis, SCRIPTS, "delete.lua")
-        self._commit = load_script(redis, SCRIPTS, "commit.lua")
-        self._lease = load_script(redis, SCRIPTS, "lease.lua")
+        self.redis: Any = redis  # redis-py's async stubs do not type bytes replies
+        self._transition: Any = load_script(redis, SCRIPTS, "transition.lua")
+        self._delete: Any = load_script(redis, SCRIPTS, "delete.lua")
+        self._commit: Any = load_script(redis, SCRIPTS, "commit.lua")
+        self._lease: Any = load_script(redis, SCRIPTS, "lease.lua")
 
     # -- records ---------------------------------------------------------------------
     @staticmethod
@@ -76,7 +76,7 @@ class CampaignStore:
         definition = campaign_pb2.Campaign()
         definition.CopyFrom(campaign)
         for name in OUTPUT_FIELDS:
-            definition.ClearField(name)
+            definition.ClearField(name)  # type: ignore[arg-type]
         return definition.SerializeToString(deterministic=True)
 
     async def create(self, campaign: campaign_pb2.Campaign, now_ms: int) -> None:

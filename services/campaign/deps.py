@@ -1,0 +1,45 @@
+"""What the Campaign domain depends on, built once per process (no globals)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.campaign.clients import DeliveryClient, IdentityClient, RegistrationClient
+from services.campaign.clock import Clock, SystemClock
+from services.campaign.frequency import FrequencyCaps
+from services.campaign.reports import ReportStore
+from services.campaign.store import CampaignStore
+
+
+@dataclass
+class Tuning:
+    """Knobs with production defaults; tests shorten them on the servicer's deps."""
+
+    batch_size: int = 500  # devices per StreamAudience message and per commit
+    enqueue_chunk: int = 1000  # notifications per Enqueue (Delivery's maximum)
+    poll_seconds: float = 0.2  # how often the scheduler looks for due campaigns
+    lease_seconds: float = 10.0  # a crashed holder's campaigns move on after this
+    give_up_seconds: float = 300.0  # Delivery failing this long fails the campaign
+    users_concurrency: int = 16  # ListUserDevices calls in flight ("any app" filters)
+
+
+@dataclass
+class Deps:
+    redis: Any  # RedisClient; Any because redis-py's async stubs do not type bytes replies
+    store: CampaignStore
+    reports: ReportStore
+    caps: FrequencyCaps
+    registration: RegistrationClient
+    identity: IdentityClient
+    delivery: DeliveryClient
+    clock: Clock = field(default_factory=SystemClock)
+    tuning: Tuning = field(default_factory=Tuning)
+    owner: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def now_ms(self) -> int:
+        return int(self.clock.now() * 1000)

@@ -1,0 +1,301 @@
+"""The fan-out of one campaign: stream the audience from Registration in batches,
+fetch the users from Identity in batches, decide per device (audience, schedule, quiet
+hours, credentials, frequency cap, rendering), pace by the throttle, enqueue to
+Delivery in batches, and record each batch with its stream cursor in one script.
+
+Only one process runs a campaign's fan-out at a time (it holds the campaign's lease).
+Memory holds one batch, never the audience: recipients due later (local time, quiet
+hours) are parked in Redis (`held`) and sent when due. A crash between Enqueue and the
+commit replays the batch from the previous cursor; every notification carries the
+idempotency key "<campaign_id>:<device_id>", so Delivery sends nothing twice and the
+counters, committed with the cursor, count it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from herald.campaign.v1 import campaign_pb2
+from herald.delivery.v1 import notification_pb2
+from herald.registration.v1 import device_pb2
+from services.campaign import audience as audiences
+from services.campaign import schedules
+from services.campaign.deps import Deps
+from services.campaign.messages import CompiledMessage
+from services.campaign.recipients import (
+    CREDENTIALS_MISSING,
+    FREQUENCY_CAPPED,
+    prepare,
+    user_fields,
+)
+from services.campaign.throttle import STOP_CHECK_SECONDS, Stopped, Throttle
+from services.core.errors import HeraldError
+
+log = logging.getLogger("herald.campaign.fanout")
+S = campaign_pb2
+RETRYABLE = {
+    "DEPENDENCY_UNAVAILABLE",
+    "QUEUE_FULL",
+    "RATE_LIMITED",
+    "NOT_IMPLEMENTED_YET",
+    "UNAVAILABLE",
+}
+IDEMPOTENCY_NAMESPACE = uuid.UUID("0b7a3f0e-6c1d-4f57-9a55-5f1f3b1f6a01")
+
+
+@dataclass
+class Batch:
+    """What one batch decided; committed atomically with the cursor."""
+
+    counters: Counter[str] = field(default_factory=Counter)
+    hold: list[tuple[int, bytes]] = field(default_factory=list)
+    ready: list[tuple[device_pb2.AudienceDevice, Mapping[str, Any] | None]] = field(
+        default_factory=list
+    )
+
+    def count(self, name: str, platform: int, delta: int = 1) -> None:
+        self.counters[name] += delta
+        self.counters[f"p{platform}:{name}"] += delta
+
+    def suppress(self, reason: str, platform: int) -> None:
+        self.count("suppressed", platform)
+        self.counters[f"s:{reason}"] += 1
+
+
+class Fanout:
+    def __init__(
+        self, deps: Deps, campaign: campaign_pb2.Campaign, credentials: set[int], default_zone: str
+    ) -> None:
+        self.deps = deps
+        self.campaign = campaign
+        self.id = campaign.campaign_id
+        self.credentials = credentials
+        self.default_zone = default_zone or "UTC"
+        self.message = CompiledMessage(campaign.message)
+        self.audience = audiences.CompiledAudience(campaign.audience, campaign.message.background)
+        self.schedule = campaign.schedule
+        self.launch = campaign.launch_time.ToMilliseconds() / 1000
+        self.max_hold = (
+            float(campaign.message.ttl.seconds) if campaign.message.HasField("ttl") else None
+        )
+        need_zone = self.schedule.WhichOneof("when") == "local" or self.schedule.HasField(
+            "quiet_hours"
+        )
+        self.user_paths = user_fields(
+            self.message, self.audience, need_zone or self.audience.needs_user
+        )
+        self.needs_users = self.user_paths is None or bool(self.user_paths)
+        self.throttle = (
+            Throttle(campaign.throttle.messages_per_minute, lambda: self.deps.clock)
+            if campaign.HasField("throttle")
+            else None
+        )
+        self.lost = False
+
+    # -- control -----------------------------------------------------------------------
+    async def should_stop(self) -> bool:
+        if self.lost:
+            return True
+        return await self.deps.store.state(self.id) != S.CAMPAIGN_STATE_SENDING
+
+    async def run(self, cursor: str, resolved: bool) -> None:
+        """Runs to completion; raises Stopped when cancelled or the lease was lost."""
+        if not resolved:
+            await self._stream(cursor)
+        await self._drain_held()
+
+    # -- phase 1: the audience stream ----------------------------------------------------------
+    async def _stream(self, cursor: str) -> None:
+        query = audiences.registration_query(
+            self.campaign.app_id, self.campaign.audience, self.campaign.message.background
+        )
+        if query is None:  # the filter can match nobody
+            await self._commit(Batch(), cursor=None, resolved=True)
+            return
+        async for response in self.deps.registration.stream_audience(
+            query, cursor, self.deps.tuning.batch_size
+        ):
+            if await self.should_stop():
+                raise Stopped()
+            batch = await self._decide(list(response.devices))
+            await self._send(batch)
+            await self._commit(batch, cursor=response.cursor, resolved=False)
+        await self._commit(Batch(), cursor=None, resolved=True)
+
+    async def _decide(self, devices: list[device_pb2.AudienceDevice]) -> Batch:
+        batch = Batch()
+        users = await self._users(devices)
+        any_app = await self._any_app(devices, users) if self.audience.needs_any_app else {}
+        now = self.deps.now()
+        for device in devices:
+            user = users.get(device.user_id) if device.user_id else None
+            recipient = audiences.Recipient(device, user, any_app.get(device.user_id))
+            if not self.audience.matches(recipient):
+                continue
+            batch.count("targeted", device.platform)
+            zone = recipient.time_zone or self.default_zone
+            due = schedules.due_for(self.schedule, zone, now, self.launch, self.max_hold)
+            if due.suppressed:
+                batch.suppress(due.suppressed, device.platform)
+            elif due.at > now + 0.5:
+                batch.hold.append((int(due.at * 1000), device.SerializeToString()))
+                batch.counters[f"h:{device.platform}"] += 1
+            else:
+                batch.ready.append((device, user))
+        return batch
+
+    async def _users(self, devices: list[device_pb2.AudienceDevice]) -> dict[str, dict[str, Any]]:
+        if not self.needs_users:
+            return {}
+        ids = list(dict.fromkeys(d.user_id for d in devices if d.user_id))
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), 1000):
+            found.update(
+                await self.deps.identity.users(ids[start : start + 1000], self.user_paths or ())
+            )
+        return found
+
+    async def _any_app(
+        self, devices: list[device_pb2.AudienceDevice], users: Mapping[str, Any]
+    ) -> dict[str, bool]:
+        wanted = {d.user_id for d in devices if d.user_id and d.capability != audiences.FOREGROUND}
+        limit = asyncio.Semaphore(self.deps.tuning.users_concurrency)
+
+        async def one(user_id: str) -> tuple[str, bool]:
+            async with limit:
+                answer = await self.deps.registration.user_devices(user_id)
+                return user_id, answer.push_enabled_any_app
+
+        return dict(await asyncio.gather(*(one(u) for u in wanted)))
+
+    # -- sending ----------------------------------------------------------------------
+    async def _send(self, batch: Batch) -> None:
+        """Caps, renders and enqueues the batch's ready recipients; fills its counters."""
+        ready = batch.ready
+        if not ready:
+            return
+        if self.campaign.HasField("frequency_cap"):
+            allowed = await self.deps.caps.allow(
+                self.campaign.app_id,
+                (d.user_id for d, _ in ready if d.platform in self.credentials),
+                self.campaign.frequency_cap,
+                self.id,
+                self.deps.now_ms(),
+            )
+        outgoing: list[tuple[notification_pb2.Notification, int]] = []
+        for device, user in ready:
+            if device.platform not in self.credentials:
+                batch.suppress(CREDENTIALS_MISSING, device.platform)
+                continue
+            if (
+                self.campaign.HasField("frequency_cap")
+                and device.user_id
+                and device.user_id not in allowed
+            ):
+                batch.suppress(FREQUENCY_CAPPED, device.platform)
+                continue
+            prepared = prepare(
+                self.message,
+                device,
+                user,
+                campaign_id=self.id,
+                idempotency_key=f"{self.id}:{device.device_id}",
+            )
+            if prepared.notification is None:
+                batch.suppress(prepared.suppressed, device.platform)
+                continue
+            outgoing.append((prepared.notification, device.platform))
+        chunk = self.deps.tuning.enqueue_chunk
+        if self.throttle is not None:
+            chunk = min(chunk, self.throttle.chunk)
+        for start in range(0, len(outgoing), chunk):
+            part = outgoing[start : start + chunk]
+            if self.throttle is not None:
+                await self.throttle.take(len(part), self.should_stop)
+            await self._enqueue(part, batch)
+
+    async def _enqueue(
+        self, part: list[tuple[notification_pb2.Notification, int]], batch: Batch
+    ) -> None:
+        # The same recipients always make the same request id, so a replayed batch is
+        # recognised by Delivery as a retry (and per-notification idempotency keys
+        # cover a batch that changed meanwhile).
+        request_id = str(
+            uuid.uuid5(IDEMPOTENCY_NAMESPACE, "\n".join(n.idempotency_key for n, _ in part))
+        )
+        notifications = [n for n, _ in part]
+        loop = asyncio.get_running_loop()
+        failing_since = loop.time()
+        delay = 0.2
+        while True:
+            try:
+                answer = await self.deps.delivery.enqueue(notifications, request_id)
+                break
+            except HeraldError as error:
+                if error.reason not in RETRYABLE:
+                    raise
+                if loop.time() - failing_since > self.deps.tuning.give_up_seconds:
+                    raise
+                retry = getattr(error, "retry_after_seconds", None) or delay
+                log.warning(
+                    "enqueue failed; retrying",
+                    extra={"campaign_id": self.id, "reason": error.reason, "retry_in": retry},
+                )
+                await asyncio.sleep(min(retry, STOP_CHECK_SECONDS * 4))
+                delay = min(delay * 2, 2.0)
+                if await self.should_stop():
+                    raise Stopped() from None
+        for (_, platform), result in zip(part, answer.results, strict=False):
+            if result.HasField("error") and result.error.reason:
+                batch.suppress(result.error.reason, platform)
+            else:
+                batch.count("sent", platform)
+
+    async def _commit(
+        self, batch: Batch, cursor: str | None, resolved: bool, released: list[bytes] | None = None
+    ) -> None:
+        done = await self.deps.store.commit(
+            self.id,
+            self.deps.owner,
+            cursor,
+            resolved,
+            dict(batch.counters),
+            batch.hold,
+            released or [],
+        )
+        if not done:
+            self.lost = True
+            raise Stopped()
+
+    # -- phase 2: recipients held for their local time or quiet hours ---------------------
+    async def _drain_held(self) -> None:
+        while True:
+            if await self.should_stop():
+                raise Stopped()
+            now_ms = self.deps.now_ms()
+            members = await self.deps.store.held_due(self.id, now_ms, self.deps.tuning.batch_size)
+            if members:
+                devices = [device_pb2.AudienceDevice.FromString(m) for m in members]
+                batch = Batch()
+                users = await self._users(devices)
+                for device in devices:
+                    batch.counters[f"h:{device.platform}"] -= 1
+                    batch.ready.append(
+                        (device, users.get(device.user_id) if device.user_id else None)
+                    )
+                await self._send(batch)
+                await self._commit(batch, cursor=None, resolved=False, released=members)
+                continue
+            upcoming = await self.deps.store.next_held(self.id)
+            if upcoming is None:
+                return
+            wait = upcoming / 1000 - self.deps.now()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.deps.clock.sleep(wait), STOP_CHECK_SECONDS)
