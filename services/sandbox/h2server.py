@@ -24,7 +24,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-from hyperframe.frame import SettingsFrame
+from hyperframe.frame import GoAwayFrame, SettingsFrame
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,10 @@ MAX_H1_HEAD = 64 * 1024
 # lower (APNs starts at 1): a client that opens streams before it has read our SETTINGS
 # is tolerated instead of having its connection torn down.
 ENFORCED_MAX_STREAMS = 10_000
+# After our GOAWAY the connection stays open until the streams it still owns are answered,
+# at most this long.
+GOAWAY_GRACE = 2.0
+GOAWAY_LINGER = 0.25  # then, once they are, this long before closing
 
 
 @dataclass(slots=True)
@@ -135,11 +139,18 @@ class HttpServerProtocol(asyncio.Protocol):
         self._mode: Literal["sniff", "h2", "h1"] = "sniff"
         self._buffer = bytearray()
         self._closed = False
+        # Set once the server has decided to end the connection (GOAWAY, drop, close):
+        # requests that arrive later, even in the same read, are neither processed nor
+        # answered, as a real server that stopped reading would.
+        self._shutting_down = False
         self._loop = asyncio.get_running_loop()
         # HTTP/2 state
         self._h2: h2.connection.H2Connection | None = None
         self._streams: dict[int, _Stream] = {}
         self._pending_out: dict[int, bytes] = {}
+        self._unanswered: set[int] = set()  # dispatched, answer not sent yet (delays)
+        self._goaway_last: int | None = None  # set once we sent GOAWAY
+        self._goaway_answered = False  # every stream up to _goaway_last answered
         # HTTP/1.1 state: one request at a time, later pipelined ones wait in _buffer
         self._h1_busy = False
         self._h1_close_after = False
@@ -156,6 +167,8 @@ class HttpServerProtocol(asyncio.Protocol):
             self._mode = "h1"
 
     def data_received(self, data: bytes) -> None:
+        if self._shutting_down:
+            return
         if self._mode == "h2":
             self._h2_received(data)
         elif self._mode == "h1":
@@ -184,6 +197,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self._flush()
 
     def close(self) -> None:
+        self._shutting_down = True
         if self._transport is not None and not self._closed:
             self._transport.close()
 
@@ -244,6 +258,8 @@ class HttpServerProtocol(asyncio.Protocol):
             self.abort()
             return
         for event in events:
+            if self._shutting_down:
+                return  # a GOAWAY or drop answered an earlier request of this read
             if isinstance(event, h2.events.RequestReceived):
                 # END_STREAM on the HEADERS frame also yields a StreamEnded event.
                 self._streams[event.stream_id] = _Stream(event.headers or [])
@@ -274,6 +290,11 @@ class HttpServerProtocol(asyncio.Protocol):
         stream = self._streams.get(stream_id)
         if stream is None or stream_id is None:
             return
+        if self._goaway_last is not None and stream_id > self._goaway_last:
+            # Above our GOAWAY's last_stream_id: ignored, as RFC 9113 §6.8 says; the
+            # client knows it was not processed and may resend it elsewhere.
+            del self._streams[stream_id]
+            return
         method = path = authority = ""
         headers: dict[str, str] = {}
         duplicates: list[str] = []
@@ -303,6 +324,7 @@ class HttpServerProtocol(asyncio.Protocol):
         )
         outcome = self._call_app(request)
         if outcome.delay > 0:
+            self._unanswered.add(stream_id)
             self._loop.call_later(outcome.delay, self._h2_finish, stream_id, outcome)
         else:
             # Answered within data_received, which flushes once for the whole batch: one
@@ -311,13 +333,17 @@ class HttpServerProtocol(asyncio.Protocol):
 
     def _h2_finish(self, stream_id: int, outcome: Outcome, flush: bool = True) -> None:
         conn = self._h2
-        if self._closed or conn is None:
+        self._unanswered.discard(stream_id)
+        if self._shutting_down or conn is None:
             return
+        if self._goaway_last is not None and stream_id > self._goaway_last:
+            return  # refused by our GOAWAY while its (delayed) answer was pending
         self._streams.pop(stream_id, None)
         if isinstance(outcome, Disruption):
             self._h2_disrupt(stream_id, outcome)
             return
         if stream_id not in conn.streams:
+            self._close_if_goaway_done()
             return  # the client reset the stream meanwhile
         headers = [(":status", str(outcome.status)), *outcome.headers]
         try:
@@ -331,6 +357,7 @@ class HttpServerProtocol(asyncio.Protocol):
             self._pending_out.pop(stream_id, None)
         if flush:
             self._flush()
+        self._close_if_goaway_done()
 
     def _h2_send_pending(self) -> None:
         conn = self._h2
@@ -363,20 +390,50 @@ class HttpServerProtocol(asyncio.Protocol):
                 self._flush()
             return
         if disruption.kind == "goaway":
+            if self._goaway_last is not None:
+                return  # one GOAWAY per connection
             last = disruption.last_stream_id
             if last is None:
-                last = max(stream_id - 2, 0)
-            conn.close_connection(
-                error_code=disruption.error_code,
-                additional_data=disruption.debug_data or None,
-                last_stream_id=last,
-            )
+                # Everything below the lowest stream not yet answered (this one, or an
+                # earlier one still arriving or delayed) was processed and answered;
+                # everything from it up is refused. Clients may then safely resend
+                # exactly the streams above last_stream_id (httpx fails any stream at or
+                # below it that has no answer yet).
+                pending = [stream_id, *self._streams, *self._unanswered]
+                last = max(min(pending) - 2, 0)
+            # Written by hand rather than with h2's close_connection(), which would stop
+            # h2 from reading the streams up to last_stream_id that we still have to answer.
             self._flush()
-        self._abort_after_flush()
+            goaway = GoAwayFrame(0)
+            goaway.last_stream_id = last
+            goaway.error_code = disruption.error_code
+            goaway.additional_data = disruption.debug_data
+            assert self._transport is not None
+            self._transport.write(goaway.serialize())
+            self._goaway_last = last
+            self._loop.call_later(GOAWAY_GRACE, self.close)
+            self._close_if_goaway_done()
+            return
+        self.abort()
+
+    def _close_if_goaway_done(self) -> None:
+        last = self._goaway_last
+        if last is None or self._shutting_down or self._goaway_answered:
+            return
+        if any(sid <= last for sid in self._streams) or any(
+            sid <= last for sid in self._unanswered
+        ):
+            return
+        # Everything owed is answered. Keep reading (and ignoring) a moment before
+        # closing: closing a socket with unread requests makes the kernel reset it, and
+        # a client still writing would see that instead of the GOAWAY.
+        self._goaway_answered = True
+        self._flush()
+        self._loop.call_later(GOAWAY_LINGER, self.close)
 
     # -- HTTP/1.1 ---------------------------------------------------------------------
     def _h1_process(self) -> None:
-        while not self._h1_busy and not self._closed:
+        while not self._h1_busy and not self._shutting_down:
             parsed = self._h1_parse()
             if parsed is None:
                 return
@@ -441,7 +498,7 @@ class HttpServerProtocol(asyncio.Protocol):
         return request, keep_alive
 
     def _h1_finish(self, outcome: Outcome) -> None:
-        if self._closed:
+        if self._shutting_down:
             return
         if isinstance(outcome, Disruption):
             # HTTP/1.1 has no GOAWAY or stream reset: the nearest a client sees is the
@@ -484,19 +541,16 @@ class HttpServerProtocol(asyncio.Protocol):
             return Response(500, [("content-type", "text/plain")], b"sandbox handler error")
 
     def _flush(self) -> None:
-        if self._h2 is None or self._transport is None or self._closed:
+        if self._h2 is None or self._transport is None or self._shutting_down:
             return
         data = self._h2.data_to_send()
         if data:
             self._transport.write(data)
 
     def abort(self) -> None:
+        self._shutting_down = True
         if self._transport is not None and not self._closed:
             self._transport.abort()
-
-    def _abort_after_flush(self) -> None:
-        # close() flushes what is buffered (the GOAWAY) before closing the socket.
-        self.close()
 
 
 def _decode_chunked(buf: bytearray, start: int) -> tuple[bytes, int] | None:

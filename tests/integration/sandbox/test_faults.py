@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections import Counter
 
 import httpx
 import pytest
@@ -68,6 +69,33 @@ async def test_goaway_with_last_stream_id_is_seen_by_httpx(sandbox, fcm):
     )
     with pytest.raises(httpx.RemoteProtocolError, match=r"error_code:2, last_stream_id:2147483647"):
         await fcm_send(fcm, sandbox, lost)
+
+
+async def test_goaway_mid_burst_processes_exactly_the_streams_it_claims(sandbox, fcm):
+    warm_up = await fcm_send(fcm, sandbox, fcm_token())  # one connection, streams open
+    assert warm_up.status_code == 200
+    since = sandbox.received("fcm")[-1]["seq"]
+    sandbox.faults.add(service="fcm", nth=5, action="goaway", times=1)
+    tokens = [fcm_token() for _ in range(40)]
+
+    async def attempt(token: str) -> int | str:
+        try:
+            return (await fcm_send(fcm, sandbox, token)).status_code
+        except httpx.RemoteProtocolError as error:
+            return str(error)
+
+    outcomes = dict(zip(tokens, await asyncio.gather(*map(attempt, tokens)), strict=True))
+
+    # httpx resends streams above last_stream_id that it had not finished writing, and
+    # fails those it was still writing when the GOAWAY arrived ("ConnectionTerminated").
+    # Whatever the client saw, the sandbox processed exactly the requests it answered:
+    # a failed one was not taken (safe to resend), an answered one was taken once.
+    accepted = Counter(e["token"] for e in sandbox.received("fcm", status=200, since_seq=since))
+    assert {t for t, o in outcomes.items() if o == 200} == set(accepted)
+    assert set(accepted.values()) == {1}
+    failures = {o for o in outcomes.values() if o != 200}
+    assert all("ConnectionTerminated" in str(f) for f in failures)
+    assert sandbox.counters("fcm")["injected goaway"] == 1
 
 
 async def test_goaway_makes_aioapns_resend_on_a_new_connection(apns_client, sandbox):
