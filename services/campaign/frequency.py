@@ -32,7 +32,7 @@ class FrequencyCaps:
         period_ms = cap.period.seconds * 1000 + cap.period.nanos // 1_000_000
         pipe = self.redis.pipeline(transaction=False)
         for user in users:
-            self._script(
+            await self._script(
                 keys=[keys.frequency(app_id, user)],
                 args=[now_ms, period_ms, cap.max_messages, campaign_id, RETENTION_MS],
                 client=pipe,

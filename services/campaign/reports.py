@@ -38,7 +38,7 @@ class ReportStore:
             return 0
         pipe = self.redis.pipeline(transaction=False)
         for campaign_id, notification_id, counter, reason, platform in items:
-            self._outcome(
+            await self._outcome(
                 keys=[keys.finals(campaign_id), keys.report(campaign_id)],
                 args=[notification_id, counter, reason or "UNKNOWN", platform],
                 client=pipe,
