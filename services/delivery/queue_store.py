@@ -125,7 +125,9 @@ class QueueStore:
         return owner.decode() if owner else None
 
     # -- workers ------------------------------------------------------------------------
-    async def read(self, shard: int, consumer: str, count: int, block_ms: int) -> list[Entry]:
+    async def read(
+        self, shard: int, consumer: str, count: int, block_ms: int | None = None
+    ) -> list[Entry]:
         answer: Any = await self.redis.xreadgroup(
             keys.GROUP, consumer, {keys.stream(shard): ">"}, count=count, block=block_ms
         )

@@ -1,9 +1,9 @@
 """Queue workers: read the shard streams as one consumer of the group, send through the
 Dispatcher, record each attempt, schedule retries, and take over what dead workers held.
 
-One WorkerPool per process. Per shard a reader (XREADGROUP, only as many items as there
-are free send slots, so nothing waits in a process's memory that another could send);
-one mover (due retries back to the streams) and one reclaimer (XAUTOCLAIM) for all
+One WorkerPool per process. One reader (XREADGROUP on each shard in turn, only as many
+items as there are free send slots, so nothing waits in a process's memory that another
+could send); one mover (due retries back to the streams) and one reclaimer (XAUTOCLAIM) for all
 shards. At close: stop reading, let in-flight sends finish within the grace, give the
 rest back (marked idle, so another process reclaims them at once).
 """
@@ -28,6 +28,7 @@ from services.delivery.queue_store import Entry, Finish, QueueStore
 from services.delivery.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
+MIN_POLL, MAX_POLL = 0.005, 0.05  # seconds between reads of an empty queue
 
 
 def new_worker_id() -> str:
@@ -82,10 +83,7 @@ class WorkerPool:
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
         await self.store.ensure_groups()
-        for shard in range(self.store.shards):
-            self._loops.append(
-                asyncio.create_task(self._read_loop(shard), name=f"dlv-read-{shard}")
-            )
+        self._loops.append(asyncio.create_task(self._read_loop(), name="dlv-read"))
         self._loops.append(asyncio.create_task(self._move_loop(), name="dlv-move"))
         self._loops.append(asyncio.create_task(self._reclaim_loop(), name="dlv-reclaim"))
 
@@ -133,21 +131,37 @@ class WorkerPool:
             log.warning("could not drop the leases of %d items", len(entries))
 
     # -- loops --------------------------------------------------------------------------
-    async def _read_loop(self, shard: int) -> None:
+    async def _read_loop(self) -> None:
+        """One reader for every shard: take as many items as there are free send slots,
+        shard after shard from a rotating start (so no shard starves), without blocking
+        reads (shards may live on different Cluster nodes); poll quicker when busy."""
+        shards = self.store.shards
+        start = 0
+        idle = MIN_POLL
         while not self._stopping:
             wanted = await self.capacity.reserve(self.options.read_batch)
+            got = 0
             try:
-                entries = await self.store.read(shard, self.worker_id, wanted, block_ms=1000)
+                for step in range(shards):
+                    if got >= wanted:
+                        break
+                    shard = (start + step) % shards
+                    entries = await self.store.read(shard, self.worker_id, wanted - got, None)
+                    got += len(entries)
+                    self._spawn(entries)
             except asyncio.CancelledError:
-                await self.capacity.give_back(wanted)
+                await self.capacity.give_back(wanted - got)
                 raise
             except Exception:
-                await self.capacity.give_back(wanted)
-                log.warning("reading shard %d failed; retrying", shard, exc_info=True)
-                await asyncio.sleep(1.0)
-                continue
-            await self.capacity.give_back(wanted - len(entries))
-            self._spawn(entries)
+                log.warning("reading the queue failed; retrying", exc_info=True)
+                idle = MAX_POLL
+            await self.capacity.give_back(wanted - got)
+            start = (start + 1) % shards
+            if got == 0:
+                await asyncio.sleep(idle)
+                idle = min(MAX_POLL, idle * 2)
+            else:
+                idle = MIN_POLL
 
     async def _move_loop(self) -> None:
         while not self._stopping:
@@ -208,14 +222,18 @@ class WorkerPool:
             return
         notification = notification_pb2.Notification.FromString(payload)
         provider = tokens.provider_of(notification.token)
-        taken, wait = await self.limiter.take(
-            notification.app_id, provider, self.options.rate_wait_max_seconds
-        )
+        # The wait must leave the lease room for the send itself: a longer one goes back
+        # to the schedule, so no worker sits on an item another could reclaim meanwhile.
+        most = min(self.options.rate_wait_max_seconds, self.options.reclaim_seconds / 2)
+        taken, wait = await self.limiter.take(notification.app_id, provider, most)
         if not taken:
             await self.store.postpone(entry, int((time.time() + wait) * 1000))
             return
         if wait > 0:
             await asyncio.sleep(wait)
+            status, _ = await self.store.begin(entry, self.worker_id, int(time.time() * 1000))
+            if status != "GO":  # renewing the lease failed: someone else has it now
+                return
         parent = queue_tracing.parent_of(notification)
         queue_tracing.record_wait(
             self.tracer, parent, entry.queued_ms, time.time_ns(), entry.attempt

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
+import grpc
+import pytest
+
+from services.core.status import parse_error
 from services.sandbox.apns import new_device_token
 
 from .conftest import (
@@ -48,3 +53,100 @@ async def test_enqueued_notifications_are_delivered_once_per_provider(start_node
     assert [t for t in apns_tokens if apns[t] != 1] == []
     assert [t for t in fcm_tokens if fcm[t] != 1] == []
     assert len(sandbox.received("webpush", status=201)) == 5
+
+
+async def test_enqueue_is_idempotent_by_request_id(start_node, sandbox):
+    node = await start_node()
+    await put_all(node.stub, sandbox)
+    tokens = [new_device_token() for _ in range(5)]
+    request = enqueue_request([apns_notification(t) for t in tokens])
+
+    first = await node.stub.Enqueue(request)
+    again = await node.stub.Enqueue(request)
+    await wait_final(node.stub, [r.notification_id for r in first.results])
+    other = enqueue_request([apns_notification(new_device_token())], request.request_id)
+    with pytest.raises(grpc.aio.AioRpcError) as mismatch:
+        await node.stub.Enqueue(other)
+
+    assert [r.notification_id for r in again.results] == [r.notification_id for r in first.results]
+    assert again.queued_count == first.queued_count == 5
+    received = Counter(e["token"] for e in sandbox.received("apns"))
+    assert [received[t] for t in tokens] == [1] * 5
+    assert parse_error(mismatch.value).reason == "REQUEST_ID_MISMATCH"
+
+
+async def test_an_idempotency_key_is_sent_once_per_token_across_requests(start_node, sandbox):
+    node = await start_node()
+    await put_all(node.stub, sandbox)
+    token = new_device_token()
+
+    def keyed():
+        n = apns_notification(token)
+        n.idempotency_key = "spring-sale:device-7"
+        return n
+
+    first = await node.stub.Enqueue(enqueue_request([keyed()]))
+    second = await node.stub.Enqueue(enqueue_request([keyed()]))  # a resumed fan-out
+    await wait_final(node.stub, [first.results[0].notification_id])
+    await asyncio.sleep(0.3)
+
+    assert second.results[0].notification_id == first.results[0].notification_id
+    assert (first.queued_count, second.queued_count) == (1, 0)
+    assert len(sandbox.received("apns", token=token)) == 1
+
+
+async def test_invalid_items_get_errors_and_the_others_are_queued(start_node, sandbox):
+    node = await start_node()
+    await node.stub.PutCredentials(DS.PutCredentialsRequest(credentials=apns_credentials(sandbox)))
+    good = apns_notification(new_device_token())
+    bad_token = apns_notification("not-hex")
+    no_payload = apns_notification(new_device_token())
+    no_payload.ClearField("apns")
+    no_credentials = fcm_notification(new_fcm_token())  # no FCM credentials uploaded
+
+    answer = await node.stub.Enqueue(enqueue_request([bad_token, good, no_payload, no_credentials]))
+
+    results = answer.results
+    assert answer.queued_count == 1
+    assert [bool(r.notification_id) for r in results] == [False, True, False, False]
+    assert (results[0].error.code, results[0].error.reason) == (3, "TOKEN_MALFORMED")
+    assert [v.field for v in results[0].error.field_violations] == ["token.apns.device_token"]
+    assert [v.field for v in results[2].error.field_violations] == ["apns"]
+    assert (results[3].error.code, results[3].error.reason) == (9, "CREDENTIALS_MISSING")
+    done = await wait_final(node.stub, [results[1].notification_id])
+    assert done[0].outcome == OUT.DELIVERY_OUTCOME_DELIVERED
+
+
+async def test_a_whole_bad_batch_is_rejected(start_node):
+    node = await start_node()
+    with pytest.raises(grpc.aio.AioRpcError) as empty:
+        await node.stub.Enqueue(DS.EnqueueRequest(request_id="r1"))
+    with pytest.raises(grpc.aio.AioRpcError) as unnamed:
+        await node.stub.Enqueue(DS.EnqueueRequest(notifications=[apns_notification("ab" * 32)]))
+    assert parse_error(empty.value).reason == "BATCH_TOO_LARGE"
+    assert parse_error(unnamed.value).violations[0][0] == "request_id"
+
+
+async def test_a_full_queue_answers_queue_full_with_a_hint_and_queues_nothing(
+    start_node, sandbox, redis
+):
+    # No workers: the queue only fills. One shard, three items at most.
+    node = await start_node(queue_shards=1, queue_max_depth=3, workers_enabled=False)
+    await put_all(node.stub, sandbox)
+    await node.stub.Enqueue(enqueue_request([apns_notification(new_device_token())] * 2))
+
+    with pytest.raises(grpc.aio.AioRpcError) as full:
+        await node.stub.Enqueue(
+            enqueue_request([apns_notification(new_device_token()) for _ in range(2)])
+        )
+    fits = await node.stub.Enqueue(enqueue_request([apns_notification(new_device_token())]))
+
+    error = parse_error(full.value)
+    assert (full.value.code(), error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "QUEUE_FULL")
+    assert error.retry_after_seconds is not None
+    assert error.retry_after_seconds > 0
+    assert fits.queued_count == 1
+    assert await redis.xlen("dlv:q:{dlvq0}") == 3
+    listed = await node.stub.ListNotifications(DS.ListNotificationsRequest(app_id="shop"))
+    assert len(listed.notifications) == 3
+    assert sandbox.received("apns") == []
