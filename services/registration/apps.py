@@ -1,15 +1,18 @@
 """What Registration asks Identity: does the app exist, is this client secret right.
 
-Positive answers are cached in process for a short time so that RegisterDevice, called
-at every session start, does not pay a round trip to Identity each time. Only positive
-answers are cached: a new app or a fixed secret works at once, and a deleted app or a
-rotated-out secret stops working within APP_CACHE_SECONDS. Secrets are cached by
-digest, never in clear.
+App existence is cached in process (positive answers only, APP_CACHE_SECONDS) so that
+RegisterDevice, called at every session start, does not pay a round trip to Identity
+each time for it; a new app works at once, a deleted app stops being accepted within
+APP_CACHE_SECONDS (its devices are purged by Identity's DeleteApp through
+PurgeAppDevices, and "every app" audiences ask Identity afresh).
+
+Client secrets are never cached: a revoked secret (RotateClientSecret with a zero
+overlap, or past its window) must stop working at once, and Identity's check is one
+HMGET. Only user-bound calls pay it (an anonymous flush does not).
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 
 import grpc
@@ -39,7 +42,6 @@ class AppDirectory:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
         self._apps: dict[str, float] = {}
-        self._secrets: dict[bytes, float] = {}
 
     def _stub(self) -> identity_service_pb2_grpc.IdentityServiceAsyncStub:
         stub: identity_service_pb2_grpc.IdentityServiceAsyncStub = (
@@ -81,9 +83,6 @@ class AppDirectory:
                 "binding a device to a user needs the app's client_secret",
                 {"app_id": app_id},
             )
-        key = hashlib.sha256(f"{app_id}\n{client_secret}".encode()).digest()
-        if self._fresh(self._secrets, key):
-            return
         try:
             answer = await self._stub().VerifyClientSecret(
                 identity_service_pb2.VerifyClientSecretRequest(
@@ -99,4 +98,25 @@ class AppDirectory:
             raise PermissionDenied(
                 "CLIENT_SECRET_INVALID", "the client secret is not valid", {"app_id": app_id}
             )
-        self._remember(self._secrets, key)
+        # A valid secret proves the app exists: refresh that (app-only) cache entry.
+        self._remember(self._apps, app_id)
+
+    def forget_app(self, app_id: str) -> None:
+        """Drops a cached "the app exists" (the app was just deleted)."""
+        self._apps.pop(app_id, None)
+
+    async def app_exists(self, app_id: str) -> bool:
+        """Asks Identity without the cache (for "every app" audiences, which must not
+        stream a deleted app's devices)."""
+        try:
+            await self._stub().GetApp(
+                identity_service_pb2.GetAppRequest(app_id=app_id),
+                timeout=IDENTITY_TIMEOUT_SECONDS,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                self.forget_app(app_id)
+                return False
+            raise _identity_unavailable(error) from None
+        self._remember(self._apps, app_id)
+        return True

@@ -3,7 +3,7 @@
 The order is (app id, shard number, device id bytes). A cursor is the position of the
 last device sent, so a resumed stream continues strictly after it and never repeats a
 device. Only a few shards' records are in memory at a time (SHARDS_PER_READ of the
-1,024), never the whole audience.
+256 of an app), never the whole audience.
 """
 
 from __future__ import annotations
@@ -148,6 +148,8 @@ class Audiences:
                 check.add(f"query.locales[{i}]", "must be a BCP 47 tag or prefix")
         if len(query.user_ids) > MAX_USER_IDS:
             check.add("query.user_ids", f"must hold at most {MAX_USER_IDS} user ids")
+        if query.seen_after_ms < 0:
+            check.add("query.seen_after_time", "must be a time after 1970")
         if not 0 <= batch_size <= MAX_BATCH:
             check.add("batch_size", f"must be 0 (default {DEFAULT_BATCH}) to {MAX_BATCH}")
         if partition is not None:
@@ -163,7 +165,10 @@ class Audiences:
             await self.apps.require_app(app_id)
         if query.app_ids:
             return sorted(set(query.app_ids))
-        return await self.store.apps_with_devices()
+        # "Every app": a deleted app's devices are purged by Identity's DeleteApp; asking
+        # Identity afresh (a handful of apps) also skips an app deleted while a replica
+        # still had it cached and accepted a late registration.
+        return [a for a in await self.store.apps_with_devices() if await self.apps.app_exists(a)]
 
     async def matching(
         self,

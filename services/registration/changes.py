@@ -153,6 +153,7 @@ def register(
         )
     token_update = _apply_token(new, token, given.apns_environment, log, now)
     changed = changed or token_update in (TOKEN_NEW, TOKEN_ROTATED)
+    changed = _web_opt_out(new, log, now) or changed
     previous_user = ""
     if given.user_id and given.user_id != new.user_id:
         previous_user = new.user_id
@@ -227,17 +228,7 @@ def update_permission(
         )
     token_update = _apply_token(new, token, environment, log, now)
     changed = changed or token_update in (TOKEN_NEW, TOKEN_ROTATED)
-    if rules.web_opt_out_removes_subscription(new.platform, status) and new.token is not None:
-        log.add(
-            UNREGISTERED,
-            from_user=new.user_id,
-            to_user=new.user_id,
-            redacted_token=redact_token(new.token),
-            reason="opt_out",
-        )
-        new.token = None
-        new.token_update_ms = now
-        changed = True
+    changed = _web_opt_out(new, log, now) or changed
     if changed:
         new.update_ms = now
     return Mutation(
@@ -247,6 +238,26 @@ def update_permission(
         token_update=token_update,
         previous_capability=previous_capability,
     )
+
+
+def _web_opt_out(new: DeviceRecord, log: ChangeLog, now: int) -> bool:
+    """Web has no background channel: a denial (through RegisterDevice or
+    UpdatePermission alike) ends the subscription itself. Returns whether it did."""
+    if not (
+        rules.web_opt_out_removes_subscription(new.platform, new.authorization_status)
+        and new.token is not None
+    ):
+        return False
+    log.add(
+        UNREGISTERED,
+        from_user=new.user_id,
+        to_user=new.user_id,
+        redacted_token=redact_token(new.token),
+        reason="opt_out",
+    )
+    new.token = None
+    new.token_update_ms = now
+    return True
 
 
 def assign_user(old: DeviceRecord, user_id: str, reason: str, now: int) -> Mutation:

@@ -19,9 +19,16 @@ from services.registration import changes, record
 from services.registration.apps import AppDirectory
 from services.registration.changes import Mutation
 from services.registration.model import UNREGISTERED, DeviceRecord, Token
-from services.registration.store import RegistrationStore
+from services.registration.store import (
+    CONFIRMED,
+    IndexEntry,
+    RegistrationStore,
+    token_value,
+    user_member,
+)
 from services.registration.tokens import TokenInput, token_digest
 from services.registration.validation import (
+    MAX_APP_ID,
     MAX_REASON,
     MAX_SECRET,
     DeviceInput,
@@ -55,6 +62,21 @@ def _concurrent(app_id: str, device_id: str) -> Aborted:
     )
 
 
+class _SecretNeeded(Exception):
+    """Raised inside a change function: the stored record turned out to need the secret."""
+
+
+def stores_new_token_on_bound_device(old: DeviceRecord | None, token: Token | None) -> bool:
+    """A call that would store a token other than the current one on a device already
+    bound to a user must carry the app's client secret (anti-hijack rule)."""
+    return (
+        old is not None
+        and bool(old.user_id)
+        and token is not None
+        and (old.token is None or old.token != token)
+    )
+
+
 @dataclass(frozen=True)
 class RegisterResult:
     record: DeviceRecord
@@ -76,7 +98,13 @@ class Devices:
         device_id: str,
         change: Callable[[DeviceRecord | None], Mutation],
     ) -> tuple[DeviceRecord | None, Mutation]:
-        """Applies `change` to the stored record with compare-and-set; returns (old, result)."""
+        """Applies `change` to the stored record with compare-and-set; returns (old, result).
+
+        Order (docs/keys/registration.md, "Cross-slot indexes"): 1. claim the new token
+        (pending) and add the new user's index member, 2. read the index values this
+        write makes stale, 3. compare-and-set the record, 4. confirm the token claim
+        (a failed confirm means another device claimed the token meanwhile: this device
+        gives it up), 5. release exactly the values read in 2."""
         for _ in range(MAX_ATTEMPTS):
             raw = await self.store.get(app_id, device_id)
             old = record.unpack(raw) if raw else None
@@ -86,34 +114,57 @@ class Devices:
             new = mutation.new
             old_token = old.token if old else None
             old_user = old.user_id if old else ""
+            claim: tuple[bytes, bytes] | None = None
             if (
                 new is not None
                 and new.token is not None
                 and (old_token is None or old_token.value != new.token.value)
             ):
-                await self._claim_token(app_id, device_id, new.token)
+                claim = await self._claim_token(app_id, device_id, new.token)
             if new is not None and new.user_id and new.user_id != old_user:
                 await self.store.add_user_device(new.user_id, app_id, device_id)
             if old is None:
                 await self.store.remember_app(app_id)
+            leaving_token = (
+                old_token
+                if old_token is not None
+                and (new is None or new.token is None or new.token.value != old_token.value)
+                else None
+            )
+            leaving_user = old_user if old_user and (new is None or new.user_id != old_user) else ""
+            release = await self.store.release_values(
+                app_id,
+                device_id,
+                token_digest(app_id, leaving_token.value) if leaving_token else None,
+                leaving_user,
+            )
             packed = record.pack(new) if new is not None else None
             if await self.store.compare_and_set(app_id, device_id, raw, packed):
-                await self.after_write(app_id, device_id, old, mutation)
+                await self.after_write(app_id, device_id, old, mutation, claim, release)
                 return old, mutation
         raise _concurrent(app_id, device_id)
 
     async def after_write(
-        self, app_id: str, device_id: str, old: DeviceRecord | None, mutation: Mutation
+        self,
+        app_id: str,
+        device_id: str,
+        old: DeviceRecord | None,
+        mutation: Mutation,
+        claim: tuple[bytes, bytes] | None,
+        release: tuple[IndexEntry | None, IndexEntry | None],
     ) -> None:
-        new = mutation.new
-        if (
-            old is not None
-            and old.token is not None
-            and (new is None or new.token is None or new.token.value != old.token.value)
-        ):
-            await self.store.release_token(app_id, token_digest(app_id, old.token.value), device_id)
-        if old is not None and old.user_id and (new is None or new.user_id != old.user_id):
-            await self.store.remove_user_device(old.user_id, app_id, device_id)
+        token_entry, user_entry = release
+        index_changes: list[tuple[bytes, bytes, bytes]] = []
+        if claim is not None:
+            digest, pending = claim
+            index_changes.append((digest, pending, bytes([CONFIRMED]) + pending[1:]))
+        if token_entry is not None and old is not None and old.token is not None:
+            index_changes.append((token_digest(app_id, old.token.value), token_entry.raw, b""))
+        lost = await self.store.set_token_entries(app_id, index_changes) if index_changes else set()
+        if user_entry is not None and old is not None:
+            await self.store.remove_user_entries(
+                [(old.user_id, user_member(app_id, device_id), user_entry.raw)]
+            )
         await self.store.append_user_logs(
             [
                 (user, record.pack_user_entry(app_id, device_id, entry))
@@ -122,19 +173,33 @@ class Devices:
                 if user
             ]
         )
+        if claim is not None and 0 in lost and mutation.new is not None:
+            # Another device claimed this token between our claim and our confirm: the
+            # newest claim owns it, so this device gives it up (the other device's
+            # strip may have run before our record held the token).
+            assert mutation.new.token is not None
+            await self.strip_token(
+                app_id, device_id, mutation.new.token.value, "registered_on_another_device"
+            )
 
-    async def _claim_token(self, app_id: str, device_id: str, token: Token) -> None:
-        """Makes `device_id` the token's only holder: the newest registration owns it."""
+    async def _claim_token(self, app_id: str, device_id: str, token: Token) -> tuple[bytes, bytes]:
+        """Makes `device_id` the token's only holder (the newest registration owns it);
+        returns (digest, the pending value written), confirmed after the record write."""
         digest = token_digest(app_id, token.value)
-        owner = await self.store.token_owner(app_id, digest)
+        entry = await self.store.token_entry(app_id, digest)
         for _ in range(MAX_ATTEMPTS):
-            if owner == device_id:
-                return
-            if owner:
-                await self.strip_token(app_id, owner, token.value, "registered_on_another_device")
-            claimed, owner = await self.store.claim_token(app_id, digest, owner, device_id)
+            if entry is not None and entry.device_id != device_id:
+                await self.strip_token(
+                    app_id, entry.device_id, token.value, "registered_on_another_device"
+                )
+            # Even when the entry already names this device, a fresh value is written:
+            # a release or cleanup that read the old value must not remove this claim.
+            pending = token_value(device_id)
+            claimed, entry = await self.store.claim_token(
+                app_id, digest, entry.raw if entry else b"", pending
+            )
             if claimed:
-                return
+                return digest, pending
         raise _concurrent(app_id, device_id)
 
     async def strip_token(self, app_id: str, device_id: str, canonical: str, reason: str) -> None:
@@ -157,12 +222,26 @@ class Devices:
         check_optional_text(check, "client_secret", client_secret, MAX_SECRET)
         fail(check)
         await self.apps.require_app(app_id)
+        verified = False
         if given.user_id:
             await self.apps.require_client_secret(app_id, client_secret)
+            verified = True
         now = now_ms()
-        _, mutation = await self.mutate(
-            app_id, given.device_id, lambda old: changes.register(old, given, token, now)
-        )
+
+        def change(old: DeviceRecord | None) -> Mutation:
+            if not verified and stores_new_token_on_bound_device(old, token):
+                raise _SecretNeeded
+            return changes.register(old, given, token, now)
+
+        try:
+            _, mutation = await self.mutate(app_id, given.device_id, change)
+        except _SecretNeeded:
+            # The device is bound to a user and this call would put another token on
+            # it: without the secret anyone knowing the device id could redirect that
+            # user's notifications to their own token (docs/registration.md).
+            await self.apps.require_client_secret(app_id, client_secret)
+            verified = True
+            _, mutation = await self.mutate(app_id, given.device_id, change)
         assert mutation.new is not None  # registration never deletes
         return RegisterResult(
             mutation.new, mutation.created, mutation.token_update, mutation.previous_user_id
@@ -175,16 +254,19 @@ class Devices:
         status: int,
         token: TokenInput | None,
         environment: int,
+        client_secret: str = "",
     ) -> tuple[DeviceRecord, int]:
         check = Validator()
         check_id(check, "app_id", app_id)
         check_id(check, "device_id", device_id)
+        check_optional_text(check, "client_secret", client_secret, MAX_SECRET)
         if status not in range(1, 5):
             check.add("authorization_status", "must be a known status other than UNSPECIFIED")
         if environment not in range(0, 3):
             check.add("apns_environment", "is not a known ApnsEnvironment")
         fail(check)
         now = now_ms()
+        verified = False
 
         def change(old: DeviceRecord | None) -> Mutation:
             if old is None:
@@ -192,9 +274,16 @@ class Devices:
             token_check = Validator()
             valid = check_permission_change(token_check, old.platform, status, token, environment)
             fail(token_check)
+            if not verified and stores_new_token_on_bound_device(old, valid):
+                raise _SecretNeeded
             return changes.update_permission(old, status, valid, environment, now)
 
-        _, mutation = await self.mutate(app_id, device_id, change)
+        try:
+            _, mutation = await self.mutate(app_id, device_id, change)
+        except _SecretNeeded:
+            await self.apps.require_client_secret(app_id, client_secret)
+            verified = True
+            _, mutation = await self.mutate(app_id, device_id, change)
         assert mutation.new is not None
         return mutation.new, mutation.previous_capability
 
@@ -217,6 +306,14 @@ class Devices:
 
         old, mutation = await self.mutate(app_id, device_id, change)
         return old is not None, mutation.previous_user_id
+
+    async def purge_app(self, app_id: str) -> int:
+        """PurgeAppDevices: Identity deleted the app; its devices go with it."""
+        check = Validator()
+        check_id(check, "app_id", app_id, MAX_APP_ID)
+        fail(check)
+        self.apps.forget_app(app_id)
+        return await self.store.purge_app(app_id)
 
     async def get(self, app_id: str, device_id: str) -> DeviceRecord:
         check = Validator()

@@ -22,10 +22,12 @@ from services.registration.changes import Mutation
 from services.registration.domain import Devices, now_ms
 from services.registration.invalidation import ItemProblem, batch_too_large
 from services.registration.model import DeviceRecord, Token
+from services.registration.store import CONFIRMED, token_value
 from services.registration.tokens import token_digest
 from services.registration.validation import DeviceInput, check_device, check_id, violations_reason
 
 MAX_DEVICES_PER_MESSAGE = 5000
+MAX_LAST_SEEN_AHEAD_MS = 3_600_000
 MAX_REPORTED_ERRORS = 1000
 SKIP_EXISTING = 2
 
@@ -97,6 +99,18 @@ def _registration(
     return mutation
 
 
+def _leaves_index_entries(old: DeviceRecord | None, mutation: Mutation) -> bool:
+    """Whether the write makes an index entry of the old record stale (token or user)."""
+    if old is None or not mutation.write or mutation.new is None:
+        return False
+    new = mutation.new
+    token_leaves = old.token is not None and (
+        new.token is None or new.token.value != old.token.value
+    )
+    user_leaves = bool(old.user_id) and new.user_id != old.user_id
+    return token_leaves or user_leaves
+
+
 @dataclass
 class _Pending:
     index: int
@@ -151,6 +165,11 @@ class Importer:
             summary.received += 1
             check = Validator()
             token = check_device(check, "", item.device)
+            if not 0 <= item.last_seen_ms <= now + MAX_LAST_SEEN_AHEAD_MS:
+                # Checked with the rest, before any write: the record stores unsigned
+                # milliseconds, and a time in the future would make the device look
+                # active forever to "seen after" audiences.
+                check.add("last_seen_time", "must be after 1970 and at most one hour in the future")
             if check.violations:
                 summary.fail(index, item.device.device_id, check.violations)
                 continue
@@ -162,12 +181,20 @@ class Importer:
                 fast.append(pending)
 
         raws = await self.store.get_many(app_id, [p.item.device.device_id for p in fast])
+        kept: list[_Pending] = []
         for pending, raw in zip(fast, raws, strict=True):
             pending.raw = raw
             pending.old = record.unpack(raw) if raw else None
             pending.mutation = _registration(pending.old, pending.item, pending.token, now, mode)
+            if _leaves_index_entries(pending.old, pending.mutation):
+                # An existing device losing its token or user: the one-by-one path
+                # reads the entries to release before its write (domain.mutate).
+                slow.append(pending)
+            else:
+                kept.append(pending)
+        fast = kept
 
-        ready = await self._claim_tokens(app_id, fast, slow)
+        ready, claims = await self._claim_tokens(app_id, fast, slow)
         await self.store.add_user_devices(
             (p.mutation.new.user_id, app_id, p.item.device.device_id)
             for p in ready
@@ -186,37 +213,52 @@ class Importer:
                 ],
             )
         )
+        written = [p for position, p in enumerate(writes) if position not in conflicted]
+        slow += [p for position, p in enumerate(writes) if position in conflicted]
+        # Confirm the claims of the records that were written (see domain.mutate); a
+        # claim another device took meanwhile makes this device give the token up.
+        confirmations = [(p, claims[id(p)]) for p in written if id(p) in claims]
+        lost = await self.store.set_token_entries(
+            app_id,
+            [
+                (digest, value, bytes([CONFIRMED]) + value[1:])
+                for _, (digest, value) in confirmations
+            ],
+        )
         logs: list[tuple[str, bytes]] = []
-        for position, pending in enumerate(writes):
-            if position in conflicted:
-                slow.append(pending)
-                continue
+        for pending in written:
             assert pending.mutation is not None
             summary.count(pending.old, pending.mutation)
-            if pending.old is not None:
-                await self.devices.after_write(
-                    app_id, pending.item.device.device_id, pending.old, pending.mutation
-                )
-            else:
-                device_id = pending.item.device.device_id
-                logs += [
-                    (user, record.pack_user_entry(app_id, device_id, entry))
-                    for entry in pending.mutation.entries
-                    for user in dict.fromkeys((entry.from_user, entry.to_user))
-                    if user
-                ]
+            device_id = pending.item.device.device_id
+            logs += [
+                (user, record.pack_user_entry(app_id, device_id, entry))
+                for entry in pending.mutation.entries
+                for user in dict.fromkeys((entry.from_user, entry.to_user))
+                if user
+            ]
         for pending in ready:
             if pending.mutation is not None and not pending.mutation.write:
                 summary.skipped += 1
         await self.store.append_user_logs(logs)
+        for position in sorted(lost):
+            pending, _ = confirmations[position]
+            assert pending.token is not None
+            await self.devices.strip_token(
+                app_id,
+                pending.item.device.device_id,
+                pending.token.value,
+                "registered_on_another_device",
+            )
         for pending in sorted(slow, key=lambda p: p.index):
             await self._one_by_one(app_id, mode, pending, now, summary)
 
     async def _claim_tokens(
         self, app_id: str, fast: list[_Pending], slow: list[_Pending]
-    ) -> list[_Pending]:
-        """Claims the tokens the fast path writes; hands contested ones to the slow path."""
-        claims: list[tuple[_Pending, bytes]] = []
+    ) -> tuple[list[_Pending], dict[int, tuple[bytes, bytes]]]:
+        """Claims the tokens the fast path writes; hands contested ones to the slow path.
+        Returns the ready devices and, by id() of each, the (digest, pending value) of
+        the claim it made."""
+        claims: list[tuple[_Pending, bytes, bytes]] = []
         ready: list[_Pending] = []
         seen_tokens: set[bytes] = set()
         for pending in fast:
@@ -236,14 +278,19 @@ class Importer:
                 slow.append(pending)  # two devices of this message share a token
                 continue
             seen_tokens.add(digest)
-            claims.append((pending, digest))
+            claims.append((pending, digest, token_value(pending.item.device.device_id)))
         contested = await self.store.claim_free_tokens(
-            app_id, [(digest, p.item.device.device_id) for p, digest in claims]
+            app_id, [(digest, value) for _, digest, value in claims]
         )
-        for position, (pending, _) in enumerate(claims):
+        made: dict[int, tuple[bytes, bytes]] = {}
+        for position, (pending, digest, value) in enumerate(claims):
             # Held by another device: the slow path strips it there, then claims it.
-            (slow if position in contested else ready).append(pending)
-        return ready
+            if position in contested:
+                slow.append(pending)
+            else:
+                ready.append(pending)
+                made[id(pending)] = (digest, value)
+        return ready, made
 
     async def _one_by_one(
         self, app_id: str, mode: int, pending: _Pending, now: int, summary: ImportSummary

@@ -15,20 +15,27 @@ from dataclasses import dataclass, field
 import grpc
 
 from herald.registration.v1 import registration_service_pb2
-from services.core.errors import FieldViolation, InvalidArgument, Validator
+from services.core.errors import Aborted, FieldViolation, InvalidArgument, Validator
 from services.registration import changes
 from services.registration.changes import Mutation
 from services.registration.domain import Devices, now_ms
 from services.registration.model import PROVIDER_OF_KIND, DeviceRecord
+from services.registration.record import clip_utf8
 from services.registration.tokens import (
     TOKEN_PLATFORM_MISMATCH,
     TokenInput,
     check_token,
     token_digest,
 )
-from services.registration.validation import MAX_REASON, check_id, violations_reason
+from services.registration.validation import (
+    MAX_REASON,
+    check_id,
+    utf8_length,
+    violations_reason,
+)
 
 MAX_INVALIDATIONS = 1000
+MAX_PROVIDER_TIME_AHEAD_MS = 3_600_000
 REMOVED = registration_service_pb2.INVALIDATION_OUTCOME_REMOVED
 KEPT = registration_service_pb2.INVALIDATION_OUTCOME_KEPT_REREGISTERED
 NOT_FOUND = registration_service_pb2.INVALIDATION_OUTCOME_NOT_FOUND
@@ -90,7 +97,17 @@ class Invalidator:
             raise batch_too_large("invalidations", len(items), MAX_INVALIDATIONS)
         results: list[InvalidationResult] = []
         for item in items:
-            results.append(await self._one(item))
+            try:
+                results.append(await self._one(item))
+            except Aborted as error:
+                # Items are independent: one that fails (a device that kept changing:
+                # CONCURRENT_MODIFICATION) is reported on its own, the others stand.
+                results.append(
+                    InvalidationResult(
+                        ERROR,
+                        problem=ItemProblem(error.code.value[0], error.reason, error.message),
+                    )
+                )
         return results
 
     async def _one(self, item: Invalidation) -> InvalidationResult:
@@ -103,26 +120,38 @@ class Invalidator:
             check.add("provider", "must be PROVIDER_APNS, PROVIDER_FCM or PROVIDER_WEB_PUSH")
         elif token is not None and PROVIDER_OF_KIND[token.kind] != item.provider:
             check.add("provider", "does not serve this kind of token", TOKEN_PLATFORM_MISMATCH)
-        if not item.provider_reason or len(item.provider_reason) > MAX_REASON:
-            check.add("provider_reason", f"is required, at most {MAX_REASON} characters")
-        if item.provider_ms <= 0:
+        if not item.provider_reason or utf8_length(item.provider_reason) > MAX_REASON:
+            check.add("provider_reason", f"is required, at most {MAX_REASON} bytes in UTF-8")
+        if item.provider_ms == 0:
             check.add("provider_time", "is required")
+        elif not 0 < item.provider_ms <= now_ms() + MAX_PROVIDER_TIME_AHEAD_MS:
+            # A provider time far in the future would beat every re-registration and
+            # remove a token registered a second ago; an hour covers clock skew.
+            check.add(
+                "provider_time",
+                "must be after 1970 and at most one hour in the future",
+            )
         if check.violations or token is None:
             return InvalidationResult(ERROR, problem=_problem(check))
 
         digest = token_digest(item.app_id, token.value)
-        owner = await self.store.token_owner(item.app_id, digest)
+        entry = await self.store.token_entry(item.app_id, digest)
+        owner = entry.device_id if entry else ""
         candidates = [owner] if owner else []
         if item.device_id and item.device_id != owner:
             # A device that still holds the token without the index pointing at it
-            # (an interrupted registration) is found through the hint and repaired.
+            # (two devices registering one token in the same milliseconds, the loser
+            # interrupted before it gave the token up) is found through the hint.
             candidates.append(item.device_id)
         for device_id in candidates:
             result = await self._decide(item, token.value, device_id)
             if result is not None:
                 return result
-        if owner:
-            await self.store.release_token(item.app_id, digest, owner)  # stale entry
+        if entry is not None and entry.stale(now_ms()):
+            # The entry names a device that does not hold the token. Removed only when
+            # old enough that no registration can still be between its claim and its
+            # record write, and only if it is still the very value read here.
+            await self.store.set_token_entries(item.app_id, [(digest, entry.raw, b"")])
         return InvalidationResult(NOT_FOUND)
 
     async def _decide(
@@ -141,7 +170,7 @@ class Invalidator:
             decided.append(InvalidationResult(REMOVED, device_id, old.user_id))
             reason = item.provider_reason
             if item.notification_id:
-                reason = f"{reason} (notification {item.notification_id})"[:MAX_REASON]
+                reason = clip_utf8(f"{reason} (notification {item.notification_id})", MAX_REASON)
             return changes.invalidate(old, reason, item.provider, item.provider_ms, now)
 
         await self.devices.mutate(item.app_id, device_id, change)

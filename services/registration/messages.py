@@ -25,8 +25,25 @@ def timestamp(ms: int) -> timestamp_pb2.Timestamp | None:
     return stamp
 
 
+INVALID_TIME = -1  # a Timestamp outside what a record stores; validation rejects it
+MAX_STORED_MS = (1 << 48) - 1  # records keep u48 milliseconds (year 10889)
+
+
 def millis(stamp: timestamp_pb2.Timestamp, present: bool) -> int:
-    return stamp.ToMilliseconds() if present else 0
+    """Milliseconds since the epoch, 0 when absent, INVALID_TIME when out of range.
+
+    Out of range is before 1970 (a record stores unsigned times) or past what
+    Timestamp allows or the record holds: validation turns it into a field violation
+    before anything is written, instead of an INTERNAL error half-way."""
+    if not present:
+        return 0
+    try:
+        value = stamp.ToMilliseconds()
+    except (ValueError, OverflowError):
+        return INVALID_TIME
+    if value < 0 or value > MAX_STORED_MS or stamp.nanos < 0 or stamp.nanos > 999_999_999:
+        return INVALID_TIME
+    return value
 
 
 def token_input(message: push_token_pb2.PushToken, present: bool) -> TokenInput | None:

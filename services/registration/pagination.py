@@ -49,6 +49,14 @@ def decode(
     return content["p"]
 
 
+def bad_token(field: str = "page_token", reason: str = "INVALID_PAGE_TOKEN") -> InvalidArgument:
+    return InvalidArgument(
+        f"the {field.replace('_', ' ')} was not issued for this request",
+        [FieldViolation(field, "was not issued by this RPC for the same filters", reason)],
+        reason,
+    )
+
+
 def page_size(requested: int) -> int:
     if requested <= 0:
         return DEFAULT_PAGE_SIZE

@@ -39,7 +39,12 @@ class _Writer:
         self.parts.append(value.to_bytes(6, "big"))
 
     def str8(self, value: str) -> None:
-        raw = value.encode()[:255]
+        # Never cut silently: a cut id would name another user or device (validation
+        # bounds every stored text at 255 bytes of UTF-8; display texts are clipped
+        # on a character boundary with clip_utf8 before they get here).
+        raw = value.encode()
+        if len(raw) > 255:
+            raise ValueError(f"a stored text is {len(raw)} bytes of UTF-8; the limit is 255")
         self.parts.append(_U8.pack(len(raw)) + raw)
 
     def bytes16(self, raw: bytes) -> None:
@@ -80,6 +85,14 @@ class _Reader:
         return self.raw(size)
 
 
+def clip_utf8(text: str, limit: int = 255) -> str:
+    """`text` cut to at most `limit` bytes of UTF-8 on a character boundary."""
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text
+    return raw[:limit].decode(errors="ignore")
+
+
 def pack_entry(entry: ChangeEntry) -> bytes:
     out = _Writer()
     out.parts.append(
@@ -87,14 +100,10 @@ def pack_entry(entry: ChangeEntry) -> bytes:
     )
     out.ms(entry.change_ms)
     out.ms(entry.provider_ms)
-    for text in (
-        entry.from_user,
-        entry.to_user,
-        entry.redacted_token,
-        entry.previous_redacted_token,
-        entry.reason,
-    ):
-        out.str8(text)
+    out.str8(entry.from_user)
+    out.str8(entry.to_user)
+    for text in (entry.redacted_token, entry.previous_redacted_token, entry.reason):
+        out.str8(clip_utf8(text))
     return out.done()
 
 

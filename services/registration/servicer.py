@@ -52,6 +52,7 @@ class RegistrationServicer(registration_service_pb2_grpc.RegistrationServiceServ
             request.authorization_status,
             messages.token_input(request.token, request.HasField("token")),
             request.apns_environment,
+            request.client_secret,
         )
         return pb.UpdatePermissionResponse(
             device=messages.device_message(request.app_id, request.device_id, rec),
@@ -106,6 +107,31 @@ class RegistrationServicer(registration_service_pb2_grpc.RegistrationServiceServ
             next_page_token=token,
             push_enabled_any_app=any_app,
         )
+
+    async def BatchListUserDevices(
+        self, request: pb.BatchListUserDevicesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchListUserDevicesResponse:
+        answers = await self.listings.batch_list_user_devices(
+            list(request.user_ids), request.app_id
+        )
+        return pb.BatchListUserDevicesResponse(
+            users=[
+                pb.UserDevices(
+                    user_id=user_id,
+                    devices=[
+                        messages.device_message(d.app_id, d.device_id, d.record, request.view)
+                        for d in devices
+                    ],
+                    push_enabled_any_app=any_app,
+                )
+                for user_id, (devices, any_app) in zip(request.user_ids, answers, strict=True)
+            ]
+        )
+
+    async def PurgeAppDevices(
+        self, request: pb.PurgeAppDevicesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PurgeAppDevicesResponse:
+        return pb.PurgeAppDevicesResponse(purged_count=await self.devices.purge_app(request.app_id))
 
     async def AssignDeviceUser(
         self, request: pb.AssignDeviceUserRequest, context: grpc.aio.ServicerContext

@@ -3,12 +3,18 @@
 The device record (one field of its shard's hash) is the source of truth. The token
 index, the user index and the user log live in other slots; they are written so that
 a crash between two writes leaves at worst a stale index entry, which readers verify
-against the record and ignore (and remove when they meet it).
+against the record and ignore. Every index value starts with a claim stamp (state,
+claim time, nonce), so that a reader removes only an entry that is older than
+STALE_AFTER_MS and still exactly the value it read (compare-and-delete), and a writer
+releases only the very entry it saw before its record write.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from services.core.redis import RedisClient, hash_tag, load_script, shard_of
@@ -24,6 +30,56 @@ TOKEN_SHARDS = 256
 USER_LOG_CAP = 1000
 APPS_KEY = "reg:apps"
 
+# A write takes milliseconds between "index made ready" and "record written" (and a
+# call is cut at its deadline long before a minute); an index entry younger than this
+# may belong to a write still in flight, so readers never remove it.
+STALE_AFTER_MS = 60_000
+STAMP_BYTES = 10  # u8 state, u48 claim time (ms), 3 random bytes
+PENDING, CONFIRMED = 0, 1
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def stamp(state: int = PENDING, at_ms: int | None = None) -> bytes:
+    """A fresh claim stamp: two claims never produce the same value (the nonce), so a
+    compare-and-delete of a value read earlier cannot remove a newer claim."""
+    at = now_ms() if at_ms is None else at_ms
+    return bytes([state]) + at.to_bytes(6, "big") + os.urandom(3)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """One index value: its claim stamp and (token index only) the device it names."""
+
+    raw: bytes
+    device_id: str
+    claim_ms: int
+    confirmed: bool
+
+    @classmethod
+    def parse(cls, raw: bytes | str | None) -> IndexEntry | None:
+        data = _as_bytes(raw)
+        if not data:
+            return None
+        return cls(
+            data,
+            data[STAMP_BYTES:].decode(errors="replace"),
+            int.from_bytes(data[1:7], "big"),
+            data[0] == CONFIRMED,
+        )
+
+    def stale(self, now: int) -> bool:
+        return now - self.claim_ms > STALE_AFTER_MS
+
+    def confirmed_form(self) -> bytes:
+        return bytes([CONFIRMED]) + self.raw[1:]
+
+
+def token_value(device_id: str, state: int = PENDING) -> bytes:
+    return stamp(state) + device_id.encode()
+
 
 def device_shard(device_id: str) -> int:
     return shard_of(device_id, DEVICE_SHARDS)
@@ -34,7 +90,10 @@ def devices_key(app_id: str, shard: int) -> str:
 
 
 def token_key(app_id: str, digest: bytes) -> str:
-    shard = int.from_bytes(digest[12:14], "big") % TOKEN_SHARDS
+    return token_shard_key(app_id, int.from_bytes(digest[12:14], "big") % TOKEN_SHARDS)
+
+
+def token_shard_key(app_id: str, shard: int) -> str:
     return f"reg:{hash_tag(f'tok:{app_id}:{shard}')}:idx"
 
 
@@ -74,8 +133,8 @@ class RegistrationStore:
         self.redis = redis
         self._cas = load_script(redis, SCRIPTS, "cas_devices.lua")
         self._claim = load_script(redis, SCRIPTS, "token_claim.lua")
-        self._release = load_script(redis, SCRIPTS, "token_release.lua")
         self._claim_free = load_script(redis, SCRIPTS, "token_claim_free.lua")
+        self._set_index = load_script(redis, SCRIPTS, "compare_and_set_fields.lua")
         self._known_apps: set[str] = set()
 
     # -- device records -------------------------------------------------------------
@@ -136,10 +195,11 @@ class RegistrationStore:
         result: list[dict] = await pipe.execute()
         return result
 
-    async def shard_device_ids(self, app_id: str) -> list[list[bytes]]:
-        """The device ids of every shard of an app (for ListDevices' global order)."""
+    async def shard_device_ids(self, app_id: str, shards: Sequence[int]) -> list[list[bytes]]:
+        """The device ids of some shards of an app (ListDevices pages shard by shard, so
+        it never holds more than a few shards' ids)."""
         pipe = self.redis.pipeline(transaction=False)
-        for shard in range(DEVICE_SHARDS):
+        for shard in shards:
             pipe.hkeys(devices_key(app_id, shard))
         result: list[list[bytes]] = await pipe.execute()
         return result
@@ -156,28 +216,51 @@ class RegistrationStore:
         members = await self.redis.smembers(APPS_KEY)
         return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
 
+    async def purge_app(self, app_id: str) -> int:
+        """Deletes every device record and token index shard of an app and forgets the
+        app; returns how many devices there were. Single-key commands only (the shards
+        are in different slots). User index members and user log entries of the purged
+        devices stay until a reader finds them stale (their record is gone)."""
+        self._known_apps.discard(app_id)
+        await self.redis.srem(APPS_KEY, app_id)
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(DEVICE_SHARDS):
+            pipe.hlen(devices_key(app_id, shard))
+        count = sum(await pipe.execute())
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(DEVICE_SHARDS):
+            pipe.unlink(devices_key(app_id, shard))
+        for shard in range(TOKEN_SHARDS):
+            pipe.unlink(token_shard_key(app_id, shard))
+        await pipe.execute()
+        return int(count)
+
     # -- token index ----------------------------------------------------------------
 
-    async def token_owner(self, app_id: str, digest: bytes) -> str:
-        return _text(await self.redis.hget(token_key(app_id, digest), token_field(digest)))
+    async def token_entry(self, app_id: str, digest: bytes) -> IndexEntry | None:
+        return IndexEntry.parse(
+            await self.redis.hget(token_key(app_id, digest), token_field(digest))
+        )
 
     async def claim_token(
-        self, app_id: str, digest: bytes, expected: str, device_id: str
-    ) -> tuple[bool, str]:
-        """Points the token at `device_id` if its owner is still `expected` ("" = none).
+        self, app_id: str, digest: bytes, expected: bytes, new: bytes
+    ) -> tuple[bool, IndexEntry | None]:
+        """Sets the entry to `new` if it is still exactly `expected` (b"" = absent).
 
-        Returns (claimed, the owner found instead when not claimed)."""
+        Returns (claimed, the entry found instead when not claimed)."""
         result = await self._claim(
-            keys=[token_key(app_id, digest)], args=[token_field(digest), expected, device_id]
+            keys=[token_key(app_id, digest)], args=[token_field(digest), expected, new]
         )
         if result == 1:
-            return True, ""
-        return False, result.decode() if isinstance(result, bytes) else str(result)
+            return True, None
+        return False, IndexEntry.parse(result)
 
-    async def claim_free_tokens(self, app_id: str, claims: Sequence[tuple[bytes, str]]) -> set[int]:
-        """Import form of claim_token: each token goes to its device unless another device
-        holds it. One script call per token shard, pipelined. Returns the positions (in
-        `claims`) of the contested tokens."""
+    async def claim_free_tokens(
+        self, app_id: str, claims: Sequence[tuple[bytes, bytes]]
+    ) -> set[int]:
+        """Import form of claim_token: each (digest, value) goes to its device unless
+        another device holds the token. One script call per token shard, pipelined.
+        Returns the positions (in `claims`) of the contested tokens."""
         by_key: dict[str, list[int]] = {}
         for position, (digest, _) in enumerate(claims):
             by_key.setdefault(token_key(app_id, digest), []).append(position)
@@ -185,34 +268,116 @@ class RegistrationStore:
         for key, positions in by_key.items():
             args: list[Any] = []
             for position in positions:
-                digest, device_id = claims[position]
-                args += [token_field(digest), device_id]
+                digest, value = claims[position]
+                args += [token_field(digest), value]
             await self._claim_free(keys=[key], args=args, client=pipe)  # type: ignore[arg-type]
         contested: set[int] = set()
         for positions, result in zip(by_key.values(), await pipe.execute(), strict=True):
             contested.update(positions[number - 1] for number in result)
         return contested
 
-    async def release_token(self, app_id: str, digest: bytes, device_id: str) -> None:
-        await self._release(keys=[token_key(app_id, digest)], args=[token_field(digest), device_id])
+    async def set_token_entries(
+        self, app_id: str, changes: Sequence[tuple[bytes, bytes, bytes]]
+    ) -> set[int]:
+        """Compare-and-set of token index entries: (digest, expected, new or b"" to
+        delete). Confirms claims and releases tokens; pipelined, one script call per
+        token shard. Returns the positions that did not apply (the entry changed)."""
+        by_key: dict[str, list[int]] = {}
+        for position, (digest, _, _) in enumerate(changes):
+            by_key.setdefault(token_key(app_id, digest), []).append(position)
+        return await self._set_fields(
+            by_key,
+            lambda position: (token_field(changes[position][0]), *changes[position][1:]),
+        )
+
+    async def _set_fields(
+        self,
+        by_key: dict[str, list[int]],
+        triple: Any,
+    ) -> set[int]:
+        if not by_key:
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        for key, positions in by_key.items():
+            args: list[Any] = []
+            for position in positions:
+                args += list(triple(position))
+            await self._set_index(keys=[key], args=args, client=pipe)  # type: ignore[arg-type]
+        failed: set[int] = set()
+        for positions, result in zip(by_key.values(), await pipe.execute(), strict=True):
+            failed.update(positions[number - 1] for number in result)
+        return failed
+
+    async def release_values(
+        self, app_id: str, device_id: str, digest: bytes | None, user_id: str
+    ) -> tuple[IndexEntry | None, IndexEntry | None]:
+        """The token index entry (if it names this device) and the user index entry that
+        a write is about to make stale, read before the record write: after it, only
+        these exact values are deleted, so a claim made meanwhile survives."""
+        pipe = self.redis.pipeline(transaction=False)
+        if digest is not None:
+            pipe.hget(token_key(app_id, digest), token_field(digest))
+        if user_id:
+            pipe.hget(user_devices_key(user_id), user_member(app_id, device_id))
+        found = list(await pipe.execute()) if digest is not None or user_id else []
+        token_entry = IndexEntry.parse(found.pop(0)) if digest is not None else None
+        if token_entry is not None and token_entry.device_id != device_id:
+            token_entry = None
+        user_entry = IndexEntry.parse(found.pop(0)) if user_id else None
+        return token_entry, user_entry
 
     # -- user index and user log ----------------------------------------------------
 
     async def add_user_device(self, user_id: str, app_id: str, device_id: str) -> None:
-        await self.redis.sadd(user_devices_key(user_id), user_member(app_id, device_id))
+        await self.add_user_devices([(user_id, app_id, device_id)])
 
     async def add_user_devices(self, members: Iterable[tuple[str, str, str]]) -> None:
+        """Each member gets a fresh stamp (a re-add changes the value on purpose)."""
         pipe = self.redis.pipeline(transaction=False)
+        queued = False
         for user_id, app_id, device_id in members:
-            pipe.sadd(user_devices_key(user_id), user_member(app_id, device_id))
-        await pipe.execute()
+            pipe.hset(user_devices_key(user_id), user_member(app_id, device_id), stamp())
+            queued = True
+        if queued:
+            await pipe.execute()
 
-    async def remove_user_device(self, user_id: str, app_id: str, device_id: str) -> None:
-        await self.redis.srem(user_devices_key(user_id), user_member(app_id, device_id))
+    async def remove_user_entries(self, entries: Sequence[tuple[str, bytes, bytes]]) -> None:
+        """Compare-and-delete of user index members: (user_id, member, value read)."""
+        by_key: dict[str, list[int]] = {}
+        for position, (user_id, _, _) in enumerate(entries):
+            by_key.setdefault(user_devices_key(user_id), []).append(position)
+        await self._set_fields(
+            by_key, lambda position: (entries[position][1], entries[position][2], b"")
+        )
 
-    async def user_devices(self, user_id: str) -> list[tuple[str, str]]:
-        members = await self.redis.smembers(user_devices_key(user_id))
-        return [split_user_member(_as_bytes(m) or b"") for m in members]
+    async def user_devices(self, user_id: str) -> list[tuple[str, str, IndexEntry]]:
+        """(app, device, entry) of every member of the user's index."""
+        members = await self.redis.hgetall(user_devices_key(user_id))
+        found = []
+        for member, value in members.items():
+            entry = IndexEntry.parse(value)
+            if entry is not None:
+                app_id, device_id = split_user_member(_as_bytes(member) or b"")
+                found.append((app_id, device_id, entry))
+        return found
+
+    async def users_devices(
+        self, user_ids: Sequence[str]
+    ) -> list[list[tuple[str, str, IndexEntry]]]:
+        """user_devices of several users, pipelined."""
+        pipe = self.redis.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.hgetall(user_devices_key(user_id))
+        result = []
+        for members in await pipe.execute():
+            found = []
+            for member, value in members.items():
+                entry = IndexEntry.parse(value)
+                if entry is not None:
+                    app_id, device_id = split_user_member(_as_bytes(member) or b"")
+                    found.append((app_id, device_id, entry))
+            result.append(found)
+        return result
 
     async def append_user_logs(self, entries: Sequence[tuple[str, bytes]]) -> None:
         """LPUSH + LTRIM per user (one key each, so one MULTI per user is cluster-safe)."""

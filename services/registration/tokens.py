@@ -88,14 +88,38 @@ def check_token(check: Validator, path: str, given: TokenInput) -> Token | None:
     return None
 
 
+_URL_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII: no controls, spaces, non-ASCII
+
+
+def _endpoint_ok(endpoint: str) -> bool:
+    """A push service URL as browsers hand it out (RFC 8030): https, a host, ASCII.
+
+    Control characters could split a log line or an HTTP request line, user info
+    (user:pw@host) has no place in a push service URL and would be shown by redaction,
+    and non-ASCII means it was not taken from PushSubscription.endpoint."""
+    if not endpoint or len(endpoint) > WEB_ENDPOINT_MAX_LENGTH or not _URL_CHARS.match(endpoint):
+        return False
+    try:
+        parts = urlsplit(endpoint)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return False
+    return (
+        parts.scheme == "https"
+        and bool(parts.hostname)
+        and "@" not in parts.netloc
+        and parts.username is None
+    )
+
+
 def _check_web(check: Validator, path: str, given: TokenInput) -> Token | None:
     ok = True
     endpoint = given.web_endpoint
-    parts = urlsplit(endpoint) if len(endpoint) <= WEB_ENDPOINT_MAX_LENGTH else None
-    if parts is None or parts.scheme != "https" or not parts.hostname or " " in endpoint:
+    if not _endpoint_ok(endpoint):
         check.add(
             f"{path}.endpoint",
-            f"must be an https URL of at most {WEB_ENDPOINT_MAX_LENGTH} characters",
+            f"must be an https URL with a host, at most {WEB_ENDPOINT_MAX_LENGTH} printable "
+            "ASCII characters, without user info (user:password@)",
             TOKEN_MALFORMED,
         )
         ok = False
@@ -122,7 +146,9 @@ def redact_token(token: Token | None) -> str:
         return ""
     if token.kind == WEB_PUSH:
         parts = urlsplit(token.value)
-        return f"{parts.scheme}://{parts.netloc}/…{token.value[-4:]}"
+        # The host says which push service; the path is the secret part. Hosts are
+        # short in practice; the cap keeps a log entry's size bounded anyway.
+        return f"{parts.scheme}://{parts.netloc[:100]}/…{token.value[-4:]}"
     return redact(token.value)
 
 

@@ -32,6 +32,8 @@ from services.registration.tokens import (
     check_token,
 )
 
+# Every limit below is in bytes of UTF-8 (the record stores texts with a one-byte
+# length). MAX_USER_ID is also Identity's external id limit (identifiers.py).
 MAX_ID = 128
 MAX_APP_ID = 63
 MAX_USER_ID = 255
@@ -91,16 +93,28 @@ def violations_reason(violations: list[FieldViolation]) -> str:
     return reasons.pop() if len(reasons) == 1 and "" not in reasons else "INVALID_ARGUMENT"
 
 
+def utf8_length(value: str) -> int:
+    return len(value.encode())
+
+
+def _text_problem(value: str, limit: int) -> str:
+    # Limits are counted in bytes of UTF-8, the unit the packed record stores (a
+    # 150-character "é…" id is 300 bytes): a text that passes is stored whole.
+    if utf8_length(value) > limit or _CONTROL.search(value):
+        return f"must be at most {limit} bytes in UTF-8, without control characters"
+    return ""
+
+
 def check_id(check: Validator, path: str, value: str, limit: int = MAX_ID) -> None:
     if not value:
         check.add(path, "is required")
-    elif len(value) > limit or _CONTROL.search(value):
-        check.add(path, f"must be at most {limit} characters without control characters")
+    elif problem := _text_problem(value, limit):
+        check.add(path, problem)
 
 
 def check_optional_text(check: Validator, path: str, value: str, limit: int) -> None:
-    if len(value) > limit or _CONTROL.search(value):
-        check.add(path, f"must be at most {limit} characters without control characters")
+    if problem := _text_problem(value, limit):
+        check.add(path, problem)
 
 
 def check_platform(check: Validator, path: str, platform: int) -> bool:

@@ -1,7 +1,11 @@
--- Hands a token index entry to a device, only if its owner is still the one the caller
--- saw (and, before this, stripped the token from). KEYS[1]: reg:{tok:<app>:<shard>}:idx
--- ARGV[1]: the token's digest (field), ARGV[2]: the expected owner ("" = none),
--- ARGV[3]: the new owner device id. Returns 1 when claimed, else the current owner.
+-- Hands a token index entry to a device, only if the entry is still exactly the value
+-- the caller read (and, before this, stripped the token from the device it named).
+-- KEYS[1]: reg:{tok:<app>:<shard>}:idx
+-- ARGV[1]: the token's digest (field), ARGV[2]: the value read ("" = no entry),
+-- ARGV[3]: the new value (a fresh pending claim: stamp .. device id).
+-- Returns 1 when claimed, else the current value ("" when there is none). Comparing
+-- the whole value (with its claim stamp), not just the device id, makes a claim fail
+-- when the owner re-claimed or confirmed since the read: the caller decides again.
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if current == false then current = '' end
 if current ~= ARGV[2] then

@@ -10,6 +10,7 @@ import pytest
 from herald.registration.v1 import registration_service_pb2 as pb
 from herald.type.v1 import filter_pb2, platform_pb2, push_token_pb2
 from services.core.status import parse_error
+from services.registration.store import device_shard
 from tests.integration.registration.conftest import (
     ANDROID,
     IOS,
@@ -250,18 +251,30 @@ async def test_bad_input_lists_every_violation_and_writes_nothing(
             assert value not in str(details.violations)
 
 
-async def test_a_foreign_page_token_is_rejected(stack: Stack):
-    await import_all(stack, [[imported(i) for i in range(5)]])
-    page = await stack.registration.ListDevices(pb.ListDevicesRequest(app_id="shop", page_size=2))
-    assert [d.device_id for d in page.devices] == ["dev-0000", "dev-0001"]
-    following = await stack.registration.ListDevices(
-        pb.ListDevicesRequest(app_id="shop", page_size=2, page_token=page.next_page_token)
-    )
-    assert [d.device_id for d in following.devices] == ["dev-0002", "dev-0003"]
+async def test_list_devices_pages_in_shard_order_without_repeats(stack: Stack):
+    # Shard order (shard, device id), not device-id order: every device exactly once
+    # over the pages, and the page token is bound to its filters.
+    await import_all(stack, [[imported(i) for i in range(25)]])
+    seen: list[str] = []
+    token = ""
+    first_token = ""
+    while True:
+        page = await stack.registration.ListDevices(
+            pb.ListDevicesRequest(app_id="shop", page_size=4, page_token=token)
+        )
+        seen += [d.device_id for d in page.devices]
+        token = page.next_page_token
+        first_token = first_token or token
+        if not token:
+            break
+    assert sorted(seen) == [f"dev-{i:04d}" for i in range(25)]
+    assert len(seen) == len(set(seen))
+    expected = sorted(seen, key=lambda d: (device_shard(d), d))
+    assert seen == expected
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stack.registration.ListDevices(
             pb.ListDevicesRequest(
-                app_id="shop", page_size=2, platforms=[IOS], page_token=page.next_page_token
+                app_id="shop", page_size=2, platforms=[IOS], page_token=first_token
             )
         )
     assert parse_error(caught.value).reason == "INVALID_PAGE_TOKEN"

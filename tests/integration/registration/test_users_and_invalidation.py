@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
@@ -189,8 +191,9 @@ async def test_a_newer_invalidation_removes_the_token_and_a_reinstall_restores_i
     assert again.results[0].outcome == pb.INVALIDATION_OUTCOME_NOT_FOUND
 
     fresh = apns_token()
+    # The device is still bound to fay: a new token on it needs the client secret.
     reinstalled = await stack.registration.RegisterDevice(
-        ios("i", fresh, authorization_status=AUTHORIZED)
+        ios("i", fresh, authorization_status=AUTHORIZED, client_secret=secret)
     )
     assert reinstalled.token_update == pb.TOKEN_UPDATE_NEW
     assert await audience_ids(stack) == ["i"]
@@ -207,7 +210,11 @@ async def test_invalidation_items_are_independent(stack: Stack):
     )
     answer = await stack.registration.InvalidateTokens(
         pb.InvalidateTokensRequest(
-            invalidations=[bad, apns_invalidation(token, 2**41), apns_invalidation(apns_token(), 1)]
+            invalidations=[
+                bad,
+                apns_invalidation(token, time.time_ns() // 1_000_000 + 1000),
+                apns_invalidation(apns_token(), 1),
+            ]
         )
     )
     outcomes = [r.outcome for r in answer.results]

@@ -246,6 +246,7 @@ class UpdatePermissionRequest(_message.Message):
     AUTHORIZATION_STATUS_FIELD_NUMBER: _builtins.int
     TOKEN_FIELD_NUMBER: _builtins.int
     APNS_ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    CLIENT_SECRET_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Required. The app."""
     device_id: _builtins.str
@@ -256,6 +257,10 @@ class UpdatePermissionRequest(_message.Message):
     """
     apns_environment: _platform_pb2.ApnsEnvironment.ValueType
     """Optional. The APNs environment; required for iOS when token is set."""
+    client_secret: _builtins.str
+    """Optional. The app's client secret (never logged); required only when token
+    would replace the token of a device bound to a user.
+    """
     @_builtins.property
     def token(self) -> _push_token_pb2.PushToken:
         """Optional. A token issued with the change (iOS after authorisation, Web after
@@ -270,10 +275,11 @@ class UpdatePermissionRequest(_message.Message):
         authorization_status: _platform_pb2.AuthorizationStatus.ValueType = ...,
         token: _push_token_pb2.PushToken | None = ...,
         apns_environment: _platform_pb2.ApnsEnvironment.ValueType = ...,
+        client_secret: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apns_environment", b"apns_environment", "app_id", b"app_id", "authorization_status", b"authorization_status", "device_id", b"device_id", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apns_environment", b"apns_environment", "app_id", b"app_id", "authorization_status", b"authorization_status", "client_secret", b"client_secret", "device_id", b"device_id", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1322,3 +1328,139 @@ class ImportError(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ImportError: _TypeAlias = ImportError  # noqa: Y015
+
+@_typing.final
+class BatchListUserDevicesRequest(_message.Message):
+    """The request of BatchListUserDevices."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_IDS_FIELD_NUMBER: _builtins.int
+    APP_ID_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """Optional. Only devices of this app; empty means all apps."""
+    view: _device_pb2.DeviceView.ValueType
+    """Optional. BASIC (default) or FULL."""
+    @_builtins.property
+    def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Required. 1 to 1,000 user external ids; duplicates are answered once each time
+        they appear.
+        """
+
+    def __init__(
+        self,
+        *,
+        user_ids: _abc.Iterable[_builtins.str] | None = ...,
+        app_id: _builtins.str = ...,
+        view: _device_pb2.DeviceView.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "user_ids", b"user_ids", "view", b"view"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchListUserDevicesRequest: _TypeAlias = BatchListUserDevicesRequest  # noqa: Y015
+
+@_typing.final
+class UserDevices(_message.Message):
+    """The devices of one user in a BatchListUserDevices answer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    DEVICES_FIELD_NUMBER: _builtins.int
+    PUSH_ENABLED_ANY_APP_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """Output only. The user's external id, as asked."""
+    push_enabled_any_app: _builtins.bool
+    """Output only. Whether any device of the user, in any app, is foreground-capable."""
+    @_builtins.property
+    def devices(self) -> _containers.RepeatedCompositeFieldContainer[_device_pb2.Device]:
+        """Output only. Every device of the user (in app_id when it was set), ordered by
+        (app, device).
+        """
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        devices: _abc.Iterable[_device_pb2.Device] | None = ...,
+        push_enabled_any_app: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["devices", b"devices", "push_enabled_any_app", b"push_enabled_any_app", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserDevices: _TypeAlias = UserDevices  # noqa: Y015
+
+@_typing.final
+class BatchListUserDevicesResponse(_message.Message):
+    """The response of BatchListUserDevices."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def users(self) -> _containers.RepeatedCompositeFieldContainer[Global___UserDevices]:
+        """Output only. One entry per requested user id, in the order asked."""
+
+    def __init__(
+        self,
+        *,
+        users: _abc.Iterable[Global___UserDevices] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchListUserDevicesResponse: _TypeAlias = BatchListUserDevicesResponse  # noqa: Y015
+
+@_typing.final
+class PurgeAppDevicesRequest(_message.Message):
+    """The request of PurgeAppDevices."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """Required. The app whose devices are deleted."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeAppDevicesRequest: _TypeAlias = PurgeAppDevicesRequest  # noqa: Y015
+
+@_typing.final
+class PurgeAppDevicesResponse(_message.Message):
+    """The response of PurgeAppDevices."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURGED_COUNT_FIELD_NUMBER: _builtins.int
+    purged_count: _builtins.int
+    """Output only. How many device records were deleted."""
+    def __init__(
+        self,
+        *,
+        purged_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["purged_count", b"purged_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeAppDevicesResponse: _TypeAlias = PurgeAppDevicesResponse  # noqa: Y015

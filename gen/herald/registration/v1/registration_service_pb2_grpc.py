@@ -105,6 +105,16 @@ class RegistrationServiceStub:
                 request_serializer=herald_dot_registration_dot_v1_dot_registration__service__pb2.ImportDevicesRequest.SerializeToString,
                 response_deserializer=herald_dot_registration_dot_v1_dot_registration__service__pb2.ImportDevicesResponse.FromString,
                 _registered_method=True)
+        self.BatchListUserDevices = channel.unary_unary(
+                '/herald.registration.v1.RegistrationService/BatchListUserDevices',
+                request_serializer=herald_dot_registration_dot_v1_dot_registration__service__pb2.BatchListUserDevicesRequest.SerializeToString,
+                response_deserializer=herald_dot_registration_dot_v1_dot_registration__service__pb2.BatchListUserDevicesResponse.FromString,
+                _registered_method=True)
+        self.PurgeAppDevices = channel.unary_unary(
+                '/herald.registration.v1.RegistrationService/PurgeAppDevices',
+                request_serializer=herald_dot_registration_dot_v1_dot_registration__service__pb2.PurgeAppDevicesRequest.SerializeToString,
+                response_deserializer=herald_dot_registration_dot_v1_dot_registration__service__pb2.PurgeAppDevicesResponse.FromString,
+                _registered_method=True)
 
 
 class RegistrationServiceServicer:
@@ -142,7 +152,9 @@ class RegistrationServiceServicer:
         effect immediately for every later audience. An opt-in may carry the token the OS
         issued with it (iOS, Web). Returns NOT_FOUND (DEVICE_NOT_FOUND) if the device was
         never registered; INVALID_ARGUMENT (INVALID_ARGUMENT, TOKEN_MALFORMED,
-        TOKEN_PLATFORM_MISMATCH) if a field is invalid.
+        TOKEN_PLATFORM_MISMATCH) if a field is invalid; UNAUTHENTICATED
+        (CLIENT_SECRET_REQUIRED) or PERMISSION_DENIED (CLIENT_SECRET_INVALID) if the call
+        would store a new token on a device bound to a user without the right secret.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -167,8 +179,10 @@ class RegistrationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListDevices(self, request, context):
-        """Lists the devices of an app, filtered by platform, capability and user, ordered
-        by device id. Returns NOT_FOUND (APP_NOT_FOUND) if the app does not exist;
+        """Lists the devices of an app, filtered by platform, capability and user, in a
+        stable order: by storage shard, then by device id within a shard (not by device id
+        overall; page tokens are opaque). A page may hold fewer devices than page_size
+        while more remain. Returns NOT_FOUND (APP_NOT_FOUND) if the app does not exist;
         INVALID_ARGUMENT (INVALID_PAGE_TOKEN) if page_token is not one this RPC issued for
         the same filters.
         """
@@ -253,6 +267,30 @@ class RegistrationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchListUserDevices(self, request, context):
+        """Lists the devices of up to 1,000 users at once (every app, or one app), for bulk
+        readers such as Identity's ExportUsers: one call instead of one ListUserDevices
+        per user. Each user gets all of their devices (a user has a handful), verified as
+        ListUserDevices does. Returns INVALID_ARGUMENT (BATCH_TOO_LARGE) for more than
+        1,000 user ids or none; INVALID_ARGUMENT (INVALID_ARGUMENT) for an empty or
+        oversized user id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeAppDevices(self, request, context):
+        """Deletes every device of an app (records, token index, its place in "every app"
+        audiences). Identity calls it when an app is deleted with force, after the app
+        record is gone, so that a deleted app's devices are never streamed again and an
+        app created later with the same id starts empty. Idempotent: purging an app with
+        no devices answers OK with purged_count = 0. Returns INVALID_ARGUMENT
+        (INVALID_ARGUMENT) if app_id is empty or malformed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistrationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -315,6 +353,16 @@ def add_RegistrationServiceServicer_to_server(servicer, server):
                     servicer.ImportDevices,
                     request_deserializer=herald_dot_registration_dot_v1_dot_registration__service__pb2.ImportDevicesRequest.FromString,
                     response_serializer=herald_dot_registration_dot_v1_dot_registration__service__pb2.ImportDevicesResponse.SerializeToString,
+            ),
+            'BatchListUserDevices': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchListUserDevices,
+                    request_deserializer=herald_dot_registration_dot_v1_dot_registration__service__pb2.BatchListUserDevicesRequest.FromString,
+                    response_serializer=herald_dot_registration_dot_v1_dot_registration__service__pb2.BatchListUserDevicesResponse.SerializeToString,
+            ),
+            'PurgeAppDevices': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeAppDevices,
+                    request_deserializer=herald_dot_registration_dot_v1_dot_registration__service__pb2.PurgeAppDevicesRequest.FromString,
+                    response_serializer=herald_dot_registration_dot_v1_dot_registration__service__pb2.PurgeAppDevicesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -652,6 +700,60 @@ class RegistrationService:
             '/herald.registration.v1.RegistrationService/ImportDevices',
             herald_dot_registration_dot_v1_dot_registration__service__pb2.ImportDevicesRequest.SerializeToString,
             herald_dot_registration_dot_v1_dot_registration__service__pb2.ImportDevicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchListUserDevices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.registration.v1.RegistrationService/BatchListUserDevices',
+            herald_dot_registration_dot_v1_dot_registration__service__pb2.BatchListUserDevicesRequest.SerializeToString,
+            herald_dot_registration_dot_v1_dot_registration__service__pb2.BatchListUserDevicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeAppDevices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.registration.v1.RegistrationService/PurgeAppDevices',
+            herald_dot_registration_dot_v1_dot_registration__service__pb2.PurgeAppDevicesRequest.SerializeToString,
+            herald_dot_registration_dot_v1_dot_registration__service__pb2.PurgeAppDevicesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,7 +61,9 @@ class RegistrationServiceStub:
     effect immediately for every later audience. An opt-in may carry the token the OS
     issued with it (iOS, Web). Returns NOT_FOUND (DEVICE_NOT_FOUND) if the device was
     never registered; INVALID_ARGUMENT (INVALID_ARGUMENT, TOKEN_MALFORMED,
-    TOKEN_PLATFORM_MISMATCH) if a field is invalid.
+    TOKEN_PLATFORM_MISMATCH) if a field is invalid; UNAUTHENTICATED
+    (CLIENT_SECRET_REQUIRED) or PERMISSION_DENIED (CLIENT_SECRET_INVALID) if the call
+    would store a new token on a device bound to a user without the right secret.
     """
     UnregisterDevice: _grpc.UnaryUnaryMultiCallable[_registration_service_pb2.UnregisterDeviceRequest, _registration_service_pb2.UnregisterDeviceResponse]
     """Unregisters a device: removes its token and its user binding, logs
@@ -74,8 +76,10 @@ class RegistrationServiceStub:
     without the FULL scope.
     """
     ListDevices: _grpc.UnaryUnaryMultiCallable[_registration_service_pb2.ListDevicesRequest, _registration_service_pb2.ListDevicesResponse]
-    """Lists the devices of an app, filtered by platform, capability and user, ordered
-    by device id. Returns NOT_FOUND (APP_NOT_FOUND) if the app does not exist;
+    """Lists the devices of an app, filtered by platform, capability and user, in a
+    stable order: by storage shard, then by device id within a shard (not by device id
+    overall; page tokens are opaque). A page may hold fewer devices than page_size
+    while more remain. Returns NOT_FOUND (APP_NOT_FOUND) if the app does not exist;
     INVALID_ARGUMENT (INVALID_PAGE_TOKEN) if page_token is not one this RPC issued for
     the same filters.
     """
@@ -128,6 +132,22 @@ class RegistrationServiceStub:
     no app_id or a later one names another app; INVALID_ARGUMENT (BATCH_TOO_LARGE) if
     a message has more than 5,000 devices.
     """
+    BatchListUserDevices: _grpc.UnaryUnaryMultiCallable[_registration_service_pb2.BatchListUserDevicesRequest, _registration_service_pb2.BatchListUserDevicesResponse]
+    """Lists the devices of up to 1,000 users at once (every app, or one app), for bulk
+    readers such as Identity's ExportUsers: one call instead of one ListUserDevices
+    per user. Each user gets all of their devices (a user has a handful), verified as
+    ListUserDevices does. Returns INVALID_ARGUMENT (BATCH_TOO_LARGE) for more than
+    1,000 user ids or none; INVALID_ARGUMENT (INVALID_ARGUMENT) for an empty or
+    oversized user id.
+    """
+    PurgeAppDevices: _grpc.UnaryUnaryMultiCallable[_registration_service_pb2.PurgeAppDevicesRequest, _registration_service_pb2.PurgeAppDevicesResponse]
+    """Deletes every device of an app (records, token index, its place in "every app"
+    audiences). Identity calls it when an app is deleted with force, after the app
+    record is gone, so that a deleted app's devices are never streamed again and an
+    app created later with the same id starts empty. Idempotent: purging an app with
+    no devices answers OK with purged_count = 0. Returns INVALID_ARGUMENT
+    (INVALID_ARGUMENT) if app_id is empty or malformed.
+    """
 
 @_typing.type_check_only
 class RegistrationServiceAsyncStub(RegistrationServiceStub):
@@ -162,7 +182,9 @@ class RegistrationServiceAsyncStub(RegistrationServiceStub):
     effect immediately for every later audience. An opt-in may carry the token the OS
     issued with it (iOS, Web). Returns NOT_FOUND (DEVICE_NOT_FOUND) if the device was
     never registered; INVALID_ARGUMENT (INVALID_ARGUMENT, TOKEN_MALFORMED,
-    TOKEN_PLATFORM_MISMATCH) if a field is invalid.
+    TOKEN_PLATFORM_MISMATCH) if a field is invalid; UNAUTHENTICATED
+    (CLIENT_SECRET_REQUIRED) or PERMISSION_DENIED (CLIENT_SECRET_INVALID) if the call
+    would store a new token on a device bound to a user without the right secret.
     """
     UnregisterDevice: _aio.UnaryUnaryMultiCallable[_registration_service_pb2.UnregisterDeviceRequest, _registration_service_pb2.UnregisterDeviceResponse]  # type: ignore[assignment]
     """Unregisters a device: removes its token and its user binding, logs
@@ -175,8 +197,10 @@ class RegistrationServiceAsyncStub(RegistrationServiceStub):
     without the FULL scope.
     """
     ListDevices: _aio.UnaryUnaryMultiCallable[_registration_service_pb2.ListDevicesRequest, _registration_service_pb2.ListDevicesResponse]  # type: ignore[assignment]
-    """Lists the devices of an app, filtered by platform, capability and user, ordered
-    by device id. Returns NOT_FOUND (APP_NOT_FOUND) if the app does not exist;
+    """Lists the devices of an app, filtered by platform, capability and user, in a
+    stable order: by storage shard, then by device id within a shard (not by device id
+    overall; page tokens are opaque). A page may hold fewer devices than page_size
+    while more remain. Returns NOT_FOUND (APP_NOT_FOUND) if the app does not exist;
     INVALID_ARGUMENT (INVALID_PAGE_TOKEN) if page_token is not one this RPC issued for
     the same filters.
     """
@@ -229,6 +253,22 @@ class RegistrationServiceAsyncStub(RegistrationServiceStub):
     no app_id or a later one names another app; INVALID_ARGUMENT (BATCH_TOO_LARGE) if
     a message has more than 5,000 devices.
     """
+    BatchListUserDevices: _aio.UnaryUnaryMultiCallable[_registration_service_pb2.BatchListUserDevicesRequest, _registration_service_pb2.BatchListUserDevicesResponse]  # type: ignore[assignment]
+    """Lists the devices of up to 1,000 users at once (every app, or one app), for bulk
+    readers such as Identity's ExportUsers: one call instead of one ListUserDevices
+    per user. Each user gets all of their devices (a user has a handful), verified as
+    ListUserDevices does. Returns INVALID_ARGUMENT (BATCH_TOO_LARGE) for more than
+    1,000 user ids or none; INVALID_ARGUMENT (INVALID_ARGUMENT) for an empty or
+    oversized user id.
+    """
+    PurgeAppDevices: _aio.UnaryUnaryMultiCallable[_registration_service_pb2.PurgeAppDevicesRequest, _registration_service_pb2.PurgeAppDevicesResponse]  # type: ignore[assignment]
+    """Deletes every device of an app (records, token index, its place in "every app"
+    audiences). Identity calls it when an app is deleted with force, after the app
+    record is gone, so that a deleted app's devices are never streamed again and an
+    app created later with the same id starts empty. Idempotent: purging an app with
+    no devices answers OK with purged_count = 0. Returns INVALID_ARGUMENT
+    (INVALID_ARGUMENT) if app_id is empty or malformed.
+    """
 
 class RegistrationServiceServicer(metaclass=_abc_1.ABCMeta):
     """RegistrationService owns devices: the (app, device) to token mapping, the platform
@@ -272,7 +312,9 @@ class RegistrationServiceServicer(metaclass=_abc_1.ABCMeta):
         effect immediately for every later audience. An opt-in may carry the token the OS
         issued with it (iOS, Web). Returns NOT_FOUND (DEVICE_NOT_FOUND) if the device was
         never registered; INVALID_ARGUMENT (INVALID_ARGUMENT, TOKEN_MALFORMED,
-        TOKEN_PLATFORM_MISMATCH) if a field is invalid.
+        TOKEN_PLATFORM_MISMATCH) if a field is invalid; UNAUTHENTICATED
+        (CLIENT_SECRET_REQUIRED) or PERMISSION_DENIED (CLIENT_SECRET_INVALID) if the call
+        would store a new token on a device bound to a user without the right secret.
         """
 
     @_abc_1.abstractmethod
@@ -303,8 +345,10 @@ class RegistrationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registration_service_pb2.ListDevicesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registration_service_pb2.ListDevicesResponse, _abc.Awaitable[_registration_service_pb2.ListDevicesResponse]]:
-        """Lists the devices of an app, filtered by platform, capability and user, ordered
-        by device id. Returns NOT_FOUND (APP_NOT_FOUND) if the app does not exist;
+        """Lists the devices of an app, filtered by platform, capability and user, in a
+        stable order: by storage shard, then by device id within a shard (not by device id
+        overall; page tokens are opaque). A page may hold fewer devices than page_size
+        while more remain. Returns NOT_FOUND (APP_NOT_FOUND) if the app does not exist;
         INVALID_ARGUMENT (INVALID_PAGE_TOKEN) if page_token is not one this RPC issued for
         the same filters.
         """
@@ -398,6 +442,34 @@ class RegistrationServiceServicer(metaclass=_abc_1.ABCMeta):
         app does not exist; INVALID_ARGUMENT (INVALID_ARGUMENT) if the first message has
         no app_id or a later one names another app; INVALID_ARGUMENT (BATCH_TOO_LARGE) if
         a message has more than 5,000 devices.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchListUserDevices(
+        self,
+        request: _registration_service_pb2.BatchListUserDevicesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registration_service_pb2.BatchListUserDevicesResponse, _abc.Awaitable[_registration_service_pb2.BatchListUserDevicesResponse]]:
+        """Lists the devices of up to 1,000 users at once (every app, or one app), for bulk
+        readers such as Identity's ExportUsers: one call instead of one ListUserDevices
+        per user. Each user gets all of their devices (a user has a handful), verified as
+        ListUserDevices does. Returns INVALID_ARGUMENT (BATCH_TOO_LARGE) for more than
+        1,000 user ids or none; INVALID_ARGUMENT (INVALID_ARGUMENT) for an empty or
+        oversized user id.
+        """
+
+    @_abc_1.abstractmethod
+    def PurgeAppDevices(
+        self,
+        request: _registration_service_pb2.PurgeAppDevicesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registration_service_pb2.PurgeAppDevicesResponse, _abc.Awaitable[_registration_service_pb2.PurgeAppDevicesResponse]]:
+        """Deletes every device of an app (records, token index, its place in "every app"
+        audiences). Identity calls it when an app is deleted with force, after the app
+        record is gone, so that a deleted app's devices are never streamed again and an
+        app created later with the same id starts empty. Idempotent: purging an app with
+        no devices answers OK with purged_count = 0. Returns INVALID_ARGUMENT
+        (INVALID_ARGUMENT) if app_id is empty or malformed.
         """
 
 def add_RegistrationServiceServicer_to_server(servicer: RegistrationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
