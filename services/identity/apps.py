@@ -162,7 +162,11 @@ class Apps:
         return await self.get(app_id)
 
     async def delete(
-        self, app_id: str, force: bool, has_devices: Callable[[str], Awaitable[bool]]
+        self,
+        app_id: str,
+        force: bool,
+        has_devices: Callable[[str], Awaitable[bool]],
+        purge_devices: Callable[[str], Awaitable[int]],
     ) -> int:
         await self.get(app_id)
         if not force and await has_devices(app_id):
@@ -171,8 +175,15 @@ class Apps:
                 f"app {app_id!r} still has devices; pass force to delete it anyway",
                 {"app_id": app_id},
             )
+        # The app's devices must not keep streaming in "every app" audiences nor come
+        # back if the id is reused. Purged before the app record goes (Registration
+        # down: the call fails with the app intact, to be retried) and once more after
+        # it, for a registration accepted in between by a replica that still had the
+        # app cached.
+        await purge_devices(app_id)
         if not await self.store.delete(app_id):
             raise app_not_found(app_id)
+        await purge_devices(app_id)
         return now_us()
 
     async def rotate_client_secret(self, app_id: str, overlap_us: int | None) -> tuple[str, App]:

@@ -5,13 +5,12 @@ By identifiers: the list (at most 10,000) is resolved a batch at a time; the cur
 the index of the next identifier. By segment: the sharded user index is walked shard by
 shard in external-id order, a chunk of records at a time; the cursor is the (shard,
 external id) of the last user sent, so memory stays at about two batches whatever the
-number of users. Devices come from Registration (ListUserDevices) for one chunk of
-users at a time, a bounded number of calls in flight.
+number of users. Devices come from Registration's BatchListUserDevices, one call per
+1,000 users of a chunk.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
@@ -28,7 +27,6 @@ from services.identity.users import Users, identifier_from
 DEFAULT_BATCH = 500
 MAX_BATCH = 5000
 MAX_IDENTIFIERS = 10_000
-DEVICE_CALLS_IN_FLIGHT = 32
 _CURSOR_KIND = "export"
 
 
@@ -211,16 +209,12 @@ class Exporter:
     ) -> list[ExportedUser]:
         """The users (in order) with their token-holding devices, keeping only those
         that satisfy the push condition."""
-        limit = asyncio.Semaphore(DEVICE_CALLS_IN_FLIGHT)
-
-        async def devices_of(user: User) -> list[DeviceSnapshot]:
-            async with limit:
-                found = await self.registration.user_devices(
-                    user.external_id, full_tokens=query.full_tokens
-                )
-            return found.devices
-
-        all_devices = await asyncio.gather(*(devices_of(user) for user in users))
+        all_devices = [
+            found.devices
+            for found in await self.registration.users_devices(
+                [user.external_id for user in users], full_tokens=query.full_tokens
+            )
+        ]
         unknown = {device.app_id for devices in all_devices for device in devices} - apps.keys()
         if unknown:
             found_apps = await self.apps.get_many(sorted(unknown))

@@ -11,7 +11,9 @@ import enum
 import re
 from dataclasses import dataclass
 
-MAX_EXTERNAL_ID = 256
+# Bytes of UTF-8, the same limit as Registration's user_id (validation.MAX_USER_ID):
+# a user Identity accepts can always be bound to a device.
+MAX_EXTERNAL_ID = 255
 MAX_EMAIL = 254
 _EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
 _PHONE_PUNCTUATION = re.compile(r"[\s\-.()/]")
@@ -34,8 +36,8 @@ def external_id_problem(external_id: str) -> str:
     """Why an external id is unusable, or "" when it is fine."""
     if not external_id.strip():
         return "is required"
-    if len(external_id) > MAX_EXTERNAL_ID:
-        return f"must be at most {MAX_EXTERNAL_ID} characters"
+    if len(external_id.encode()) > MAX_EXTERNAL_ID:
+        return f"must be at most {MAX_EXTERNAL_ID} bytes in UTF-8"
     if any(ord(char) < 32 for char in external_id):
         return "must not contain control characters"
     return ""

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from herald.registration.v1 import (
     device_pb2,
@@ -20,11 +22,12 @@ from herald.registration.v1 import (
     registration_service_pb2_grpc,
 )
 from herald.type.v1 import platform_pb2, push_token_pb2
-from services.core.errors import HeraldError, Unavailable
+from services.core.errors import FieldViolation, HeraldError, InvalidArgument, Unavailable
 from services.core.status import parse_error
 
 CALL_TIMEOUT_SECONDS = 5.0
 _DEVICES_PAGE = 1000
+BATCH_USERS = 1000  # BatchListUserDevices' limit
 _Response = TypeVar("_Response")
 
 
@@ -80,12 +83,33 @@ def _translate(error: grpc.aio.AioRpcError) -> HeraldError:
             {"service": "registration"},
         )
     details = parse_error(error)
+    if details.code == grpc.StatusCode.INVALID_ARGUMENT:
+        # Pass Registration's field violations (with their own reasons) through: the
+        # caller must learn which field was wrong, not just that something was.
+        return InvalidArgument(
+            details.message,
+            _violations(error),
+            details.reason or "INVALID_ARGUMENT",
+            details.metadata,
+        )
     return HeraldError(
         details.reason or error.code().name,
         details.message,
         details.metadata,
         details.code,
     )
+
+
+def _violations(error: grpc.aio.AioRpcError) -> list[FieldViolation]:
+    """BadRequest field violations of a failed call, each with its reason."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    if status is None:
+        return []
+    bad = error_details_pb2.BadRequest()
+    for detail in status.details:
+        if detail.Unpack(bad):
+            return [FieldViolation(v.field, v.description, v.reason) for v in bad.field_violations]
+    return []
 
 
 class Registration:
@@ -106,6 +130,13 @@ class Registration:
             registration_service_pb2.ListDevicesRequest(app_id=app_id, page_size=1),
         )
         return len(answer.devices) > 0
+
+    async def purge_app_devices(self, app_id: str) -> int:
+        answer = await self._call(
+            self.stub.PurgeAppDevices,
+            registration_service_pb2.PurgeAppDevicesRequest(app_id=app_id),
+        )
+        return answer.purged_count
 
     async def get_device(self, app_id: str, device_id: str) -> DeviceSnapshot:
         answer = await self._call(
@@ -153,3 +184,23 @@ class Registration:
             page_token = answer.next_page_token
             if not page_token:
                 return UserDevices(devices, push_enabled)
+
+    async def users_devices(
+        self, user_ids: list[str], *, full_tokens: bool = False
+    ) -> list[UserDevices]:
+        """Devices of many users, BATCH_USERS per BatchListUserDevices call (ExportUsers
+        makes one call per 1,000 users instead of one per user)."""
+        view = device_pb2.DEVICE_VIEW_FULL if full_tokens else device_pb2.DEVICE_VIEW_BASIC
+        found: list[UserDevices] = []
+        for start in range(0, len(user_ids), BATCH_USERS):
+            answer = await self._call(
+                self.stub.BatchListUserDevices,
+                registration_service_pb2.BatchListUserDevicesRequest(
+                    user_ids=user_ids[start : start + BATCH_USERS], view=view
+                ),
+            )
+            found += [
+                UserDevices([_snapshot(d) for d in user.devices], user.push_enabled_any_app)
+                for user in answer.users
+            ]
+        return found

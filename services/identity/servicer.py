@@ -79,7 +79,10 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         self, request: pb.DeleteAppRequest, context: Context
     ) -> pb.DeleteAppResponse:
         deleted_us = await self.apps.delete(
-            request.app_id, request.force, self.devices.app_has_devices
+            request.app_id,
+            request.force,
+            self.devices.app_has_devices,
+            self.devices.purge_app_devices,
         )
         return pb.DeleteAppResponse(delete_time=app_messages.timestamp(deleted_us))
 

@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2
 from redis.asyncio import Redis
 
 from herald.identity.v1 import app_pb2, identity_service_pb2
+from herald.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from services.core.status import parse_error
 from tests.integration.identity.conftest import create_app, redis_snapshot
 
@@ -133,7 +134,8 @@ async def test_bad_key_requests_write_nothing(identity, redis: Redis):
     assert await redis_snapshot(redis) == before
 
 
-async def test_deleting_an_app_deletes_its_keys(identity, redis: Redis):
+async def test_deleting_an_app_deletes_its_keys(stack, redis: Redis):
+    identity = pb_grpc.IdentityServiceStub(stack["identity"])
     await create_app(identity)
     created = await _create_key(identity, "k")
     await identity.DeleteApp(pb.DeleteAppRequest(app_id="shop", force=True))

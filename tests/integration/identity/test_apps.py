@@ -12,6 +12,7 @@ from google.protobuf import duration_pb2, field_mask_pb2
 from redis.asyncio import Redis
 
 from herald.identity.v1 import app_pb2, identity_service_pb2
+from herald.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from services.core.status import parse_error
 from tests.integration.identity.conftest import create_app, redis_snapshot
 
@@ -182,7 +183,9 @@ async def test_invalid_create_lists_every_violation_and_writes_nothing(identity,
     assert await redis_snapshot(redis) == before
 
 
-async def test_get_list_update_and_delete_apps(identity):
+async def test_get_list_update_and_delete_apps(stack):
+    # DeleteApp (force) purges the app's devices through Registration: both run here.
+    identity = pb_grpc.IdentityServiceStub(stack["identity"])
     for app_id in ("app-c", "app-a", "app-b"):
         await create_app(identity, app_id, display_name=app_id.upper())
     page = await identity.ListApps(pb.ListAppsRequest(page_size=2))

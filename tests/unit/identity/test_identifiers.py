@@ -43,5 +43,9 @@ def test_phones_become_e164(raw, expected):
 def test_external_ids_are_bounded():
     assert external_id_problem("kim") == ""
     assert external_id_problem("") == "is required"
-    assert "256" in external_id_problem("x" * 257)
+    assert "255 bytes in UTF-8" in external_id_problem("x" * 256)
+    assert external_id_problem("x" * 255) == ""
+    # Counted in bytes, like Registration's user_id: 128 "é" are 256 bytes.
+    assert external_id_problem("é" * 127) == ""
+    assert "255 bytes" in external_id_problem("é" * 128)
     assert external_id_problem("a\nb")
