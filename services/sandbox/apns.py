@@ -17,7 +17,7 @@ import re
 import secrets
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import jwt
@@ -131,7 +131,6 @@ class _ConnState:
     key_id: str = ""
     team_id: str | None = None
     streams_raised: bool = False
-    verified: dict[str, tuple[SigningKey, int]] = field(default_factory=dict)
 
 
 class _Rejected(Exception):
