@@ -25,6 +25,7 @@ DS = delivery_service_pb2
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 CANCEL_CHUNK = 500
+MAX_CANCEL_IDS = 1000
 
 
 class NotificationRecords:
@@ -98,7 +99,7 @@ class NotificationRecords:
     async def cancel(
         self, request: DS.CancelNotificationsRequest
     ) -> DS.CancelNotificationsResponse:
-        ids = list(getattr(request, "notification_ids", []))
+        ids = list(request.notification_ids)
         check = Validator()
         check.require(bool(request.app_id), "app_id", "is required")
         check.require(
@@ -106,6 +107,7 @@ class NotificationRecords:
             "campaign_id",
             "is required (or notification_ids)",
         )
+        check.require(len(ids) <= MAX_CANCEL_IDS, "notification_ids", "at most 1000 ids")
         check.raise_if_any()
         targets: dict[int, list[str]] = {}
         if request.campaign_id:

@@ -674,19 +674,29 @@ class CancelNotificationsRequest(_message.Message):
 
     APP_ID_FIELD_NUMBER: _builtins.int
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    NOTIFICATION_IDS_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Required. The app."""
     campaign_id: _builtins.str
-    """Required. The campaign whose queued notifications to drop."""
+    """Optional. The campaign whose queued notifications to drop; required unless
+    notification_ids is set.
+    """
+    @_builtins.property
+    def notification_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional. Notifications to drop (at most 1,000), besides the campaign's; ids of
+        another app are ignored.
+        """
+
     def __init__(
         self,
         *,
         app_id: _builtins.str = ...,
         campaign_id: _builtins.str = ...,
+        notification_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "campaign_id", b"campaign_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "campaign_id", b"campaign_id", "notification_ids", b"notification_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

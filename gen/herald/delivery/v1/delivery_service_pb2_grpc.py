@@ -196,9 +196,10 @@ class DeliveryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelNotifications(self, request, context):
-        """Drops the queued, not yet sent notifications of a campaign (outcome CANCELLED);
-        Campaign calls it on CancelCampaign. Idempotent. Returns INVALID_ARGUMENT
-        (INVALID_ARGUMENT) if app_id or campaign_id is empty.
+        """Drops the queued, not yet sent notifications of a campaign, or the listed ones
+        (outcome CANCELLED); Campaign calls it on CancelCampaign. Notifications being sent
+        at that moment finish. Idempotent. Returns INVALID_ARGUMENT (INVALID_ARGUMENT) if
+        app_id is empty, or if both campaign_id and notification_ids are.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

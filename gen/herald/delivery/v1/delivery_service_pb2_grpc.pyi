@@ -96,9 +96,10 @@ class DeliveryServiceStub:
     (INVALID_PAGE_TOKEN) for a bad page token.
     """
     CancelNotifications: _grpc.UnaryUnaryMultiCallable[_delivery_service_pb2.CancelNotificationsRequest, _delivery_service_pb2.CancelNotificationsResponse]
-    """Drops the queued, not yet sent notifications of a campaign (outcome CANCELLED);
-    Campaign calls it on CancelCampaign. Idempotent. Returns INVALID_ARGUMENT
-    (INVALID_ARGUMENT) if app_id or campaign_id is empty.
+    """Drops the queued, not yet sent notifications of a campaign, or the listed ones
+    (outcome CANCELLED); Campaign calls it on CancelCampaign. Notifications being sent
+    at that moment finish. Idempotent. Returns INVALID_ARGUMENT (INVALID_ARGUMENT) if
+    app_id is empty, or if both campaign_id and notification_ids are.
     """
 
 @_typing.type_check_only
@@ -169,9 +170,10 @@ class DeliveryServiceAsyncStub(DeliveryServiceStub):
     (INVALID_PAGE_TOKEN) for a bad page token.
     """
     CancelNotifications: _aio.UnaryUnaryMultiCallable[_delivery_service_pb2.CancelNotificationsRequest, _delivery_service_pb2.CancelNotificationsResponse]  # type: ignore[assignment]
-    """Drops the queued, not yet sent notifications of a campaign (outcome CANCELLED);
-    Campaign calls it on CancelCampaign. Idempotent. Returns INVALID_ARGUMENT
-    (INVALID_ARGUMENT) if app_id or campaign_id is empty.
+    """Drops the queued, not yet sent notifications of a campaign, or the listed ones
+    (outcome CANCELLED); Campaign calls it on CancelCampaign. Notifications being sent
+    at that moment finish. Idempotent. Returns INVALID_ARGUMENT (INVALID_ARGUMENT) if
+    app_id is empty, or if both campaign_id and notification_ids are.
     """
 
 class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -299,9 +301,10 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _delivery_service_pb2.CancelNotificationsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_delivery_service_pb2.CancelNotificationsResponse, _abc.Awaitable[_delivery_service_pb2.CancelNotificationsResponse]]:
-        """Drops the queued, not yet sent notifications of a campaign (outcome CANCELLED);
-        Campaign calls it on CancelCampaign. Idempotent. Returns INVALID_ARGUMENT
-        (INVALID_ARGUMENT) if app_id or campaign_id is empty.
+        """Drops the queued, not yet sent notifications of a campaign, or the listed ones
+        (outcome CANCELLED); Campaign calls it on CancelCampaign. Notifications being sent
+        at that moment finish. Idempotent. Returns INVALID_ARGUMENT (INVALID_ARGUMENT) if
+        app_id is empty, or if both campaign_id and notification_ids are.
         """
 
 def add_DeliveryServiceServicer_to_server(servicer: DeliveryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
