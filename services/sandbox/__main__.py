@@ -255,8 +255,7 @@ async def _run(state_dir: str, ports: SandboxPorts, host: str, apns_environment:
             stack.control_port,
             stack.ca_file,
         )
-        if stack.credentials is not None:
-            log.info("demo credentials in %s", stack.credentials.apns_key_file.parent)
+        log.info("demo credentials in %s", stack.credentials.apns_key_file.parent)
         await stop.wait()
         log.info("stopping")
 

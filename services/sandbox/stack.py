@@ -74,7 +74,7 @@ class SandboxStack:
         self.apns = apns
         self.fcm = fcm
         self.webpush = webpush
-        self.credentials: DemoCredentials | None = None
+        self._credentials: DemoCredentials | None = None
         self._listeners: dict[str, HttpListener] = {}
 
     @classmethod
@@ -135,7 +135,7 @@ class SandboxStack:
             )
             stack.fcm.token_uri = f"https://{host}:{stack.fcm_port}/token"
             stack.webpush.origin = f"https://{host}:{stack.webpush_port}"
-            stack.credentials = ensure_demo_credentials(state_dir, stack.fcm.token_uri)
+            stack._credentials = ensure_demo_credentials(state_dir, stack.fcm.token_uri)
             stack._register_demo_credentials()
             stack._listeners["control"] = await listen(
                 ControlApi(stack), host, ports.control, ListenerOptions(tls=None)
@@ -147,7 +147,6 @@ class SandboxStack:
 
     def _register_demo_credentials(self) -> None:
         creds = self.credentials
-        assert creds is not None
         self.apns.register_key(
             creds.apns_key_id, creds.apns_team_id, creds.apns_key_file.read_bytes()
         )
@@ -180,6 +179,13 @@ class SandboxStack:
         return f"http://{self.host}:{self.control_port}"
 
     @property
+    def credentials(self) -> DemoCredentials:
+        """The demo credentials (registered with the sandboxes at start)."""
+        if self._credentials is None:
+            raise RuntimeError("the sandboxes are not started")
+        return self._credentials
+
+    @property
     def ca_file(self) -> Path:
         return self.tls.ca_file
 
@@ -194,7 +200,7 @@ class SandboxStack:
             "ca_file": str(self.ca_file),
             "fcm_token_uri": self.fcm.token_uri,
             "apns_environment": self.apns.environment,
-            "credentials": self.credentials.to_json() if self.credentials else None,
+            "credentials": self.credentials.to_json(),
         }
 
     # -- inspection -------------------------------------------------------------------

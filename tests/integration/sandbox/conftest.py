@@ -53,7 +53,6 @@ def ca_context(sandbox: SandboxStack) -> ssl.SSLContext:
 @pytest.fixture(scope="session")
 def apns_key(sandbox: SandboxStack) -> dict[str, str]:
     creds = sandbox.credentials
-    assert creds is not None
     return {
         "key": creds.apns_key_file.read_text(),
         "key_id": creds.apns_key_id,
@@ -91,8 +90,9 @@ class _SandboxKeyPool(APNsKeyConnectionPool):
         self._provider = provider
 
     async def create_connection(self) -> Any:
+        protocol_class: Any = self.protocol_class  # aioapns' annotations are loose
         factory = partial(
-            self.protocol_class,
+            protocol_class,
             self.apns_topic,
             self.loop,
             self.discard_connection,
@@ -115,7 +115,7 @@ async def apns_client(
     clients: list[APNs] = []
 
     def build(
-        provider: type[AuthorizationHeaderProvider] | None = None,
+        provider: Callable[..., AuthorizationHeaderProvider] | None = None,
         max_connections: int = 1,
         **overrides: str,
     ) -> APNs:
