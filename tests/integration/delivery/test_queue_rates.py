@@ -1,0 +1,70 @@
+"""Rate limits per (app, provider) shared through Redis by every Delivery process."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import grpc
+import pytest
+
+from services.core.status import parse_error
+from services.delivery.options import parse_rate_limits
+from services.sandbox.apns import new_device_token
+
+from .conftest import apns_credentials, apns_notification, seconds
+from .queue_helpers import DS, OUT, enqueue_request, wait_final
+
+
+async def test_a_rate_limit_is_shared_by_two_processes_and_nothing_is_dropped(start_node, sandbox):
+    limits = parse_rate_limits("apns=10/1")  # 10 a second, bursts of 10
+    one, two = await start_node(rate_limits=limits), await start_node(rate_limits=limits)
+    await one.stub.PutCredentials(DS.PutCredentialsRequest(credentials=apns_credentials(sandbox)))
+    tokens = [new_device_token() for _ in range(40)]
+
+    started = time.time()
+    first = await one.stub.Enqueue(enqueue_request([apns_notification(t) for t in tokens[:20]]))
+    second = await two.stub.Enqueue(enqueue_request([apns_notification(t) for t in tokens[20:]]))
+    done = await wait_final(
+        one.stub, [r.notification_id for r in [*first.results, *second.results]], within=30
+    )
+
+    assert [n.outcome for n in done] == [OUT.DELIVERY_OUTCOME_DELIVERED] * 40
+    times = sorted(e["time"] for e in sandbox.received("apns", status=200))
+    assert len(times) == 40
+    # 10 at once, then 10 a second across both processes: the last one ~3 s later.
+    assert times[-1] - started >= 2.6
+    in_any_second = max(sum(1 for t in times if s <= t < s + 1.0) for s in times)
+    assert in_any_second <= 21  # a burst of 10 plus 10 per second, with timer slack
+    assert one.servicer.workers.sent > 0
+    assert two.servicer.workers.sent > 0
+
+
+async def test_send_answers_rate_limited_with_a_hint_when_the_budget_is_out(start_node, sandbox):
+    node = await start_node(rate_limits=parse_rate_limits("apns:shop=1/60"))
+    await node.stub.PutCredentials(DS.PutCredentialsRequest(credentials=apns_credentials(sandbox)))
+
+    def send() -> DS.SendRequest:
+        n = apns_notification(new_device_token())
+        n.ClearField("notification_id")
+        return DS.SendRequest(notification=n, request_id=str(uuid.uuid4()), timeout=seconds(3))
+
+    ok = await node.stub.Send(send())
+    with pytest.raises(grpc.aio.AioRpcError) as limited:
+        await node.stub.Send(send())
+    queued = await node.stub.Enqueue(enqueue_request([apns_notification(new_device_token())]))
+
+    assert ok.results[0].outcome == OUT.DELIVERY_OUTCOME_DELIVERED
+    error = parse_error(limited.value)
+    assert (limited.value.code(), error.reason) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "RATE_LIMITED",
+    )
+    assert error.retry_after_seconds is not None
+    assert 50 <= error.retry_after_seconds <= 60
+    assert queued.queued_count == 1  # Enqueue never fails on rate limits: the queue absorbs
+    listed = await node.stub.GetNotification(
+        DS.GetNotificationRequest(notification_id=queued.results[0].notification_id)
+    )
+    assert listed.notification.outcome == OUT.DELIVERY_OUTCOME_QUEUED
+    assert len(sandbox.received("apns")) == 1
