@@ -316,10 +316,10 @@ class ApnsSandbox:
                 raise _Rejected("InvalidProviderToken")
             if now - state.jwt_iat > self.jwt_max_age:
                 raise _Rejected("ExpiredProviderToken")
+            self._check_environment(key, request)
             return key
         key, iat = self._verify(token, now)
-        if key.environment != "both" and key.environment != self._environment_of(request):
-            raise _Rejected("BadEnvironmentKeyIdInToken")
+        self._check_environment(key, request)
         if state.team_id is not None and key.team_id != state.team_id:
             raise _Rejected("UnrelatedKeyIdInToken")
         if now - iat > self.jwt_max_age:
@@ -332,6 +332,10 @@ class ApnsSandbox:
         state.key_id = key.key_id
         state.team_id = key.team_id
         return key
+
+    def _check_environment(self, key: SigningKey, request: Request) -> None:
+        if key.environment != "both" and key.environment != self._environment_of(request):
+            raise _Rejected("BadEnvironmentKeyIdInToken")
 
     def _verify(self, token: str, now: float) -> tuple[SigningKey, int]:
         try:
