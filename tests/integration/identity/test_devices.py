@@ -279,6 +279,11 @@ async def test_export_by_identifiers_redacts_tokens_unless_asked(identity, regis
     [token] = batch.users[0].push_tokens
     assert (token.app_id, token.app_name, token.device_id) == ("shop", "Shop", "ana-phone")
     assert token.capability == platform_pb2.PUSH_CAPABILITY_FOREGROUND
+    assert token.platform == platform_pb2.PLATFORM_ANDROID
+    assert not token.provisional
+    seen = await registration.GetDevice(reg.GetDeviceRequest(app_id="shop", device_id="ana-phone"))
+    assert token.last_seen_time == seen.device.last_seen_time
+    assert token.last_seen_time.seconds > 0
     assert token.redacted_token
     assert not token.HasField("token")
     assert list(batch.users[1].push_tokens) == []

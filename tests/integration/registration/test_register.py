@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -30,14 +32,14 @@ async def test_the_same_flush_twice_changes_only_last_seen(stack: Stack):
     assert first.created
     assert first.token_update == pb.TOKEN_UPDATE_NEW
     assert first.device.capability == FOREGROUND
+    await asyncio.sleep(0.005)  # the clock is in milliseconds: last_seen must move
     second = await stack.registration.RegisterDevice(
         ios("d1", token, authorization_status=AUTHORIZED, locale="fr-FR", app_version="4.1")
     )
     assert not second.created
     assert second.token_update == pb.TOKEN_UPDATE_UNCHANGED
     assert (
-        second.device.last_seen_time.ToMilliseconds()
-        >= first.device.last_seen_time.ToMilliseconds()
+        second.device.last_seen_time.ToMilliseconds() > first.device.last_seen_time.ToMilliseconds()
     )
     for name in ("create_time", "update_time", "token_update_time"):
         assert getattr(second.device, name) == getattr(first.device, name), name

@@ -13,6 +13,7 @@ from services.registration.model import (
     AUTHORIZED,
     BACKGROUND,
     DENIED,
+    FCM,
     FOREGROUND,
     IOS,
     NONE,
@@ -28,6 +29,8 @@ from services.registration.tokens import TokenInput, check_token, redact_token
 from services.registration.validation import DeviceInput
 
 APNS_TOKEN = Token(APNS, "ab" * 32)
+FCM_TOKEN = Token(FCM, "fcm:" + "x" * 150)
+WEB_TOKEN = Token(WEB_PUSH, "https://push.example.net/s/1", b"\x04" + b"k" * 64, b"a" * 16)
 
 
 def device(platform: int, os_version: str, status: int, token: Token | None) -> DeviceRecord:
@@ -37,15 +40,18 @@ def device(platform: int, os_version: str, status: int, token: Token | None) -> 
 @pytest.mark.parametrize(
     ("platform", "os_version", "status", "token", "expected"),
     [
-        (ANDROID, "12", AUTHORIZED, APNS_TOKEN, (FOREGROUND, False)),
-        (ANDROID, "12", DENIED, APNS_TOKEN, (BACKGROUND, False)),
-        (ANDROID, "13", NOT_DETERMINED, APNS_TOKEN, (BACKGROUND, False)),
-        (ANDROID, "14", AUTHORIZED, APNS_TOKEN, (FOREGROUND, False)),
+        (ANDROID, "12", AUTHORIZED, FCM_TOKEN, (FOREGROUND, False)),
+        (ANDROID, "12", DENIED, FCM_TOKEN, (BACKGROUND, False)),
+        (ANDROID, "13", NOT_DETERMINED, FCM_TOKEN, (BACKGROUND, False)),
+        (ANDROID, "14", AUTHORIZED, FCM_TOKEN, (FOREGROUND, False)),
         (IOS, "17.4", PROVISIONAL, APNS_TOKEN, (BACKGROUND, True)),
         (IOS, "17.4", DENIED, APNS_TOKEN, (BACKGROUND, False)),
         (IOS, "17.4", AUTHORIZED, APNS_TOKEN, (FOREGROUND, False)),
         (IOS, "17.4", AUTHORIZED, None, (NONE, False)),
-        (WEB, "124", AUTHORIZED, APNS_TOKEN, (FOREGROUND, False)),
+        (WEB, "124", AUTHORIZED, WEB_TOKEN, (FOREGROUND, False)),
+        (ANDROID, "14", DENIED, FCM_TOKEN, (BACKGROUND, False)),
+        (ANDROID, "13", AUTHORIZED, None, (NONE, False)),
+        (WEB, "124", AUTHORIZED, None, (NONE, False)),
     ],
 )
 def test_capability_follows_the_platform_table(platform, os_version, status, token, expected):
