@@ -537,7 +537,9 @@ class HttpServerProtocol(asyncio.Protocol):
         try:
             return self.app.handle(request, self)
         except Exception:
-            log.exception("sandbox handler failed on %s %s", request.method, request.path)
+            # The path's last segment is a device token or subscription id: not logged.
+            route = request.path.split("?", 1)[0].rsplit("/", 1)[0]
+            log.exception("sandbox handler failed on %s %s/…", request.method, route)
             return Response(500, [("content-type", "text/plain")], b"sandbox handler error")
 
     def _flush(self) -> None:
