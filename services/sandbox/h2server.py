@@ -154,6 +154,7 @@ class HttpServerProtocol(asyncio.Protocol):
         # HTTP/1.1 state: one request at a time, later pipelined ones wait in _buffer
         self._h1_busy = False
         self._h1_close_after = False
+        self._h1_continued = False  # 100 Continue sent for the request being read
 
     # -- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -466,6 +467,15 @@ class HttpServerProtocol(asyncio.Protocol):
             self._h1_reject(400)
             return None
         body_start = head_end + 4
+        if (
+            headers.get("expect", "").lower() == "100-continue"
+            and len(buf) == body_start
+            and not self._h1_continued
+        ):
+            # curl waits for this before sending a large body.
+            self._h1_continued = True
+            assert self._transport is not None
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if headers.get("transfer-encoding", "").lower() == "chunked":
             decoded = _decode_chunked(buf, body_start)
             if decoded is None:
@@ -485,6 +495,7 @@ class HttpServerProtocol(asyncio.Protocol):
                 return None
             body = bytes(buf[body_start : body_start + length])
             del buf[: body_start + length]
+        self._h1_continued = False
         connection = headers.get("connection", "").lower()
         keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
         request = Request(

@@ -171,3 +171,21 @@ async def test_vapid_is_verified(sandbox, http):
     assert wrong_audience.status_code == 401
     assert too_far.status_code == 401
     assert not_the_subscribed_key.status_code == 403
+
+
+async def test_push_over_http2(sandbox, ca_context):
+    subscription = sandbox.webpush.create_subscription()
+    async with httpx.AsyncClient(http2=True, verify=ca_context, timeout=5) as h2_client:
+        response = await h2_client.post(
+            subscription["endpoint"],
+            content=encrypt(subscription, "über HTTP/2".encode()),
+            headers={
+                "content-encoding": "aes128gcm",
+                "ttl": "30",
+                "topic": "order-42",
+                "authorization": vapid_header(sandbox),
+            },
+        )
+    assert (response.http_version, response.status_code) == ("HTTP/2", 201)
+    [entry] = sandbox.received("webpush", token=subscription["id"])
+    assert (entry["plaintext"], entry["topic"], entry["ttl"]) == ("über HTTP/2", "order-42", 30)
