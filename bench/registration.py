@@ -146,7 +146,7 @@ async def _import_load(args: argparse.Namespace) -> dict[str, Any]:
     messages = []
     for start in range(0, args.count, batch):
         devices = [
-            pb.ImportedDevice(**device_fields(i, "imp-"))
+            pb.ImportedDevice(**device_fields(i, f"imp{args.worker}-"))
             for i in range(start, min(start + batch, args.count))
         ]
         messages.append(pb.ImportDevicesRequest(app_id=args.app_id, devices=devices))
@@ -193,8 +193,16 @@ def load_main(argv: list[str]) -> int:
 class Services:
     """redis-server, Identity and Registration as child processes on loopback."""
 
-    def __init__(self, workdir: Path, redis_extra: list[str]) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        redis_extra: list[str],
+        registration_processes: int = 1,
+        trace_redis: bool = True,
+    ) -> None:
         self.redis = EmbeddedRedis(workdir / "redis", extra=redis_extra)
+        self.registration_processes = registration_processes
+        self.trace_redis = trace_redis
         self.ports = {"identity": free_port(), "registration": free_port()}
         self.processes: list[subprocess.Popen[bytes]] = []
         self.workdir = workdir
@@ -206,6 +214,7 @@ class Services:
             "REDIS_URL": self.redis.url,
             "HERALD_TRACE_EXPORTER": "none",
             "HERALD_LOG_LEVEL": "WARNING",
+            "HERALD_TRACE_REDIS": "true" if self.trace_redis else "false",
             **{f"HERALD_{name.upper()}_PORT": str(port) for name, port in self.ports.items()},
             **{
                 f"HERALD_{name.upper()}_ADDRESS": f"127.0.0.1:{port}"
@@ -218,7 +227,14 @@ class Services:
                 subprocess.Popen(
                     [sys.executable, "-m", f"services.{name}"],
                     cwd=ROOT,
-                    env=env,
+                    # Several Registration server processes share its port (SO_REUSEPORT,
+                    # services/core/supervisor.py); Identity stays one process.
+                    env={
+                        **env,
+                        "HERALD_PROCESSES": str(
+                            self.registration_processes if name == "registration" else 1
+                        ),
+                    },
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
@@ -323,6 +339,24 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rate", type=float, default=2000, help="fixed rate of the latency phase")
     parser.add_argument("--import-devices", type=int, default=1_000_000)
     parser.add_argument(
+        "--import-streams",
+        type=int,
+        default=1,
+        help="parallel ImportDevices streams (one load process each), sharing --import-devices",
+    )
+    parser.add_argument(
+        "--registration-processes",
+        type=int,
+        default=1,
+        help="HERALD_PROCESSES for Registration (server processes sharing its port)",
+    )
+    parser.add_argument(
+        "--trace-redis",
+        choices=["true", "false"],
+        default="true",
+        help="HERALD_TRACE_REDIS for both services (a span per Redis command)",
+    )
+    parser.add_argument(
         "--redis-arg",
         action="append",
         default=[],
@@ -332,7 +366,15 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="herald-bench-registration-"))
-    services = Services(workdir, args.redis_arg).start()
+    services = Services(
+        workdir, args.redis_arg, args.registration_processes, args.trace_redis == "true"
+    ).start()
+    print(
+        f"Registration processes {args.registration_processes}, trace_redis "
+        f"{args.trace_redis}, load processes {args.load_processes}, import streams "
+        f"{args.import_streams}",
+        flush=True,
+    )
     try:
         _create_app(services, "bench")
         _create_app(services, "bench-import")
@@ -362,8 +404,8 @@ def main(argv: list[str]) -> int:
 
         client = redis.Redis.from_url(services.redis.url)
         before = int(client.info("memory")["used_memory"])
-        [imported] = _run_load(
-            1,
+        streams = _run_load(
+            args.import_streams,
             [
                 "--target",
                 target,
@@ -372,10 +414,15 @@ def main(argv: list[str]) -> int:
                 "--mode",
                 "import",
                 "--count",
-                str(args.import_devices),
+                str(args.import_devices // args.import_streams),
             ],
             budget=1800,
         )
+        imported = {
+            "created": sum(s["created"] for s in streams),
+            "failed": sum(s["failed"] for s in streams),
+            "seconds": max(s["seconds"] for s in streams),
+        }
         after = int(client.info("memory")["used_memory"])
         print(
             f"ImportDevices: {imported['created'] / imported['seconds']:,.0f} devices/s "

@@ -512,3 +512,29 @@ async def test_batch_list_user_devices_answers_each_user_in_order(stack: Stack):
     assert token.provisional
     assert token.capability == platform_pb2.PUSH_CAPABILITY_BACKGROUND
     assert token.last_seen_time == device.last_seen_time
+
+
+async def test_an_imported_device_gets_no_registered_entry(stack: Stack):
+    async def messages():
+        yield pb.ImportDevicesRequest(
+            app_id="shop",
+            devices=[
+                pb.ImportedDevice(
+                    device_id="imp",
+                    platform=platform_pb2.PLATFORM_ANDROID,
+                    os_version="12",
+                    token=fcm_token(),
+                    user_id="ida",
+                )
+            ],
+        )
+
+    answer = await stack.registration.ImportDevices(messages())
+    assert answer.created_count == 1
+    log = await stack.registration.ListTokenChanges(
+        pb.ListTokenChangesRequest(app_id="shop", device_id="imp")
+    )
+    # The previous provider's history is not ours: no REGISTERED, only the binding.
+    assert [c.kind for c in log.token_changes] == [device_pb2.TOKEN_CHANGE_KIND_BOUND]
+    by_user = await stack.registration.ListTokenChanges(pb.ListTokenChangesRequest(user_id="ida"))
+    assert [c.kind for c in by_user.token_changes] == [device_pb2.TOKEN_CHANGE_KIND_BOUND]
