@@ -29,6 +29,10 @@ from services.delivery.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 MIN_POLL, MAX_POLL = 0.005, 0.05  # seconds between reads of an empty queue
+# Redis commands the workers run at once. The shared client's pool refuses (rather than
+# queues) a command beyond its 100 connections, and hundreds of sends are in flight, so
+# the workers wait here for a connection instead; the rest is left to the RPCs.
+REDIS_SLOTS = 48
 
 
 def new_worker_id() -> str:
@@ -74,6 +78,7 @@ class WorkerPool:
         self.tracer = tracer
         self.worker_id = worker_id or new_worker_id()
         self.capacity = _Capacity(options.worker_concurrency)
+        self._redis_slots = asyncio.Semaphore(REDIS_SLOTS)
         self._loops: list[asyncio.Task[None]] = []
         self._inflight: dict[asyncio.Task[None], Entry] = {}
         self._stopping = False
@@ -214,26 +219,32 @@ class WorkerPool:
                 await self.capacity.give_back(1)
 
     async def _process(self, entry: Entry) -> None:
-        status, payload = await self.store.begin(entry, self.worker_id, int(time.time() * 1000))
-        if status == "BUSY":
-            return  # another live worker holds the lease; its finish acknowledges the entry
-        if status != "GO" or payload is None:
-            await self.store.ack(entry)  # DONE, CANCELLED or GONE (record expired)
-            return
+        async with self._redis_slots:
+            status, payload = await self.store.begin(entry, self.worker_id, int(time.time() * 1000))
+            if status == "BUSY":
+                return  # another live worker holds the lease; its finish acknowledges the entry
+            if status != "GO" or payload is None:
+                await self.store.ack(entry)  # DONE, CANCELLED or GONE (record expired)
+                return
         notification = notification_pb2.Notification.FromString(payload)
         provider = tokens.provider_of(notification.token)
         # The wait must leave the lease room for the send itself: a longer one goes back
         # to the schedule, so no worker sits on an item another could reclaim meanwhile.
         most = min(self.options.rate_wait_max_seconds, self.options.reclaim_seconds / 2)
-        taken, wait = await self.limiter.take(notification.app_id, provider, most)
-        if not taken:
-            await self.store.postpone(entry, int((time.time() + wait) * 1000))
-            return
-        if wait > 0:
-            await asyncio.sleep(wait)
-            status, _ = await self.store.begin(entry, self.worker_id, int(time.time() * 1000))
-            if status != "GO":  # renewing the lease failed: someone else has it now
-                return
+        if self.options.rate_limit(provider, notification.app_id) is not None:
+            async with self._redis_slots:
+                taken, wait = await self.limiter.take(notification.app_id, provider, most)
+                if not taken:
+                    await self.store.postpone(entry, int((time.time() + wait) * 1000))
+                    return
+            if wait > 0:
+                await asyncio.sleep(wait)
+                async with self._redis_slots:
+                    status, _ = await self.store.begin(
+                        entry, self.worker_id, int(time.time() * 1000)
+                    )
+                if status != "GO":  # renewing the lease failed: someone else has it now
+                    return
         parent = queue_tracing.parent_of(notification)
         queue_tracing.record_wait(
             self.tracer, parent, entry.queued_ms, time.time_ns(), entry.attempt
@@ -279,6 +290,7 @@ class WorkerPool:
             app_id=notification.app_id,
             campaign_id=notification.campaign_id,
         )
-        await self.store.finish(
-            entry.shard, entry.notification_id, entry.entry_id, done, int(now * 1000)
-        )
+        async with self._redis_slots:
+            await self.store.finish(
+                entry.shard, entry.notification_id, entry.entry_id, done, int(now * 1000)
+            )
