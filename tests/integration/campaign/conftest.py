@@ -49,7 +49,11 @@ from tests.integration.campaign.recording_delivery import RecordingDelivery, Rec
 
 CS = campaign_service_pb2
 C = campaign_pb2
-IOS, ANDROID, WEB = platform_pb2.PLATFORM_IOS, platform_pb2.PLATFORM_ANDROID, platform_pb2.PLATFORM_WEB
+IOS, ANDROID, WEB = (
+    platform_pb2.PLATFORM_IOS,
+    platform_pb2.PLATFORM_ANDROID,
+    platform_pb2.PLATFORM_WEB,
+)
 APP = "shop"
 AUTHORIZED = platform_pb2.AUTHORIZATION_STATUS_AUTHORIZED
 PROVISIONAL = platform_pb2.AUTHORIZATION_STATUS_PROVISIONAL
@@ -104,21 +108,27 @@ def tune(servicer: CampaignServicer, clock: ManualClock) -> None:
 
 
 @pytest.fixture
-async def stack(redis: Redis, start_services, start_service, delivery_double: RecordingServer) -> AsyncIterator[Stack]:
+async def stack(
+    redis: Redis, start_services, start_service, delivery_double: RecordingServer
+) -> AsyncIterator[Stack]:
     servers = await start_services(REGISTRATION_SPEC, IDENTITY_SPEC, CAMPAIGN_SPEC)
     clock = ManualClock(START)
     tune(servers["campaign"].servicer, clock)
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{s.port}") for s in servers.values()]
     by_name = dict(zip(servers, channels, strict=True))
     identity = identity_service_pb2_grpc.IdentityServiceStub(by_name["identity"])
-    created = await identity.CreateApp(
-        identity_service_pb2.CreateAppRequest(app=app_pb2.App(display_name="Shop"), app_id=APP, request_id=str(uuid.uuid4()))
+    created = await identity.CreateApp(  # type: ignore[misc]
+        identity_service_pb2.CreateAppRequest(
+            app=app_pb2.App(display_name="Shop"), app_id=APP, request_id=str(uuid.uuid4())
+        )
     )
     settings_of_campaign = servers["campaign"].runtime.settings
 
     async def another_campaign() -> tuple[RunningServer, Any]:
         """A second Campaign process (same Redis, same services): its stub and server."""
-        server = await start_service(CAMPAIGN_SPEC, settings_of_campaign.model_copy(update={"campaign_port": free_port()}))
+        server = await start_service(
+            CAMPAIGN_SPEC, settings_of_campaign.model_copy(update={"campaign_port": free_port()})
+        )
         tune(server.servicer, clock)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
         channels.append(channel)
@@ -141,7 +151,9 @@ async def stack(redis: Redis, start_services, start_service, delivery_double: Re
 
 # -- data -----------------------------------------------------------------------------------
 def apns_token() -> push_token_pb2.PushToken:
-    return push_token_pb2.PushToken(apns=push_token_pb2.ApnsToken(device_token=os.urandom(32).hex()))
+    return push_token_pb2.PushToken(
+        apns=push_token_pb2.ApnsToken(device_token=os.urandom(32).hex())
+    )
 
 
 def fcm_token() -> push_token_pb2.PushToken:
@@ -162,18 +174,32 @@ def web_token() -> push_token_pb2.PushToken:
     )
 
 
-def device(device_id: str, platform: int = IOS, user_id: str = "", **fields: Any) -> rpb.ImportedDevice:
-    token = {IOS: apns_token, ANDROID: fcm_token, WEB: web_token}[platform]()
-    defaults: dict[str, Any] = {
-        IOS: {"os_version": "17.4", "authorization_status": AUTHORIZED, "apns_environment": platform_pb2.APNS_ENVIRONMENT_PRODUCTION},
+def device(
+    device_id: str, platform: int = IOS, user_id: str = "", **fields: Any
+) -> rpb.ImportedDevice:
+    token = {IOS: apns_token, ANDROID: fcm_token, WEB: web_token}[platform]()  # type: ignore[index]
+    defaults: dict[str, Any] = {  # type: ignore[assignment]
+        IOS: {
+            "os_version": "17.4",
+            "authorization_status": AUTHORIZED,
+            "apns_environment": platform_pb2.APNS_ENVIRONMENT_PRODUCTION,
+        },
         ANDROID: {"os_version": "12"},
         WEB: {"os_version": "1", "authorization_status": AUTHORIZED},
-    }[platform]
+    }[platform]  # type: ignore[index]
     defaults.update(fields)
-    return rpb.ImportedDevice(device_id=device_id, platform=platform, token=token, user_id=user_id, **defaults)  # type: ignore[arg-type]
+    return rpb.ImportedDevice(
+        device_id=device_id,
+        platform=platform,  # type: ignore[arg-type]
+        token=token,
+        user_id=user_id,
+        **defaults,
+    )
 
 
-async def import_devices(stack: Stack, devices: list[rpb.ImportedDevice], app_id: str = APP) -> None:
+async def import_devices(
+    stack: Stack, devices: list[rpb.ImportedDevice], app_id: str = APP
+) -> None:
     async def requests() -> AsyncIterator[rpb.ImportDevicesRequest]:
         for start in range(0, len(devices), 1000):
             yield rpb.ImportDevicesRequest(app_id=app_id, devices=devices[start : start + 1000])
@@ -182,7 +208,9 @@ async def import_devices(stack: Stack, devices: list[rpb.ImportedDevice], app_id
     assert answer.failed_count == 0, answer.errors
 
 
-async def upsert_user(stack: Stack, external_id: str, time_zone: str = "", **attributes: Any) -> None:
+async def upsert_user(
+    stack: Stack, external_id: str, time_zone: str = "", **attributes: Any
+) -> None:
     struct = struct_pb2.Struct()
     struct.update(attributes)
     await stack.identity.UpsertUser(
@@ -192,8 +220,12 @@ async def upsert_user(stack: Stack, external_id: str, time_zone: str = "", **att
     )
 
 
-def message(body: str = "Hi {{ first_name | default: 'there' }}", **fields: Any) -> push_message_pb2.PushMessage:
-    return push_message_pb2.PushMessage(content=push_message_pb2.Content(title="Sale", body=body), **fields)
+def message(
+    body: str = "Hi {{ first_name | default: 'there' }}", **fields: Any
+) -> push_message_pb2.PushMessage:
+    return push_message_pb2.PushMessage(
+        content=push_message_pb2.Content(title="Sale", body=body), **fields
+    )
 
 
 def campaign(**fields: Any) -> C.Campaign:
@@ -207,18 +239,22 @@ async def create(stack: Stack, **fields: Any) -> C.Campaign:
     answer = await stack.campaign.CreateCampaign(
         CS.CreateCampaignRequest(campaign=campaign(**fields), request_id=str(uuid.uuid4()))
     )
-    return answer.campaign  # type: ignore[no-any-return]
+    return answer.campaign
 
 
 async def launch(stack: Stack, campaign_id: str) -> CS.LaunchCampaignResponse:
-    return await stack.campaign.LaunchCampaign(CS.LaunchCampaignRequest(campaign_id=campaign_id))  # type: ignore[no-any-return]
+    return await stack.campaign.LaunchCampaign(CS.LaunchCampaignRequest(campaign_id=campaign_id))
 
 
 async def report(stack: Stack, campaign_id: str) -> Any:
-    return (await stack.campaign.GetCampaignReport(CS.GetCampaignReportRequest(campaign_id=campaign_id))).report
+    return (
+        await stack.campaign.GetCampaignReport(CS.GetCampaignReportRequest(campaign_id=campaign_id))
+    ).report
 
 
-async def wait_for(check: Callable[[], Awaitable[bool]], within: float = 10.0, what: str = "condition") -> None:
+async def wait_for(
+    check: Callable[[], Awaitable[bool]], within: float = 10.0, what: str = "condition"
+) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if await check():

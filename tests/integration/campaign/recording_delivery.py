@@ -31,7 +31,11 @@ PLATFORM_OF = {"apns": 1, "fcm": 2, "web_push": 3}
 
 class RecordingDelivery(delivery_service_pb2_grpc.DeliveryServiceServicer):
     def __init__(self) -> None:
-        self.providers = {platform_pb2.PROVIDER_APNS, platform_pb2.PROVIDER_FCM, platform_pb2.PROVIDER_WEB_PUSH}
+        self.providers = {
+            platform_pb2.PROVIDER_APNS,
+            platform_pb2.PROVIDER_FCM,
+            platform_pb2.PROVIDER_WEB_PUSH,
+        }
         self.by_key: dict[str, notification_pb2.Notification] = {}
         self.enqueue_calls = 0
         self.received: list[notification_pb2.Notification] = []  # every item of every call
@@ -51,7 +55,9 @@ class RecordingDelivery(delivery_service_pb2_grpc.DeliveryServiceServicer):
     def unique(self, campaign_id: str) -> dict[str, notification_pb2.Notification]:
         return {k: n for k, n in self.by_key.items() if n.campaign_id == campaign_id}
 
-    async def emit(self, notification: notification_pb2.Notification, outcome: int, reason: str = "") -> None:
+    async def emit(
+        self, notification: notification_pb2.Notification, outcome: int, reason: str = ""
+    ) -> None:
         kind = notification.token.WhichOneof("kind") or "apns"
         event = notification_pb2.OutcomeEvent(
             notification_id=notification.notification_id,
@@ -71,7 +77,10 @@ class RecordingDelivery(delivery_service_pb2_grpc.DeliveryServiceServicer):
     # -- DeliveryService ---------------------------------------------------------------------
     async def ListCredentials(self, request: Any, context: Any) -> DS.ListCredentialsResponse:
         return DS.ListCredentialsResponse(
-            credentials=[credentials_pb2.Credentials(app_id=request.app_id, provider=p) for p in sorted(self.providers)]  # type: ignore[misc]
+            credentials=[
+                credentials_pb2.Credentials(app_id=request.app_id, provider=p)
+                for p in sorted(self.providers)
+            ]
         )
 
     async def Enqueue(self, request: DS.EnqueueRequest, context: Any) -> DS.EnqueueResponse:
@@ -121,14 +130,18 @@ class RecordingDelivery(delivery_service_pb2_grpc.DeliveryServiceServicer):
                     notification_id=notification.notification_id,
                     device_id=notification.device_id,
                     platform=PLATFORM_OF[kind],  # type: ignore[arg-type]
-                    outcome=PO.DELIVERY_OUTCOME_TOKEN_INVALID if dead else PO.DELIVERY_OUTCOME_DELIVERED,
+                    outcome=PO.DELIVERY_OUTCOME_TOKEN_INVALID
+                    if dead
+                    else PO.DELIVERY_OUTCOME_DELIVERED,
                     provider_status=410 if dead else 200,
                     provider_reason="Unregistered" if dead else "",
                 )
             ]
         )
 
-    async def CancelNotifications(self, request: Any, context: Any) -> DS.CancelNotificationsResponse:
+    async def CancelNotifications(
+        self, request: Any, context: Any
+    ) -> DS.CancelNotificationsResponse:
         self.cancelled.append(request.campaign_id)
         delivered = {o.notification_id for o in self.outcomes}
         count = 0
@@ -146,13 +159,21 @@ class RecordingDelivery(delivery_service_pb2_grpc.DeliveryServiceServicer):
         raise AssertionError
 
     async def StreamOutcomes(self, request: Any, context: Any) -> Any:
-        position = int(request.cursor) if request.cursor else (0 if request.from_earliest else len(self.outcomes))
+        position = (
+            int(request.cursor)
+            if request.cursor
+            else (0 if request.from_earliest else len(self.outcomes))
+        )
         while True:
             async with self._changed:
-                await self._changed.wait_for(lambda: len(self.outcomes) > position)
+                await self._changed.wait_for(_longer_than(self.outcomes, position))
                 batch = self.outcomes[position:]
                 position = len(self.outcomes)
             yield DS.StreamOutcomesResponse(outcomes=batch, cursor=str(position))
+
+
+def _longer_than(items: list[Any], size: int) -> Any:
+    return lambda: len(items) > size
 
 
 def _canonical(notification: notification_pb2.Notification) -> str:
@@ -167,7 +188,7 @@ def _canonical(notification: notification_pb2.Notification) -> str:
 
 class RecordingServer:
     def __init__(self) -> None:
-        self.servicer = RecordingDelivery()
+        self.servicer = RecordingDelivery()  # type: ignore[abstract]
         self.server = grpc.aio.server()
         delivery_service_pb2_grpc.add_DeliveryServiceServicer_to_server(self.servicer, self.server)
         self.port = 0

@@ -35,7 +35,9 @@ def at(iso: str) -> float:
 
 
 async def many(stack: Stack, count: int, prefix: str = "d") -> None:
-    await import_devices(stack, [device(f"{prefix}{i:04d}", ANDROID if i % 2 else IOS) for i in range(count)])
+    await import_devices(
+        stack, [device(f"{prefix}{i:04d}", ANDROID if i % 2 else IOS) for i in range(count)]
+    )
 
 
 async def sent_count(stack: Stack, campaign_id: str) -> int:
@@ -44,7 +46,7 @@ async def sent_count(stack: Stack, campaign_id: str) -> int:
 
 async def test_send_at_a_time_waits_for_the_clock(stack: Stack):
     await many(stack, 3)
-    created = await create(stack, schedule=C.Schedule(send_time={"seconds": int(START) + 3600}))
+    created = await create(stack, schedule=C.Schedule(send_time={"seconds": int(START) + 3600}))  # type: ignore[arg-type]
     launched = await launch(stack, created.campaign_id)
     assert launched.campaign.state == C.CAMPAIGN_STATE_SCHEDULED
     await asyncio.sleep(0.3)
@@ -83,7 +85,13 @@ async def test_local_time_per_recipient_zone(stack: Stack):
 
 async def test_quiet_hours_hold_until_the_window_ends(stack: Stack):
     # 17:46Z is 02:46 in Tokyo (inside 22:00-08:00) and 18:46 in Paris (outside).
-    await import_devices(stack, [device("tokyo", IOS, time_zone="Asia/Tokyo"), device("paris", IOS, time_zone="Europe/Paris")])
+    await import_devices(
+        stack,
+        [
+            device("tokyo", IOS, time_zone="Asia/Tokyo"),
+            device("paris", IOS, time_zone="Europe/Paris"),
+        ],
+    )
     quiet = C.QuietHours(start=filter_pb2.TimeOfDay(hours=22), end=filter_pb2.TimeOfDay(hours=8))
     created = await create(stack, schedule=C.Schedule(quiet_hours=quiet))
     cid = created.campaign_id
@@ -121,7 +129,9 @@ async def test_throttle_paces_messages_per_minute(stack: Stack):
 
 async def test_frequency_cap_across_campaigns(stack: Stack):
     await upsert_user(stack, "ann")
-    await import_devices(stack, [device("ann-1", IOS, "ann"), device("ann-2", ANDROID, "ann"), device("anon", IOS)])
+    await import_devices(
+        stack, [device("ann-1", IOS, "ann"), device("ann-2", ANDROID, "ann"), device("anon", IOS)]
+    )
     cap = C.FrequencyCap(max_messages=1, period=duration_pb2.Duration(seconds=86400))
     first = await create(stack, frequency_cap=cap)
     await launch(stack, first.campaign_id)
@@ -130,7 +140,8 @@ async def test_frequency_cap_across_campaigns(stack: Stack):
     second = await create(stack, frequency_cap=cap)
     await launch(stack, second.campaign_id)
     done = await wait_state(stack, second.campaign_id, C.CAMPAIGN_STATE_COMPLETED)
-    assert done.sent == 1 and {n.device_id for n in stack.delivery.unique(second.campaign_id).values()} == {"anon"}
+    assert done.sent == 1
+    assert {n.device_id for n in stack.delivery.unique(second.campaign_id).values()} == {"anon"}
     assert [(r.reason, r.count) for r in done.suppressed_by_reason] == [("FREQUENCY_CAPPED", 2)]
     stack.clock.advance(86401)
     third = await create(stack, frequency_cap=cap)
@@ -187,7 +198,7 @@ async def test_several_processes_launch_a_scheduled_campaign_once(stack: Stack):
     await many(stack, 60)
     await stack.start_campaign()
     await stack.start_campaign()
-    created = await create(stack, schedule=C.Schedule(send_time={"seconds": int(START) + 60}))
+    created = await create(stack, schedule=C.Schedule(send_time={"seconds": int(START) + 60}))  # type: ignore[arg-type]
     await launch(stack, created.campaign_id)
     stack.clock.advance(61)
     done = await wait_state(stack, created.campaign_id, C.CAMPAIGN_STATE_COMPLETED)
@@ -198,7 +209,7 @@ async def test_several_processes_launch_a_scheduled_campaign_once(stack: Stack):
 
 async def test_reports_add_up_with_outcomes_and_engagement(stack: Stack):
     await many(stack, 30)
-    dead = [n for n in (await _tokens(stack))][:4]
+    dead = list(await _tokens(stack))[:4]
     stack.delivery.dead_tokens.update(dead)
     tracked = C.ConversionTracking(event_names=["purchase"])
     await upsert_user(stack, "verbose", note="x" * 4100)
@@ -215,16 +226,21 @@ async def test_reports_add_up_with_outcomes_and_engagement(stack: Stack):
     r = await report(stack, cid)
     assert r.targeted == r.sent + r.suppressed
     assert r.sent == r.delivered + r.bounced + r.failed
-    assert r.bounced == 4 and [(b.reason, b.count) for b in r.bounced_by_reason] == [("Unregistered", 4)]
+    assert r.bounced == 4
+    assert [(b.reason, b.count) for b in r.bounced_by_reason] == [("Unregistered", 4)]
     # One user's attribute makes the payload too large: suppressed, never sent.
-    assert dict((s.reason, s.count) for s in r.suppressed_by_reason) == {"PAYLOAD_TOO_LARGE": 1}
+    assert {s.reason: s.count for s in r.suppressed_by_reason} == {"PAYLOAD_TOO_LARGE": 1}
     assert r.targeted == 31
     assert sum(p.targeted for p in r.platform_reports) == r.targeted
     some = list(stack.delivery.unique(cid).values())[:2]
     events = [
         {"event_id": "e1", "kind": 1, "notification_id": some[0].notification_id},
         {"event_id": "e1", "kind": 1, "notification_id": some[0].notification_id},  # replay
-        {"event_id": "e2", "kind": 1, "notification_id": some[0].notification_id},  # same notification
+        {
+            "event_id": "e2",
+            "kind": 1,
+            "notification_id": some[0].notification_id,
+        },  # same notification
         {"event_id": "e3", "kind": 2, "campaign_id": cid},
         {"event_id": "e4", "kind": 3, "campaign_id": cid, "conversion_event": "purchase"},
         {"event_id": "e5", "kind": 3, "campaign_id": cid, "conversion_event": "other"},
@@ -242,14 +258,17 @@ async def test_reports_add_up_with_outcomes_and_engagement(stack: Stack):
     snapshots = []
     async for answer in stack.campaign.WatchCampaign(CS.WatchCampaignRequest(campaign_id=cid)):
         snapshots.append(answer.progress)
-    assert snapshots[-1].state == C.CAMPAIGN_STATE_COMPLETED and snapshots[-1].fraction_complete == 1.0
+    assert snapshots[-1].state == C.CAMPAIGN_STATE_COMPLETED
+    assert snapshots[-1].fraction_complete == 1.0
 
 
 async def _tokens(stack: Stack) -> list[str]:
     from herald.registration.v1 import registration_service_pb2 as rpb
 
     tokens = []
-    async for page in stack.registration.StreamAudience(rpb.StreamAudienceRequest(query=rpb.AudienceQuery(app_ids=["shop"], platforms=[IOS]))):
+    async for page in stack.registration.StreamAudience(
+        rpb.StreamAudienceRequest(query=rpb.AudienceQuery(app_ids=["shop"], platforms=[IOS]))
+    ):
         tokens += [d.token.apns.device_token for d in page.devices]
     return tokens
 

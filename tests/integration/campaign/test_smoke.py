@@ -34,7 +34,15 @@ async def test_a_user_with_several_devices_receives_on_each_with_liquid(stack: S
     assert launched.estimated_devices == 4
     report = await wait_state(stack, created.campaign_id, C.CAMPAIGN_STATE_COMPLETED)
     sent = stack.delivery.unique(created.campaign_id)
-    assert sorted(sent) == sorted(f"{created.campaign_id}:{d}" for d in ("ann-phone", "ann-tablet", "ann-browser", "anon"))
+    assert sorted(sent) == sorted(
+        f"{created.campaign_id}:{d}" for d in ("ann-phone", "ann-tablet", "ann-browser", "anon")
+    )
     bodies = {n.device_id: (n.apns.body or n.fcm.body or n.web_push.body) for n in sent.values()}
-    assert bodies == {"ann-phone": "Hi Ann", "ann-tablet": "Hi Ann", "ann-browser": "Hi Ann", "anon": "Hi there"}
-    assert report.targeted == 4 and report.sent == 4
+    assert bodies == {
+        "ann-phone": "Hi Ann",
+        "ann-tablet": "Hi Ann",
+        "ann-browser": "Hi Ann",
+        "anon": "Hi there",
+    }
+    assert report.targeted == 4
+    assert report.sent == 4
