@@ -1,0 +1,225 @@
+"""`make bench ARGS=campaign`: fan-out throughput and memory of one Campaign process.
+
+Starts its own redis-server and Identity, Registration and Campaign as separate
+processes (tracing exporter `none`, Redis spans off, log level WARNING); Delivery is a
+counting Enqueue endpoint inside this process (it answers each batch with ids and
+counts them), so the figure is Campaign's side of the fan-out: StreamAudience batches
+from Registration, BatchGetUsers from Identity, the audience filter, Liquid rendering
+with two attributes, and Enqueue calls of 1,000 notifications. Campaign's peak RSS is
+read from /proc (VmHWM). `--devices` / `--users` size the audience (devices are
+imported with ImportDevices; users are upserted with 64 calls in flight).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+
+from bench.registration import Services, _create_app, _wait_serving, device_fields
+from herald.campaign.v1 import (
+    campaign_pb2,
+    campaign_service_pb2,
+    campaign_service_pb2_grpc,
+    push_message_pb2,
+)
+from herald.delivery.v1 import credentials_pb2, delivery_service_pb2, delivery_service_pb2_grpc
+from herald.identity.v1 import identity_service_pb2, identity_service_pb2_grpc, user_pb2
+from herald.registration.v1 import registration_service_pb2 as rpb
+from herald.registration.v1 import registration_service_pb2_grpc
+from herald.type.v1 import platform_pb2
+from services.core.embedded_redis import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = "bench"
+NAMES = [f"Name{i}" for i in range(2000)]  # first names repeat, as in real audiences
+CITIES = [f"City{i}" for i in range(50)]
+
+
+class CountingDelivery(delivery_service_pb2_grpc.DeliveryServiceServicer):
+    def __init__(self) -> None:
+        self.count = 0
+        self.bytes = 0
+
+    async def ListCredentials(self, request: Any, context: Any) -> Any:
+        return delivery_service_pb2.ListCredentialsResponse(
+            credentials=[
+                credentials_pb2.Credentials(app_id=APP, provider=p)  # type: ignore[arg-type]
+                for p in (1, 2, 3)
+            ]
+        )
+
+    async def Enqueue(self, request: Any, context: Any) -> Any:
+        self.count += len(request.notifications)
+        response = delivery_service_pb2.EnqueueResponse(queued_count=len(request.notifications))
+        for _ in request.notifications:
+            response.results.add(notification_id=uuid.uuid4().hex)
+        return response
+
+    async def StreamOutcomes(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        await asyncio.sleep(3600)
+        yield delivery_service_pb2.StreamOutcomesResponse()
+
+
+async def _seed(services: Services, devices: int, users: int) -> None:
+    async with grpc.aio.insecure_channel(services.target("identity")) as channel:
+        identity: Any = identity_service_pb2_grpc.IdentityServiceStub(channel)
+        queue = iter(range(users))
+
+        async def worker() -> None:
+            for i in queue:
+                attributes = struct_pb2.Struct()
+                attributes.update(
+                    {"first_name": random.choice(NAMES), "city": random.choice(CITIES)}
+                )
+                await identity.UpsertUser(
+                    identity_service_pb2.UpsertUserRequest(
+                        user=user_pb2.User(external_id=f"u{i}", attributes=attributes)
+                    )
+                )
+
+        await asyncio.gather(*(worker() for _ in range(64)))
+    async with grpc.aio.insecure_channel(services.target("registration")) as channel:
+        registration: Any = registration_service_pb2_grpc.RegistrationServiceStub(channel)
+
+        async def stream() -> AsyncIterator[rpb.ImportDevicesRequest]:
+            for start in range(0, devices, 5000):
+                batch = []
+                for i in range(start, min(devices, start + 5000)):
+                    fields = device_fields(i, "d")
+                    fields["user_id"] = f"u{i % users}"
+                    fields["authorization_status"] = platform_pb2.AUTHORIZATION_STATUS_AUTHORIZED
+                    batch.append(rpb.ImportedDevice(**fields))
+                yield rpb.ImportDevicesRequest(app_id=APP if start == 0 else "", devices=batch)
+
+        answer = await registration.ImportDevices(stream())
+        assert answer.failed_count == 0, answer.errors[:3]
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def _run(
+    args: argparse.Namespace, services: Services, campaign_port: int, counter: CountingDelivery
+) -> dict[str, Any]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{campaign_port}") as channel:
+        stub: Any = campaign_service_pb2_grpc.CampaignServiceStub(channel)
+        message = push_message_pb2.PushMessage(
+            content=push_message_pb2.Content(
+                title="Spring sale",
+                body="Hi {{ first_name | default: 'there' }}, a deal in {{ city }}",
+            )
+        )
+        created = await stub.CreateCampaign(
+            campaign_service_pb2.CreateCampaignRequest(
+                campaign=campaign_pb2.Campaign(app_id=APP, display_name="bench", message=message),
+                request_id=str(uuid.uuid4()),
+            )
+        )
+        cid = created.campaign.campaign_id
+        started = time.perf_counter()
+        launched = await stub.LaunchCampaign(
+            campaign_service_pb2.LaunchCampaignRequest(campaign_id=cid)
+        )
+        while True:
+            got = await stub.GetCampaign(campaign_service_pb2.GetCampaignRequest(campaign_id=cid))
+            if got.campaign.state in (4, 5, 6):
+                break
+            await asyncio.sleep(0.2)
+        elapsed = time.perf_counter() - started
+        report = (
+            await stub.GetCampaignReport(
+                campaign_service_pb2.GetCampaignReportRequest(campaign_id=cid)
+            )
+        ).report
+        return {
+            "devices": args.devices,
+            "users": args.users,
+            "state": campaign_pb2.CampaignState.Name(got.campaign.state),
+            "estimated": launched.estimated_devices,
+            "targeted": report.targeted,
+            "sent": report.sent,
+            "enqueued_at_delivery": counter.count,
+            "seconds": round(elapsed, 1),
+            "devices_per_second": round(report.targeted / elapsed),
+        }
+
+
+def _spawn_campaign(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.campaign"],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="bench.campaign", description=__doc__)
+    parser.add_argument("--devices", type=int, default=200_000)
+    parser.add_argument("--users", type=int, default=50_000)
+    args = parser.parse_args(argv)
+
+    async def run() -> int:
+        counter = CountingDelivery()  # type: ignore[abstract]
+        server = grpc.aio.server()
+        delivery_service_pb2_grpc.add_DeliveryServiceServicer_to_server(counter, server)
+        delivery_port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        with tempfile.TemporaryDirectory() as workdir:
+            services = Services(Path(workdir), [], trace_redis=False).start()
+            campaign_port = free_port()
+            env = {
+                **os.environ,
+                "REDIS_URL": services.redis.url,
+                "HERALD_TRACE_EXPORTER": "none",
+                "HERALD_LOG_LEVEL": "WARNING",
+                "HERALD_TRACE_REDIS": "false",
+                "HERALD_CAMPAIGN_PORT": str(campaign_port),
+                "HERALD_IDENTITY_ADDRESS": services.target("identity"),
+                "HERALD_REGISTRATION_ADDRESS": services.target("registration"),
+                "HERALD_DELIVERY_ADDRESS": f"127.0.0.1:{delivery_port}",
+            }
+            campaign = _spawn_campaign(env, Path(workdir) / "campaign.log")
+            try:
+                _wait_serving(campaign_port, "herald.campaign.v1.CampaignService")
+                _create_app(services, APP)
+                seeded = time.perf_counter()
+                await _seed(services, args.devices, args.users)
+                print(
+                    f"seeded {args.devices} devices / {args.users} users in {time.perf_counter() - seeded:.0f} s",
+                    flush=True,
+                )
+                result = await _run(args, services, campaign_port, counter)
+                result["campaign_peak_rss_mb"] = round(_peak_rss_mb(campaign.pid))
+                print(json.dumps(result, indent=2))
+            finally:
+                campaign.terminate()
+                campaign.wait(timeout=15)
+                services.stop()
+        await server.stop(0)
+        return 0
+
+    return asyncio.run(run())
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
