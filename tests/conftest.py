@@ -75,12 +75,13 @@ async def start_services(settings: Settings, start_service: ServiceStarter) -> S
 
     Ports are chosen first so every service's `<name>_address` setting points at the
     others before any of them starts (Registration and Identity call each other).
-    Returns the running servers by service name.
+    `base` replaces the session's settings (e.g. with API keys required). Returns the
+    running servers by service name.
     """
 
-    async def start(*specs: ServiceSpec) -> dict[str, RunningServer]:
+    async def start(*specs: ServiceSpec, base: Settings | None = None) -> dict[str, RunningServer]:
         ports = {spec.name: free_port() for spec in specs}
-        wired = settings.model_copy(
+        wired = (base or settings).model_copy(
             update={
                 **{f"{name}_port": port for name, port in ports.items()},
                 **{f"{name}_address": f"127.0.0.1:{port}" for name, port in ports.items()},

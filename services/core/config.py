@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -101,6 +101,24 @@ class Settings(BaseSettings):
     fcm_origin: str = "https://fcm.googleapis.com"
     provider_ca_file: str = ""
 
+    # Callers. With require_api_keys, every RPC (but health and reflection) needs an
+    # app's key in `x-api-key` (scope REGISTER or FULL), the operator's `x-admin-key`,
+    # or the services' shared `x-herald-internal` key; see services/core/auth.py.
+    require_api_keys: bool = False
+    admin_key: str = Field(default="", repr=False)
+    internal_key: str = Field(default="", repr=False)
+    # How long a verified API key is trusted without asking Identity again: a revoked
+    # key stops working within this time.
+    api_key_cache_seconds: float = Field(default=10.0, ge=0, le=300)
+
+    # TLS on every gRPC listener (and mTLS when tls_client_ca_file is set); tls_ca_file
+    # makes the services' calls to each other use TLS, trusting that CA.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    tls_ca_file: str = ""
+    tls_server_name: str = ""
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 
@@ -149,6 +167,23 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.require_api_keys and len(self.internal_key) < 32:
+            raise ValueError(
+                "HERALD_REQUIRE_API_KEYS needs HERALD_INTERNAL_KEY (at least 32 characters) "
+                "so the services can call each other"
+            )
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("HERALD_TLS_CERT_FILE and HERALD_TLS_KEY_FILE go together")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ValueError("HERALD_TLS_CLIENT_CA_FILE (mTLS) needs HERALD_TLS_CERT_FILE")
+        for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "tls_ca_file"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise ValueError(f"HERALD_{name.upper()}: {path!r} is not a readable file")
+        return self
+
     def port_of(self, service: str) -> int:
         return int(getattr(self, f"{service}_port"))
 
@@ -175,7 +210,9 @@ def _variable_name(location: tuple[Any, ...]) -> str:
 
 
 # Settings whose values must never be echoed in an error message.
-_SECRET_SETTINGS = frozenset({"credentials_key", "redis_url", "REDIS_URL", "HERALD_REDIS_URL"})
+_SECRET_SETTINGS = frozenset(
+    {"credentials_key", "admin_key", "internal_key", "redis_url", "REDIS_URL", "HERALD_REDIS_URL"}
+)
 
 
 def _shown_input(location: tuple[Any, ...], value: Any) -> str:
@@ -190,6 +227,8 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as error:
         lines = [
             f"{_variable_name(p['loc'])}: {p['msg']} {_shown_input(p['loc'], p.get('input'))}"
+            if p["loc"]
+            else p["msg"].removeprefix("Value error, ")  # a rule across settings
             for p in error.errors()
         ]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

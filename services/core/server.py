@@ -26,7 +26,13 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace import TracerProvider
 
 from services.core import redis as redis_conn
-from services.core import telemetry
+from services.core import telemetry, tls
+from services.core.auth import (
+    AuthInterceptor,
+    InternalKeyInterceptor,
+    KeyCache,
+    identity_key_verifier,
+)
 from services.core.config import ConfigError, Settings, load_settings
 from services.core.interceptors import ErrorInterceptor
 from services.core.logs import configure_logging
@@ -45,12 +51,27 @@ class Runtime:
     _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
 
     def channel(self, service: str) -> grpc.aio.Channel:
-        """A traced channel to another Herald service, shared by all callers in the process."""
+        """A traced channel to another Herald service, shared by all callers in the process.
+
+        It carries the services' internal key (when one is configured) and uses TLS when
+        `tls_ca_file` is set (with this service's certificate as the client's, for mTLS).
+        """
         if service not in self._channels:
             address = getattr(self.settings, f"{service}_address")
-            self._channels[service] = grpc.aio.insecure_channel(
-                address, interceptors=telemetry.client_interceptors(self.tracer_provider)
-            )
+            interceptors = list(telemetry.client_interceptors(self.tracer_provider))
+            if self.settings.internal_key:
+                interceptors.append(InternalKeyInterceptor(self.settings.internal_key))
+            credentials = tls.channel_credentials(self.settings)
+            if credentials is None:
+                channel = grpc.aio.insecure_channel(address, interceptors=interceptors)
+            else:
+                channel = grpc.aio.secure_channel(
+                    address,
+                    credentials,
+                    options=tls.channel_options(self.settings),
+                    interceptors=interceptors,
+                )
+            self._channels[service] = channel
         return self._channels[service]
 
     async def close(self) -> None:
@@ -106,8 +127,18 @@ async def start_server(
         await redis_conn.wait_until_ready(client)
     servicer = await spec.build_servicer(runtime)
 
+    keys = KeyCache(
+        identity_key_verifier(lambda: runtime.channel("identity")),
+        settings.api_key_cache_seconds,
+    )
     server = grpc.aio.server(
-        interceptors=[*telemetry.server_interceptors(provider), ErrorInterceptor()],
+        # Order matters: spans see every outcome; the error interceptor turns the auth
+        # interceptor's refusals into statuses like any other domain error.
+        interceptors=[
+            *telemetry.server_interceptors(provider),
+            ErrorInterceptor(),
+            AuthInterceptor(settings, keys),
+        ],
         options=[
             # Several processes of one service share the port only when asked to; otherwise
             # a second process on a taken port must fail rather than silently share it.
@@ -130,7 +161,13 @@ async def start_server(
     )
     wanted = settings.port_of(spec.name) if port is None else port
     try:
-        bound = server.add_insecure_port(f"{settings.host}:{wanted}")
+        credentials = tls.server_credentials(settings)
+        listen = f"{settings.host}:{wanted}"
+        bound = (
+            server.add_insecure_port(listen)
+            if credentials is None
+            else server.add_secure_port(listen, credentials)
+        )
     except RuntimeError:  # grpc raises on a port it cannot bind (taken, not permitted)
         bound = 0
     if bound == 0:

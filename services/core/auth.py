@@ -1,0 +1,359 @@
+"""Who is calling, and may they: API keys with scopes, the admin key, the services' key.
+
+With `require_api_keys`, `AuthInterceptor` admits a call only with one of:
+- `x-herald-internal`: the key the services share to call each other (every RPC);
+- `x-admin-key`: the operator's key (every RPC, and the only way to CreateApp,
+  ListApps and DeleteApp);
+- `x-api-key`: an app's key, verified by Identity (VerifyApiKey) and trusted for
+  `api_key_cache_seconds`. Scope REGISTER reaches only the mobile-gateway RPCs, scope
+  FULL every RPC of its own app; neither reaches the services' internal RPCs.
+A request naming an app (an `app_id` field at the top level or in a message it
+carries) must name the key's own app. RPCs that address a resource by id alone
+(GetCampaign, GetNotification) check the owner with `require_app_access` once they have
+loaded it. Keys and secrets are compared in constant time and never logged.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from services.core.config import Settings
+from services.core.errors import PermissionDenied, Unauthenticated
+
+API_KEY_HEADER = "x-api-key"
+ADMIN_KEY_HEADER = "x-admin-key"
+INTERNAL_KEY_HEADER = "x-herald-internal"
+
+
+class Need(enum.Enum):
+    OPEN = "open"  # health and reflection
+    REGISTER = "register"  # mobile gateways
+    FULL = "full"  # backends, on their own app
+    ADMIN = "admin"  # the operator
+    INTERNAL = "internal"  # Herald's services only
+
+
+REGISTER_RPCS = frozenset(
+    {
+        "RegisterDevice",
+        "UpdatePermission",
+        "UnregisterDevice",
+        "ChangeUser",
+        "Logout",
+        "RecordEngagement",
+    }
+)
+ADMIN_RPCS = frozenset({"CreateApp", "ListApps", "DeleteApp"})
+INTERNAL_RPCS = frozenset(
+    {
+        "VerifyClientSecret",
+        "VerifyApiKey",
+        "AssignDeviceUser",
+        "InvalidateTokens",
+        "BatchListUserDevices",
+        "PurgeAppDevices",
+    }
+)
+OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def need_of(method: str) -> Need:
+    """What a full gRPC method name (`/pkg.Service/Rpc`) requires of its caller."""
+    if method.startswith(OPEN_SERVICES):
+        return Need.OPEN
+    rpc = method.rsplit("/", 1)[-1]
+    if rpc in ADMIN_RPCS:
+        return Need.ADMIN
+    if rpc in INTERNAL_RPCS:
+        return Need.INTERNAL
+    if rpc in REGISTER_RPCS:
+        return Need.REGISTER
+    return Need.FULL
+
+
+@dataclass(frozen=True)
+class Caller:
+    kind: str  # "app", "admin", "internal" or "anyone" (auth off)
+    app_id: str = ""
+    full_scope: bool = False
+
+    def may(self, need: Need) -> bool:
+        if self.kind in ("admin", "internal", "anyone"):
+            return need is not Need.INTERNAL or self.kind != "admin"
+        if need is Need.REGISTER:
+            return True
+        return need is Need.FULL and self.full_scope
+
+
+ANYONE = Caller("anyone")
+caller_var: ContextVar[Caller] = ContextVar("herald_caller", default=ANYONE)
+
+
+def require_app_access(app_id: str, caller: Caller | None = None) -> None:
+    """Raise PERMISSION_DENIED unless the caller (default: the current one) may touch
+    `app_id`'s data."""
+    caller = caller or caller_var.get()
+    if caller.kind == "app" and not hmac.compare_digest(caller.app_id, app_id):
+        raise PermissionDenied(
+            "APP_ACCESS_DENIED", "this API key belongs to another app", {"app_id": app_id}
+        )
+
+
+def app_ids_in(message: Message) -> set[str]:
+    """Every `app_id` the request names, at the top level or one message deep."""
+    found: set[str] = set()
+    for field, value in message.ListFields():
+        if field.name == "app_id" and isinstance(value, str) and value:
+            found.add(value)
+        elif field.message_type is not None:
+            values = value if field.is_repeated else [value]
+            for item in values:
+                if isinstance(item, Message) and "app_id" in item.DESCRIPTOR.fields_by_name:
+                    nested = getattr(item, "app_id")  # noqa: B009 - a proto field by name
+                    if nested:
+                        found.add(nested)
+    return found
+
+
+VerifyKey = Callable[[str], Awaitable[Caller]]
+
+
+class KeyCache:
+    """Verified keys for a short while, so a busy gateway does not ask Identity each call."""
+
+    def __init__(self, verify: VerifyKey, ttl_seconds: float, max_entries: int = 10_000) -> None:
+        self._verify = verify
+        self._ttl = ttl_seconds
+        self._max = max_entries
+        self._entries: dict[str, tuple[float, Caller]] = {}
+
+    async def caller_for(self, key: str) -> Caller:
+        now = time.monotonic()
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        caller = await self._verify(key)  # raises UNAUTHENTICATED for a bad key
+        if len(self._entries) >= self._max:
+            self._entries.clear()  # bounded memory; a refill costs one verify per key
+        self._entries[key] = (now + self._ttl, caller)
+        return caller
+
+
+def _metadata(context: grpc.aio.ServicerContext, name: str) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == name and isinstance(value, str):
+            return value
+    return ""
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Admits or refuses each call; binds the caller for `require_app_access`."""
+
+    def __init__(self, settings: Settings, keys: KeyCache) -> None:
+        self.settings = settings
+        self.keys = keys
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        need = need_of(handler_call_details.method)
+        if handler is None or need is Need.OPEN or not self.settings.require_api_keys:
+            return handler
+        return _wrap(handler, lambda context: self._admit(context, need))
+
+    async def _admit(self, context: grpc.aio.ServicerContext, need: Need) -> Caller:
+        internal = _metadata(context, INTERNAL_KEY_HEADER)
+        if internal:
+            if hmac.compare_digest(internal, self.settings.internal_key):
+                return Caller("internal")
+            raise Unauthenticated("INTERNAL_KEY_INVALID", "the internal service key is wrong")
+        admin = _metadata(context, ADMIN_KEY_HEADER)
+        if admin:
+            if self.settings.admin_key and hmac.compare_digest(admin, self.settings.admin_key):
+                caller = Caller("admin")
+            else:
+                raise Unauthenticated("ADMIN_KEY_INVALID", "the admin key is wrong")
+        else:
+            key = _metadata(context, API_KEY_HEADER)
+            if not key:
+                raise Unauthenticated(
+                    "API_KEY_MISSING", f"send an API key in the {API_KEY_HEADER!r} metadata"
+                )
+            caller = await self.keys.caller_for(key)
+        if not caller.may(need):
+            if need is Need.ADMIN:
+                raise PermissionDenied("ADMIN_KEY_REQUIRED", "this RPC needs the admin key")
+            raise PermissionDenied(
+                "API_KEY_SCOPE_INSUFFICIENT",
+                "this API key's scope does not allow this RPC",
+                {"needs": need.value},
+            )
+        return caller
+
+
+def _check_request(caller: Caller, request: Any) -> None:
+    if caller.kind == "app" and isinstance(request, Message):
+        for app_id in app_ids_in(request):
+            require_app_access(app_id, caller)
+
+
+def _wrap(
+    handler: grpc.RpcMethodHandler,
+    admit: Callable[[grpc.aio.ServicerContext], Awaitable[Caller]],
+) -> grpc.RpcMethodHandler:
+    """The same handler, with the caller admitted and bound before the servicer runs."""
+
+    def unary_request(behavior: Callable[..., Any], streaming_response: bool) -> Any:
+        if streaming_response:
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                caller = await admit(context)
+                _check_request(caller, request)
+                token = caller_var.set(caller)
+                try:
+                    async for item in _items(behavior(request, context)):
+                        yield item
+                finally:
+                    caller_var.reset(token)
+
+            return stream
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            caller = await admit(context)
+            _check_request(caller, request)
+            token = caller_var.set(caller)
+            try:
+                result = behavior(request, context)
+                return await result if inspect.isawaitable(result) else result
+            finally:
+                caller_var.reset(token)
+
+        return unary
+
+    def stream_request(behavior: Callable[..., Any], streaming_response: bool) -> Any:
+        async def checked(caller: Caller, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+            async for request in requests:
+                _check_request(caller, request)
+                yield request
+
+        if streaming_response:
+
+            async def stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+                caller = await admit(context)
+                token = caller_var.set(caller)
+                try:
+                    async for item in _items(behavior(checked(caller, requests), context)):
+                        yield item
+                finally:
+                    caller_var.reset(token)
+
+            return stream
+
+        async def unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            caller = await admit(context)
+            token = caller_var.set(caller)
+            try:
+                result = behavior(checked(caller, requests), context)
+                return await result if inspect.isawaitable(result) else result
+            finally:
+                caller_var.reset(token)
+
+        return unary
+
+    kinds = {
+        "unary_unary": (grpc.unary_unary_rpc_method_handler, unary_request, False),
+        "unary_stream": (grpc.unary_stream_rpc_method_handler, unary_request, True),
+        "stream_unary": (grpc.stream_unary_rpc_method_handler, stream_request, False),
+        "stream_stream": (grpc.stream_stream_rpc_method_handler, stream_request, True),
+    }
+    for attribute, (make, wrap, streaming_response) in kinds.items():
+        behavior = getattr(handler, attribute)
+        if behavior is not None:
+            return make(
+                wrap(behavior, streaming_response),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+    return handler
+
+
+async def _items(result: Any) -> AsyncIterator[Any]:
+    """A streaming handler's answers, whether it yields them or writes them itself."""
+    if inspect.isasyncgen(result):
+        async for item in result:
+            yield item
+    elif inspect.isawaitable(result):
+        await result
+
+
+class InternalKeyInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+    grpc.aio.StreamUnaryClientInterceptor,
+    grpc.aio.StreamStreamClientInterceptor,
+):
+    """Adds the services' shared key to every call one Herald service makes to another."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def _with_key(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        metadata.add(INTERNAL_KEY_HEADER, self.key)
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._with_key(details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._with_key(details), request)
+
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._with_key(details), requests)
+
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._with_key(details), requests)
+
+
+def identity_key_verifier(channel: Callable[[], grpc.aio.Channel]) -> VerifyKey:
+    """Verifies an app's API key by asking Identity (the owner of keys)."""
+    from herald.identity.v1 import app_pb2, identity_service_pb2, identity_service_pb2_grpc
+    from services.core.errors import Unavailable
+    from services.core.status import parse_error
+
+    async def verify(key: str) -> Caller:
+        stub = identity_service_pb2_grpc.IdentityServiceStub(channel())
+        try:
+            answer = await stub.VerifyApiKey(
+                identity_service_pb2.VerifyApiKeyRequest(key=key), timeout=3
+            )
+        except grpc.aio.AioRpcError as error:
+            details = parse_error(error)
+            if details.code == grpc.StatusCode.UNAUTHENTICATED:
+                raise Unauthenticated(
+                    details.reason or "API_KEY_INVALID", details.message
+                ) from None
+            raise Unavailable(
+                "DEPENDENCY_UNAVAILABLE",
+                "Identity could not verify the API key",
+                {"service": "identity"},
+            ) from None
+        api_key = answer.api_key
+        return Caller("app", api_key.app_id, full_scope=api_key.scope == app_pb2.API_KEY_SCOPE_FULL)
+
+    return verify

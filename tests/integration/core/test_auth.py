@@ -1,0 +1,232 @@
+"""Callers with API keys: scopes, their own app only, admin and internal keys.
+
+Identity and Registration run with `require_api_keys`; every refusal is checked to
+change nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from herald.identity.v1 import app_pb2, identity_service_pb2, identity_service_pb2_grpc
+from herald.registration.v1 import (
+    device_pb2,
+    registration_service_pb2,
+    registration_service_pb2_grpc,
+)
+from herald.type.v1 import platform_pb2, push_token_pb2
+from services.core.auth import ADMIN_KEY_HEADER, API_KEY_HEADER
+from services.core.status import parse_error
+from services.identity.spec import SPEC as IDENTITY
+from services.registration.spec import SPEC as REGISTRATION
+
+ADMIN = "admin-" + "a" * 40
+INTERNAL = "internal-" + "i" * 40
+TOKEN = "ab" * 32
+
+
+@pytest.fixture
+async def secured(settings, start_services, redis):  # redis: a freshly emptied database
+    secure = settings.model_copy(
+        update={
+            "require_api_keys": True,
+            "admin_key": ADMIN,
+            "internal_key": INTERNAL,
+            "api_key_cache_seconds": 0.0,
+        }
+    )
+    return await start_services(REGISTRATION, IDENTITY, base=secure)
+
+
+def _admin() -> tuple[tuple[str, str]]:
+    return ((ADMIN_KEY_HEADER, ADMIN),)
+
+
+def _key(value: str) -> tuple[tuple[str, str]]:
+    return ((API_KEY_HEADER, value),)
+
+
+@pytest.fixture
+async def world(secured):
+    identity_channel = grpc.aio.insecure_channel(f"127.0.0.1:{secured['identity'].port}")
+    registration_channel = grpc.aio.insecure_channel(f"127.0.0.1:{secured['registration'].port}")
+    identity = identity_service_pb2_grpc.IdentityServiceStub(identity_channel)
+    registration = registration_service_pb2_grpc.RegistrationServiceStub(registration_channel)
+    secrets = {}
+    keys = {}
+    for app_id in ("shop", "news"):
+        created = await identity.CreateApp(
+            identity_service_pb2.CreateAppRequest(
+                app_id=app_id, app=app_pb2.App(display_name=app_id), request_id=str(uuid.uuid4())
+            ),
+            metadata=_admin(),
+        )
+        secrets[app_id] = created.client_secret
+        for scope in ("REGISTER", "FULL"):
+            made = await identity.CreateApiKey(
+                identity_service_pb2.CreateApiKeyRequest(
+                    app_id=app_id,
+                    api_key=app_pb2.ApiKey(
+                        display_name=f"{app_id}-{scope.lower()}",
+                        scope=app_pb2.ApiKeyScope.Value(f"API_KEY_SCOPE_{scope}"),
+                    ),
+                ),
+                metadata=_admin(),
+            )
+            keys[(app_id, scope)] = (made.key, made.api_key.api_key_id)
+    yield identity, registration, secrets, keys
+    await identity_channel.close()
+    await registration_channel.close()
+
+
+def _register(
+    app_id: str, device_id: str, **extra: str
+) -> registration_service_pb2.RegisterDeviceRequest:
+    return registration_service_pb2.RegisterDeviceRequest(
+        app_id=app_id,
+        device_id=device_id,
+        platform=platform_pb2.PLATFORM_IOS,
+        os_version="17.4",
+        token=push_token_pb2.PushToken(apns=push_token_pb2.ApnsToken(device_token=TOKEN)),
+        authorization_status=platform_pb2.AUTHORIZATION_STATUS_AUTHORIZED,
+        apns_environment=platform_pb2.APNS_ENVIRONMENT_PRODUCTION,
+        **extra,
+    )
+
+
+async def _refused(call, request, metadata=()):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(request, metadata=metadata)
+    return parse_error(caught.value)
+
+
+async def _device_exists(registration, app_id: str, device_id: str) -> bool:
+    call = registration.GetDevice(
+        registration_service_pb2.GetDeviceRequest(app_id=app_id, device_id=device_id),
+        metadata=_admin(),
+    )
+    with contextlib.suppress(grpc.aio.AioRpcError):
+        await call
+    code = await call.code()
+    assert code in (grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND)
+    return code == grpc.StatusCode.OK
+
+
+async def test_health_needs_no_key(secured):
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{secured['registration'].port}") as channel:
+        answer = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_no_key_and_a_wrong_key_are_unauthenticated_and_change_nothing(world):
+    _, registration, _, _ = world
+    missing = await _refused(registration.RegisterDevice, _register("shop", "d1"))
+    assert (missing.code, missing.reason) == (grpc.StatusCode.UNAUTHENTICATED, "API_KEY_MISSING")
+    wrong = await _refused(registration.RegisterDevice, _register("shop", "d1"), _key("hk_nope"))
+    assert wrong.code == grpc.StatusCode.UNAUTHENTICATED
+    assert wrong.reason == "API_KEY_INVALID"
+    assert not await _device_exists(registration, "shop", "d1")
+
+
+async def test_a_register_key_registers_but_cannot_read_the_apps_devices(world):
+    _, registration, _, keys = world
+    register_key = keys[("shop", "REGISTER")][0]
+    answer = await registration.RegisterDevice(_register("shop", "d1"), metadata=_key(register_key))
+    assert answer.device.device_id == "d1"
+    refused = await _refused(
+        registration.ListDevices,
+        registration_service_pb2.ListDevicesRequest(app_id="shop"),
+        _key(register_key),
+    )
+    assert refused.code == grpc.StatusCode.PERMISSION_DENIED
+    assert refused.reason == "API_KEY_SCOPE_INSUFFICIENT"
+
+
+async def test_a_key_reaches_only_its_own_apps_data(world):
+    _, registration, _, keys = world
+    shop_full = keys[("shop", "FULL")][0]
+    refused = await _refused(registration.RegisterDevice, _register("news", "n1"), _key(shop_full))
+    assert refused.code == grpc.StatusCode.PERMISSION_DENIED
+    assert refused.reason == "APP_ACCESS_DENIED"
+    assert not await _device_exists(registration, "news", "n1")
+    listed = await registration.ListDevices(
+        registration_service_pb2.ListDevicesRequest(
+            app_id="shop", view=device_pb2.DEVICE_VIEW_BASIC
+        ),
+        metadata=_key(shop_full),
+    )
+    assert list(listed.devices) == []
+
+
+async def test_app_keys_cannot_call_internal_or_admin_rpcs(world):
+    identity, registration, _, keys = world
+    shop_full = keys[("shop", "FULL")][0]
+    internal = await _refused(
+        registration.InvalidateTokens,
+        registration_service_pb2.InvalidateTokensRequest(),
+        _key(shop_full),
+    )
+    assert (internal.code, internal.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "API_KEY_SCOPE_INSUFFICIENT",
+    )
+    admin = await _refused(
+        identity.CreateApp,
+        identity_service_pb2.CreateAppRequest(
+            app_id="mine", app=app_pb2.App(display_name="m"), request_id=str(uuid.uuid4())
+        ),
+        _key(shop_full),
+    )
+    assert (admin.code, admin.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ADMIN_KEY_REQUIRED")
+    wrong_admin = await _refused(
+        identity.ListApps, identity_service_pb2.ListAppsRequest(), ((ADMIN_KEY_HEADER, "guess"),)
+    )
+    assert (wrong_admin.code, wrong_admin.reason) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "ADMIN_KEY_INVALID",
+    )
+
+
+async def test_services_call_each_other_under_auth_with_the_internal_key(world):
+    # RegisterDevice with a user id makes Registration ask Identity for the secret.
+    _, registration, secrets, keys = world
+    register_key = keys[("shop", "REGISTER")][0]
+    request = _register("shop", "d2", user_id="alice", client_secret=secrets["shop"])
+    answer = await registration.RegisterDevice(request, metadata=_key(register_key))
+    assert answer.device.user_id == "alice"
+
+
+async def test_a_revoked_key_stops_working(world):
+    identity, registration, _, keys = world
+    key, key_id = keys[("shop", "FULL")]
+    await identity.RevokeApiKey(
+        identity_service_pb2.RevokeApiKeyRequest(app_id="shop", api_key_id=key_id),
+        metadata=_admin(),
+    )
+    refused = await _refused(
+        registration.ListDevices,
+        registration_service_pb2.ListDevicesRequest(app_id="shop"),
+        _key(key),
+    )
+    assert (refused.code, refused.reason) == (grpc.StatusCode.UNAUTHENTICATED, "API_KEY_REVOKED")
+
+
+async def test_a_streamed_request_naming_another_app_is_refused_and_writes_nothing(world, redis):
+    _, registration, _, keys = world
+    shop_full = keys[("shop", "FULL")][0]
+    before = await redis.dbsize()
+
+    async def messages():
+        yield registration_service_pb2.ImportDevicesRequest(app_id="news")
+
+    refused = await _refused(registration.ImportDevices, messages(), _key(shop_full))
+    assert (refused.code, refused.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "APP_ACCESS_DENIED",
+    )
+    assert await redis.dbsize() == before
