@@ -1,0 +1,177 @@
+"""`herald campaigns watch|report`: a live progress bar from WatchCampaign, and the
+report as a table with a small bar chart, drawn with rich."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from herald.campaign.v1 import campaign_pb2, campaign_service_pb2, report_pb2
+from herald.type.v1 import platform_pb2
+from services.cli import formatting, inputs
+from services.cli.context import Context
+from services.cli.errors import OutcomeError
+
+CS = campaign_service_pb2
+STATE = campaign_pb2.CampaignState
+BAR_WIDTH = 40
+# What the chart shows, in the order of the funnel (targeted -> sent -> answers).
+CHART = (
+    ("targeted", "cyan"),
+    ("suppressed", "magenta"),
+    ("sent", "blue"),
+    ("delivered", "green"),
+    ("bounced", "yellow"),
+    ("failed", "red"),
+    ("in_flight", "white"),
+    ("pending", "white"),
+    ("opened", "green"),
+    ("dismissed", "white"),
+    ("conversions", "green"),
+)
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    watch_ = sub.add_parser(
+        "watch",
+        parents=[common],
+        help="a live progress bar until the campaign is final",
+        description="Follow WatchCampaign until the campaign is COMPLETED, CANCELLED or "
+        "FAILED (exit 1 for the last two). With --json: one snapshot per line.",
+    )
+    watch_.add_argument("campaign_id")
+    watch_.add_argument("--interval", type=float, default=0.5, help="seconds between snapshots")
+    watch_.set_defaults(handler=lambda args, ctx: watch(ctx, args.campaign_id, args.interval))
+
+    report = sub.add_parser("report", parents=[common], help="counters as a table and a chart")
+    report.add_argument("campaign_id")
+    report.set_defaults(handler=show_report)
+
+
+def _state(state: int) -> str:
+    return formatting.enum_name(STATE.DESCRIPTOR, state)
+
+
+def _final(progress: report_pb2.CampaignProgress | None) -> int:
+    if progress is None or progress.state == campaign_pb2.CAMPAIGN_STATE_COMPLETED:
+        return 0
+    if progress.state in (
+        campaign_pb2.CAMPAIGN_STATE_CANCELLED,
+        campaign_pb2.CAMPAIGN_STATE_FAILED,
+    ):
+        raise OutcomeError(f"campaign {progress.campaign_id} ended {_state(progress.state)}")
+    return 0
+
+
+def watch(ctx: Context, campaign_id: str, interval: float) -> int:
+    request = CS.WatchCampaignRequest(
+        campaign_id=campaign_id, min_interval=inputs.seconds(max(interval, 0.1))
+    )
+    stream = ctx.client.stream("campaign", "WatchCampaign", request)
+    last: report_pb2.CampaignProgress | None = None
+    if ctx.out.json_mode:
+        for snapshot in stream:
+            last = snapshot.progress
+            ctx.out.json(formatting.to_json(last), compact=True)
+        return _final(last)
+    columns = (
+        TextColumn("[bold]{task.fields[state]:<10}"),
+        BarColumn(bar_width=BAR_WIDTH),
+        TaskProgressColumn(),
+        TextColumn(
+            "{task.fields[delivered]} delivered, {task.fields[bounced]} bounced, "
+            "{task.fields[failed]} failed, {task.fields[suppressed]} suppressed "
+            "of {task.fields[targeted]} · {task.fields[rate]:.0f}/s"
+        ),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=ctx.out.out, transient=False) as bar:
+        task = bar.add_task(campaign_id, total=1000, state="…", **_fields(None))
+        for snapshot in stream:
+            last = snapshot.progress
+            # The server's fraction accounts for suppressions and an audience still
+            # being resolved; the bar trusts it rather than guessing a denominator.
+            bar.update(
+                task,
+                completed=round(last.fraction_complete * 1000),
+                state=_state(last.state),
+                **_fields(last),
+            )
+    if last is not None:
+        ctx.out.line(
+            f"campaign {campaign_id} {_state(last.state)}: {last.delivered} delivered, "
+            f"{last.bounced} bounced, {last.failed} failed, {last.suppressed} suppressed"
+        )
+        ctx.out.note(f"details: herald campaigns report {campaign_id}")
+    return _final(last)
+
+
+def _fields(progress: report_pb2.CampaignProgress | None) -> dict[str, Any]:
+    p = progress or report_pb2.CampaignProgress()
+    return {
+        "delivered": p.delivered,
+        "bounced": p.bounced,
+        "failed": p.failed,
+        "suppressed": p.suppressed,
+        "targeted": max(p.targeted, p.estimated_targeted),
+        "rate": p.send_rate,
+    }
+
+
+def bar_chart(values: Sequence[tuple[str, int, str]], width: int = BAR_WIDTH) -> Table:
+    """Horizontal bars scaled to the largest value; a non-zero value gets at least one
+    cell so a handful of failures stays visible next to a million deliveries."""
+    top = max((v for _, v, _ in values), default=0) or 1
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
+    table.add_column(no_wrap=True)
+    for name, value, colour in values:
+        cells = max(1, round(value / top * width)) if value else 0
+        table.add_row(name, f"{value:,}", Text("█" * cells, style=colour))
+    return table
+
+
+def _reasons(title: str, counts: Sequence[report_pb2.ReasonCount]) -> list[list[str]]:
+    return [[title, c.reason, f"{c.count:,}"] for c in counts]
+
+
+def show_report(args: argparse.Namespace, ctx: Context) -> int:
+    request = CS.GetCampaignReportRequest(campaign_id=args.campaign_id)
+    report = ctx.client.call("campaign", "GetCampaignReport", request).report
+    if ctx.out.json_mode:
+        ctx.out.json(formatting.to_json(report))
+        return 0
+    ctx.out.line(
+        Text(
+            f"Campaign {report.campaign_id}: {_state(report.state)} "
+            f"(at {formatting.timestamp(report.report_time)})",
+            style="bold",
+        )
+    )
+    ctx.out.line(bar_chart([(name, getattr(report, name), colour) for name, colour in CHART]))
+    if report.platform_reports:
+        names = ("targeted", "suppressed", "sent", "delivered", "bounced", "failed", "opened")
+        ctx.out.table(
+            ["platform", *names],
+            [
+                [formatting.enum_name(platform_pb2.Platform.DESCRIPTOR, p.platform)]
+                + [f"{getattr(p, n):,}" for n in names]
+                for p in report.platform_reports
+            ],
+            title="By platform",
+        )
+    reasons = (
+        _reasons("suppressed", report.suppressed_by_reason)
+        + _reasons("bounced", report.bounced_by_reason)
+        + _reasons("failed", report.failed_by_reason)
+        + _reasons("conversion", report.conversions_by_event)
+    )
+    if reasons:
+        ctx.out.table(["counter", "reason", "count"], reasons, title="By reason")
+    return 0

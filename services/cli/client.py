@@ -1,0 +1,84 @@
+"""One gRPC channel per service, the caller's credentials as metadata, and every
+failed call turned into a ServerError that names the service and its address.
+
+The CLI is a short-lived process, so it uses the synchronous gRPC API: no event loop
+to manage, and server streams (ExportUsers, WatchCampaign) are plain iterators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from herald.campaign.v1 import campaign_service_pb2_grpc
+from herald.delivery.v1 import delivery_service_pb2_grpc
+from herald.identity.v1 import identity_service_pb2_grpc
+from herald.registration.v1 import registration_service_pb2_grpc
+from services.cli.errors import ServerError
+from services.core.status import parse_error
+
+SERVICES = ("registration", "identity", "campaign", "delivery")
+
+_STUBS: dict[str, Callable[[grpc.Channel], Any]] = {
+    "registration": registration_service_pb2_grpc.RegistrationServiceStub,
+    "identity": identity_service_pb2_grpc.IdentityServiceStub,
+    "campaign": campaign_service_pb2_grpc.CampaignServiceStub,
+    "delivery": delivery_service_pb2_grpc.DeliveryServiceStub,
+}
+
+
+@dataclass
+class Client:
+    addresses: dict[str, str]
+    api_key: str = ""
+    admin_key: str = ""
+    timeout: float = 30.0
+    _channels: dict[str, grpc.Channel] = field(default_factory=dict)
+
+    def _metadata(self) -> list[tuple[str, str]]:
+        # Both keys may be sent: the server picks the one the RPC needs (docs/api.md,
+        # Authentication). Neither is ever printed.
+        metadata = []
+        if self.api_key:
+            metadata.append(("x-api-key", self.api_key))
+        if self.admin_key:
+            metadata.append(("x-admin-key", self.admin_key))
+        return metadata
+
+    def _stub(self, service: str) -> Any:
+        channel = self._channels.get(service)
+        if channel is None:
+            channel = grpc.insecure_channel(self.addresses[service])
+            self._channels[service] = channel
+        return _STUBS[service](channel)
+
+    def _error(self, error: grpc.RpcError, service: str, method: str) -> ServerError:
+        return ServerError(parse_error(error), service, self.addresses[service], method)
+
+    def call(self, service: str, method: str, request: Any, timeout: float | None = None) -> Any:
+        """A unary call; raises ServerError on any non-OK status."""
+        rpc = getattr(self._stub(service), method)
+        try:
+            return rpc(request, timeout=timeout or self.timeout, metadata=self._metadata())
+        except grpc.RpcError as error:
+            raise self._error(error, service, method) from None
+
+    def stream(self, service: str, method: str, request: Any) -> Iterator[Any]:
+        """A server stream without a deadline (exports and watches run as long as
+        they need); the caller may stop iterating at any time."""
+        rpc = getattr(self._stub(service), method)
+        responses = rpc(request, metadata=self._metadata())
+        try:
+            yield from responses
+        except grpc.RpcError as error:
+            raise self._error(error, service, method) from None
+        finally:
+            responses.cancel()
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
