@@ -134,6 +134,8 @@ class Stack:
         redis = self.env.get("REDIS_URL", self.settings.redis_url)
         lines = ["", "Herald is running:", f"  {'redis':<13} {redis}"]
         lines += [f"  {child.name:<13} {child.where}" for child in self.children]
+        if self.settings.metrics_port < 0:
+            lines += ["", "Metrics: http://127.0.0.1:<gRPC port + 1000>/metrics (e.g. :51051)"]
         lines += ["", "Press Ctrl-C to stop.", ""]
         return "\n".join(lines)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import enum
 import hmac
-import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
@@ -29,6 +28,7 @@ from google.protobuf.message import Message
 
 from services.core.config import Settings
 from services.core.errors import PermissionDenied, Unauthenticated
+from services.core.handlers import Behavior, answer, answers, rewrap
 
 API_KEY_HEADER = "x-api-key"
 ADMIN_KEY_HEADER = "x-admin-key"
@@ -216,87 +216,43 @@ def _wrap(
 ) -> grpc.RpcMethodHandler:
     """The same handler, with the caller admitted and bound before the servicer runs."""
 
-    def unary_request(behavior: Callable[..., Any], streaming_response: bool) -> Any:
-        if streaming_response:
-
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                caller = await admit(context)
-                _check_request(caller, request)
-                token = caller_var.set(caller)
-                try:
-                    async for item in _items(behavior(request, context)):
-                        yield item
-                finally:
-                    caller_var.reset(token)
-
-            return stream
-
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            caller = await admit(context)
+    async def enter(request: Any, streaming: bool, context: Any) -> tuple[Any, Any]:
+        caller = await admit(context)
+        if streaming:
+            request = _checked(caller, request)
+        else:
             _check_request(caller, request)
-            token = caller_var.set(caller)
+        return request, caller_var.set(caller)
+
+    def answer_once(behavior: Behavior, request_streaming: bool) -> Behavior:
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            request, token = await enter(request, request_streaming, context)
             try:
-                result = behavior(request, context)
-                return await result if inspect.isawaitable(result) else result
+                return await answer(behavior(request, context))
             finally:
                 caller_var.reset(token)
 
         return unary
 
-    def stream_request(behavior: Callable[..., Any], streaming_response: bool) -> Any:
-        async def checked(caller: Caller, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
-            async for request in requests:
-                _check_request(caller, request)
-                yield request
-
-        if streaming_response:
-
-            async def stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-                caller = await admit(context)
-                token = caller_var.set(caller)
-                try:
-                    async for item in _items(behavior(checked(caller, requests), context)):
-                        yield item
-                finally:
-                    caller_var.reset(token)
-
-            return stream
-
-        async def unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            caller = await admit(context)
-            token = caller_var.set(caller)
+    def answer_stream(behavior: Behavior, request_streaming: bool) -> Behavior:
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            request, token = await enter(request, request_streaming, context)
             try:
-                result = behavior(checked(caller, requests), context)
-                return await result if inspect.isawaitable(result) else result
+                async for item in answers(behavior(request, context)):
+                    yield item
             finally:
                 caller_var.reset(token)
 
-        return unary
+        return stream
 
-    kinds = {
-        "unary_unary": (grpc.unary_unary_rpc_method_handler, unary_request, False),
-        "unary_stream": (grpc.unary_stream_rpc_method_handler, unary_request, True),
-        "stream_unary": (grpc.stream_unary_rpc_method_handler, stream_request, False),
-        "stream_stream": (grpc.stream_stream_rpc_method_handler, stream_request, True),
-    }
-    for attribute, (make, wrap, streaming_response) in kinds.items():
-        behavior = getattr(handler, attribute)
-        if behavior is not None:
-            return make(
-                wrap(behavior, streaming_response),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-    return handler
+    return rewrap(handler, answer_once, answer_stream)
 
 
-async def _items(result: Any) -> AsyncIterator[Any]:
-    """A streaming handler's answers, whether it yields them or writes them itself."""
-    if inspect.isasyncgen(result):
-        async for item in result:
-            yield item
-    elif inspect.isawaitable(result):
-        await result
+async def _checked(caller: Caller, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A client stream whose every message is held to the caller's app."""
+    async for request in requests:
+        _check_request(caller, request)
+        yield request
 
 
 class InternalKeyInterceptor(

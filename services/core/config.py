@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     # core per process, so a busy service uses one process per core it may use.
     processes: int = Field(default=1, ge=1, le=64)
 
+    # Prometheus metrics on http://<host>:<port>/metrics: -1 means the gRPC port + 1000
+    # (51051... under `make run`), 0 turns them off.
+    metrics_port: int = Field(default=-1, ge=-1, le=65535)
+
     # How long in-flight RPCs may run after SIGTERM before they are cancelled.
     shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=600)
 

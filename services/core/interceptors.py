@@ -10,7 +10,6 @@ logged, with the request id to find it.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +18,7 @@ from typing import Any
 import grpc
 
 from services.core.errors import HeraldError
+from services.core.handlers import Behavior, answer, answers, rewrap
 from services.core.logs import request_id_var
 from services.core.status import to_grpc_status
 
@@ -67,40 +67,20 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        assert handler.stream_stream is not None  # the four kinds are exhaustive
-        return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream(handler.stream_stream, method),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+        return rewrap(
+            handler,
+            lambda behavior, _: _answer_once(behavior, method),
+            lambda behavior, _: _answer_stream(behavior, method),
         )
 
 
-def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+def _answer_once(behavior: Behavior, method: str) -> Behavior:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         request_id = _request_id(context)
         token = request_id_var.set(request_id)
         try:
             context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
-            result = behavior(request, context)
-            return await result if inspect.isawaitable(result) else result
+            return await answer(behavior(request, context))
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
         except Exception as error:  # every failure becomes a status
@@ -112,21 +92,14 @@ def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]
     return wrapper
 
 
-def _wrap_stream(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+def _answer_stream(behavior: Behavior, method: str) -> Behavior:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         request_id = _request_id(context)
         token = request_id_var.set(request_id)
         try:
             context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
-            result = behavior(request, context)
-            if inspect.isasyncgen(result):
-                async for item in result:
-                    yield item
-            elif inspect.isawaitable(result):
-                await result  # a handler that writes with context.write()
-            else:
-                for item in result:
-                    yield item
+            async for item in answers(behavior(request, context)):
+                yield item
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
         except Exception as error:  # every failure becomes a status

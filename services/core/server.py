@@ -36,6 +36,7 @@ from services.core.auth import (
 from services.core.config import ConfigError, Settings, load_settings
 from services.core.interceptors import ErrorInterceptor
 from services.core.logs import configure_logging
+from services.core.metrics import Metrics, MetricsInterceptor
 from services.core.supervisor import WORKER_VAR, supervise
 
 log = logging.getLogger("herald.server")
@@ -48,6 +49,7 @@ class Runtime:
     settings: Settings
     tracer_provider: TracerProvider
     redis: redis_conn.RedisClient
+    metrics: Metrics
     _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
 
     def channel(self, service: str) -> grpc.aio.Channel:
@@ -79,6 +81,7 @@ class Runtime:
             await channel.close(grace=None)
         self._channels.clear()
         await self.redis.aclose()
+        self.metrics.close()
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,9 @@ async def start_server(
     """Build the runtime and the servicer, then start serving. `port=0` picks a free one."""
     provider = telemetry.setup_tracing(spec.name, settings)
     client = redis_conn.connect(settings)
-    runtime = Runtime(settings=settings, tracer_provider=provider, redis=client)
+    runtime = Runtime(
+        settings=settings, tracer_provider=provider, redis=client, metrics=Metrics(spec.name)
+    )
     if spec.needs_redis:
         await redis_conn.wait_until_ready(client)
     servicer = await spec.build_servicer(runtime)
@@ -136,6 +141,7 @@ async def start_server(
         # interceptor's refusals into statuses like any other domain error.
         interceptors=[
             *telemetry.server_interceptors(provider),
+            MetricsInterceptor(runtime.metrics),
             ErrorInterceptor(),
             AuthInterceptor(settings, keys),
         ],
@@ -176,11 +182,35 @@ async def start_server(
             f"HERALD_{spec.name.upper()}_PORT: cannot listen on {settings.host}:{wanted}"
         )
     await server.start()
+    if settings.metrics_port != 0:
+        _serve_metrics(runtime.metrics, settings, wanted)
     await health.set(spec.full_name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
-        "serving", extra={"grpc_service": spec.full_name, "address": f"{settings.host}:{bound}"}
+        "serving",
+        extra={
+            "grpc_service": spec.full_name,
+            "address": f"{settings.host}:{bound}",
+            "metrics_port": runtime.metrics.port,
+        },
     )
     return RunningServer(spec, server, bound, health, runtime, servicer)
+
+
+def _serve_metrics(metrics: Metrics, settings: Settings, grpc_port: int) -> None:
+    """/metrics on the configured port, or the gRPC port + 1000; a free one in tests.
+
+    Each of several worker processes (HERALD_PROCESSES) takes the next port up.
+    """
+    base = settings.metrics_port if settings.metrics_port > 0 else grpc_port + 1000
+    port = 0 if grpc_port == 0 and settings.metrics_port < 0 else base
+    if port:
+        port += int(os.environ.get(WORKER_VAR, "0"))
+    try:
+        metrics.serve(settings.host, port)
+    except OSError as error:
+        raise ConfigError(
+            f"HERALD_METRICS_PORT: cannot listen on {settings.host}:{port}: {error}"
+        ) from None
 
 
 async def serve(spec: ServiceSpec, settings: Settings) -> None:
