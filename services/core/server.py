@@ -64,14 +64,16 @@ class Runtime:
             if self.settings.internal_key:
                 interceptors.append(InternalKeyInterceptor(self.settings.internal_key))
             credentials = tls.channel_credentials(self.settings)
+            # round_robin spreads calls over every address a `dns:///` name resolves to
+            # (a headless Kubernetes Service), instead of pinning one pod per caller.
+            options = [("grpc.lb_policy_name", "round_robin"), *tls.channel_options(self.settings)]
             if credentials is None:
-                channel = grpc.aio.insecure_channel(address, interceptors=interceptors)
+                channel = grpc.aio.insecure_channel(
+                    address, options=options, interceptors=interceptors
+                )
             else:
                 channel = grpc.aio.secure_channel(
-                    address,
-                    credentials,
-                    options=tls.channel_options(self.settings),
-                    interceptors=interceptors,
+                    address, credentials, options=options, interceptors=interceptors
                 )
             self._channels[service] = channel
         return self._channels[service]
@@ -152,6 +154,9 @@ async def start_server(
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            # Clients reconnect now and then, so new replicas get their share of calls.
+            ("grpc.max_connection_age_ms", 5 * 60 * 1000),
+            ("grpc.max_connection_age_grace_ms", 30 * 1000),
         ],
     )
     spec.add_to_server(servicer, server)
