@@ -30,11 +30,12 @@ FINAL = {
 
 
 def quick_options(**changes: Any) -> DeliveryOptions:
-    """Small, fast settings: few shards, a 1 s reclaim, retries polled every 50 ms, no
+    """Small, fast settings: few shards, a 2 s reclaim (sends to the in-process sandbox
+    take milliseconds, but the test machine may be busy), retries polled every 50 ms, no
     rate limit unless asked."""
     base = DeliveryOptions(
         queue_shards=4,
-        reclaim_seconds=1.0,
+        reclaim_seconds=2.0,
         retry_poll_seconds=0.05,
         worker_concurrency=64,
         read_batch=32,
