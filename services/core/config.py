@@ -173,6 +173,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        for name in ("admin_key", "internal_key", "credentials_key"):
+            if "REPLACE_ME" in getattr(self, name):
+                raise ValueError(f"HERALD_{name.upper()} still holds a template placeholder")
         if self.require_api_keys and len(self.internal_key) < 32:
             raise ValueError(
                 "HERALD_REQUIRE_API_KEYS needs HERALD_INTERNAL_KEY (at least 32 characters) "

@@ -313,11 +313,17 @@ def test_the_secret_is_a_template_whose_placeholders_cannot_run(
     (secret,) = _of_kind("Secret")
     assert "TEMPLATE" in SECRET_TEMPLATE.read_text()
     values = secret["stringData"]
-    assert set(values) == {"REDIS_URL", "HERALD_CREDENTIALS_KEY"}
+    assert set(values) == {
+        "REDIS_URL",
+        "HERALD_CREDENTIALS_KEY",
+        "HERALD_ADMIN_KEY",
+        "HERALD_INTERNAL_KEY",
+    }
     assert all("REPLACE_ME" in value for value in values.values())
-    # A forgotten placeholder stops the service at start-up instead of encrypting with it.
-    with pytest.raises(ConfigError, match="HERALD_CREDENTIALS_KEY"):
-        _load_settings_from(dict(values), monkeypatch)
+    # A forgotten placeholder stops the service at start-up instead of being used.
+    for name in ("HERALD_CREDENTIALS_KEY", "HERALD_ADMIN_KEY", "HERALD_INTERNAL_KEY"):
+        with pytest.raises(ConfigError, match=name):
+            _load_settings_from({name: values[name]}, monkeypatch)
 
 
 def _pod_labels(deployment: dict[str, Any]) -> dict[str, str]:
@@ -372,7 +378,12 @@ def test_deployments_have_native_grpc_probes_on_their_port(name: str) -> None:
     deployment = _deployments()[name]
     container = _container(deployment)
     port = DEFAULT_PORTS[name]
-    assert [p["containerPort"] for p in container["ports"]] == [port]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "grpc": port,
+        "metrics": 9464,
+    }
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "9464"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == port, probe
         assert not {"httpGet", "tcpSocket", "exec"} & set(container[probe]), probe
@@ -472,8 +483,16 @@ def test_kubernetes_sets_only_real_settings() -> None:
 def test_the_configmap_values_pass_the_services_validation(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    env = _configmap() | {"REDIS_URL": "redis://redis.example:6379/0"}
+    # Real secrets as the operator would create them (the template's are placeholders).
+    secrets = {
+        "REDIS_URL": "redis://redis.example:6379/0",
+        "HERALD_INTERNAL_KEY": "k" * 48,
+        "HERALD_ADMIN_KEY": "a" * 48,
+    }
+    env = _configmap() | secrets
     settings = _load_settings_from(env, monkeypatch)
+    assert settings.require_api_keys
+    assert settings.metrics_port == 9464
     assert settings.host == ALL_INTERFACES
     assert settings.trace_exporter != "otlp" or settings.otlp_endpoint
     delivery_options.DeliveryOptions.from_env(env)  # raises ConfigError on a bad value
