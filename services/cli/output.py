@@ -53,10 +53,17 @@ class Output:
             table.add_row(name, value)
         self.out.print(table)
 
-    def table(self, columns: Sequence[str], data: Sequence[Sequence[str]], title: str = "") -> None:
+    def table(
+        self,
+        columns: Sequence[str],
+        data: Sequence[Sequence[str]],
+        title: str = "",
+        whole: Sequence[str] = (),
+    ) -> None:
+        """Columns named in `whole` hold ids people copy: never wrapped."""
         table = Table(title=title or None, title_justify="left")
         for column in columns:
-            table.add_column(column, overflow="fold")
+            table.add_column(column, overflow="fold", no_wrap=column in whole)
         for row in data:
             table.add_row(*row)
         self.out.print(table)

@@ -150,6 +150,7 @@ def send_push(args: argparse.Namespace, ctx: Context) -> int:
                 ]
                 for r in answer.results
             ],
+            whole=("notification", "provider id"),
         )
         if answer.results:
             ctx.out.note(f"follow one: herald trace {answer.results[0].notification_id}")

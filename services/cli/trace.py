@@ -63,41 +63,39 @@ def trace_notification(args: argparse.Namespace, ctx: Context) -> int:
         ctx.out.json(formatting.to_json(notification))
         return 0
     ctx.out.fields(_summary(notification), title="Notification")
+    attempts = notification.attempts
     ctx.out.table(
-        [
-            "#",
-            "start",
-            "provider",
-            "status",
-            "reason",
-            "outcome",
-            "action",
-            "latency",
-            "provider id",
-            "connection / worker",
-            "trace / span",
-        ],
+        ["#", "start", "provider", "answer", "outcome", "action", "latency", "provider id"],
         [
             [
                 str(a.attempt_number),
                 formatting.timestamp(a.start_time),
                 formatting.enum_name(platform_pb2.Provider.DESCRIPTOR, a.provider),
-                str(a.provider_status or ""),
-                a.provider_reason,
-                formatting.enum_name(push_options_pb2.DeliveryOutcome.DESCRIPTOR, a.outcome)
+                " ".join(x for x in (str(a.provider_status or ""), a.provider_reason) if x),
+                formatting.enum_name(push_options_pb2.DeliveryOutcome.DESCRIPTOR, a.outcome),
+                formatting.enum_name(N.ProviderAction.DESCRIPTOR, a.action)
                 + (
-                    f" (next {formatting.timestamp(a.next_attempt_time)})"
+                    f" at {formatting.timestamp(a.next_attempt_time)}"
                     if a.next_attempt_time.seconds
                     else ""
                 ),
-                formatting.enum_name(N.ProviderAction.DESCRIPTOR, a.action),
                 formatting.duration(a.latency),
                 _provider_id(a),
-                " / ".join(x for x in (a.connection_id, a.worker_id) if x),
-                " / ".join(x for x in (a.trace_id, a.span_id) if x),
             ]
-            for a in notification.attempts
+            for a in attempts
         ],
-        title=f"Attempts ({len(notification.attempts)})",
+        title=f"Attempts ({len(attempts)})",
+        whole=("start", "provider id"),
+    )
+    # The ids that find each attempt in the trace UI and the logs, apart so the
+    # table above stays readable in a terminal.
+    ctx.out.table(
+        ["#", "trace id", "span id", "connection", "worker"],
+        [
+            [str(a.attempt_number), a.trace_id, a.span_id, a.connection_id, a.worker_id]
+            for a in attempts
+        ],
+        title="Spans",
+        whole=("trace id", "span id"),
     )
     return 0

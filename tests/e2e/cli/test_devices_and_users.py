@@ -97,11 +97,13 @@ async def test_devices_register_get_list_changes_and_token_errors(stack):
     assert malformed_json.stdout == ""
 
     assert shown.code == 0
-    assert "FOREGROUND" in shown.stdout and "kim" in shown.stdout
+    assert "FOREGROUND" in shown.stdout
+    assert "kim" in shown.stdout
     assert token not in shown.stdout
     assert full.json()["token"]["apns"]["device_token"] == token
     assert [d["device_id"] for d in listed.json()["devices"]] == ["phone-1"]
-    assert "REGISTERED" in device_log.stdout and "BOUND" in device_log.stdout
+    assert "REGISTERED" in device_log.stdout
+    assert "BOUND" in device_log.stdout
     kinds = [c["kind"] for c in user_log.json()["token_changes"]]
     assert "TOKEN_CHANGE_KIND_BOUND" in kinds
 
@@ -160,7 +162,8 @@ async def test_users_upsert_get_lookup_state_and_export(stack):
     assert merged.json()["user"]["attributes"] == {"plan": "gold", "age": 41, "city": "Lyon"}
     assert merged.json()["created"] is False
     assert got.json()["email"] == "kim@example.com"
-    assert looked_up.code == 0 and "kim" in looked_up.stdout
+    assert looked_up.code == 0
+    assert "kim" in looked_up.stdout
     assert "Foreground: Shop" in state.stdout
     assert "push enabled for any app: yes" in state.stdout
     assert state_json.json()["push_enabled_any_app"] is True
