@@ -7,6 +7,7 @@
     python -m services.sandbox received apns [--token <t>] [--status 410] [--limit 20]
     python -m services.sandbox counters [apns|fcm|webpush]
     python -m services.sandbox apns-token <token> --state unregistered
+    python -m services.sandbox apns-certificate <bundle id> [--environment development]
     python -m services.sandbox fcm-token <token> --state unregistered
     python -m services.sandbox subscribe [--application-server-key <key>]
     python -m services.sandbox subscription <id> --state unsubscribed
@@ -111,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
     apns_token.add_argument("--environment", choices=("development", "production"))
     apns_token.add_argument("--timestamp-ms", type=int, help="Unregistered since (ms)")
 
+    certificate = commands.add_parser(
+        "apns-certificate", help="issue an APNs provider certificate (prints key + cert PEM)"
+    )
+    certificate.add_argument("bundle_id")
+    certificate.add_argument("--environment", choices=("development", "both"), default="both")
+
     fcm_token = commands.add_parser("fcm-token", help="set an FCM registration token's state")
     fcm_token.add_argument("token")
     fcm_token.add_argument(
@@ -178,6 +185,9 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]
                 "unregistered_at_ms": args.timestamp_ms,
             }
             return "PUT", f"/apns/tokens/{quote(args.token)}", _present(body)
+        case "apns-certificate":
+            body = {"bundle_id": args.bundle_id, "environment": args.environment}
+            return "POST", "/apns/certificates", body
         case "fcm-token":
             body = {"state": args.state, "project": args.project}
             return "PUT", f"/fcm/tokens/{quote(args.token, safe='')}", _present(body)

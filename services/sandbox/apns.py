@@ -131,6 +131,7 @@ class _ConnState:
     key_id: str = ""
     team_id: str | None = None
     streams_raised: bool = False
+    certificate: tuple[str, str] | None = None  # (bundle id, environment) from the TLS cert
 
 
 class _Rejected(Exception):
@@ -235,17 +236,31 @@ class ApnsSandbox:
         headers = request.headers
         if "apns-id" in headers and not APNS_ID_RE.fullmatch(apns_id):
             raise _Rejected("BadMessageId")
-        signing_key = self._authenticate(headers.get("authorization"), state, request)
+        authorization = headers.get("authorization")
+        topic = headers.get("apns-topic")
+        if authorization is None and conn.peer_certificate is not None:
+            # Certificate-based authentication: the certificate names one bundle id, which
+            # is also the default topic.
+            cert_bundle = self._certificate_bundle(conn, state, request)
+            team_id, key_id, allowed = None, None, frozenset({cert_bundle})
+            topic = topic or cert_bundle
+        else:
+            cert_bundle = None
+            signing_key = self._authenticate(authorization, state, request)
+            team_id, key_id, allowed = (
+                signing_key.team_id,
+                signing_key.key_id,
+                signing_key.topics,
+            )
         if request.duplicate_headers:
             raise _Rejected("DuplicateHeaders")
-        topic = headers.get("apns-topic")
         if not topic:
             raise _Rejected("MissingTopic")
         push_type = headers.get("apns-push-type", "alert")
         if push_type not in PUSH_TYPES:
             raise _Rejected("InvalidPushType")
         bundle_id = _bundle_id_for(topic, push_type)
-        if signing_key.topics and bundle_id not in signing_key.topics:
+        if allowed and bundle_id not in allowed:
             raise _Rejected("TopicDisallowed")
         priority = headers.get("apns-priority")
         if priority is not None and priority not in PRIORITIES:
@@ -291,8 +306,9 @@ class ApnsSandbox:
             expiration=int(expiration) if expiration is not None else None,
             collapse_id=collapse_id,
             payload=_decode_payload(body),
-            team_id=signing_key.team_id,
-            key_id=signing_key.key_id,
+            team_id=team_id,
+            key_id=key_id,
+            certificate_bundle_id=cert_bundle,
             environment=environment,
             connection=conn.connection_id,
         )
@@ -332,6 +348,23 @@ class ApnsSandbox:
         state.key_id = key.key_id
         state.team_id = key.team_id
         return key
+
+    def _certificate_bundle(self, conn: Connection, state: _ConnState, request: Request) -> str:
+        if state.certificate is None:
+            subject = dict(
+                item for rdn in (conn.peer_certificate or {}).get("subject", ()) for item in rdn
+            )
+            bundle = subject.get("userId", "")
+            if not bundle:
+                raise _Rejected("BadCertificate")
+            development_only = subject.get("commonName", "").startswith(
+                "Apple Development IOS Push Services"
+            )
+            state.certificate = (bundle, "development" if development_only else "both")
+        bundle, environment = state.certificate
+        if environment != "both" and environment != self._environment_of(request):
+            raise _Rejected("BadCertificateEnvironment")
+        return bundle
 
     def _check_environment(self, key: SigningKey, request: Request) -> None:
         if key.environment != "both" and key.environment != self._environment_of(request):

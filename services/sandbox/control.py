@@ -2,6 +2,7 @@
 
     GET    /info                         ports, CA file, demo credentials
     POST   /apns/keys                    {key_id, team_id, key_pem, environment?, topics?}
+    POST   /apns/certificates            {bundle_id, environment?} -> {"pem": key + cert}
     PUT    /apns/tokens/{token}          {state, topic?, environment?, unregistered_at_ms?}
     POST   /fcm/service-accounts         service-account JSON (or public_key instead)
     PUT    /fcm/tokens/{token}           {state, project?}
@@ -73,6 +74,11 @@ class ControlApi:
                     tuple(body.get("topics", ())),
                 )
                 return {"registered": body["key_id"]}
+            case ("POST", ["apns", "certificates"]):
+                pem = stack.apns_client_certificate(
+                    _required(body, "bundle_id"), body.get("environment", "both")
+                )
+                return {"bundle_id": body["bundle_id"], "pem": pem.decode()}
             case ("PUT", ["apns", "tokens", token]):
                 state = stack.apns.set_token(
                     token,

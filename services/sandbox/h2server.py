@@ -85,6 +85,9 @@ class Connection(Protocol):
     connection_id: int
     is_h2: bool
     app_state: Any
+    # The client's TLS certificate as ssl.getpeercert() parses it (verified against the
+    # listener's CA), or None.
+    peer_certificate: dict[str, Any] | None
 
     def set_max_concurrent_streams(self, value: int) -> None: ...
 
@@ -102,11 +105,19 @@ class ListenerOptions:
 
 
 def server_tls_context(
-    cert_file: str, key_file: str, alpn: Iterable[str] = ("h2", "http/1.1")
+    cert_file: str,
+    key_file: str,
+    alpn: Iterable[str] = ("h2", "http/1.1"),
+    client_ca_file: str | None = None,
 ) -> ssl.SSLContext:
+    """TLS for a listener; with `client_ca_file`, clients may (not must) present a
+    certificate issued by that CA (APNs certificate-based authentication)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert_file, key_file)
+    if client_ca_file is not None:
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.load_verify_locations(cafile=client_ca_file)
     # Clients that send no ALPN (aioapns) still connect; the protocol is then sniffed.
     ctx.set_alpn_protocols(list(alpn))
     return ctx
@@ -134,6 +145,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self.connection_id = next(_connection_ids)
         self.app_state: Any = None
         self.is_h2 = False
+        self.peer_certificate: dict[str, Any] | None = None
         self._on_close = on_close
         self._transport: asyncio.Transport | None = None
         self._mode: Literal["sniff", "h2", "h1"] = "sniff"
@@ -162,6 +174,8 @@ class HttpServerProtocol(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         ssl_object = transport.get_extra_info("ssl_object")
         alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        if ssl_object is not None:
+            self.peer_certificate = ssl_object.getpeercert() or None
         if alpn == "h2":
             self._start_h2()
         elif alpn == "http/1.1" and not self.options.h2_only:

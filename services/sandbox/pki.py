@@ -208,6 +208,56 @@ def ensure_tls(state_dir: Path) -> TlsFiles:
     return files
 
 
+APNS_CERT_PREFIX = {
+    # Apple's subject common names say which environment a push certificate is for.
+    "development": "Apple Development IOS Push Services: ",
+    "both": "Apple Push Services: ",
+}
+
+
+def issue_apns_client_certificate(
+    state_dir: Path, bundle_id: str, environment: str = "both"
+) -> bytes:
+    """An APNs provider certificate signed by the sandbox CA, shaped like Apple's
+    (subject UID = bundle id; CN says the environment). Returns key + certificate PEM, the
+    single file aioapns' `client_cert` expects."""
+    if environment not in APNS_CERT_PREFIX:
+        raise ValueError("an APNs certificate is for development or both environments")
+    ca_key = serialization.load_pem_private_key(
+        (state_dir / "ca-key.pem").read_bytes(), password=None
+    )
+    ca_cert = x509.load_pem_x509_certificate((state_dir / "ca.pem").read_bytes())
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError("unexpected CA key type")
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.USER_ID, bundle_id),
+            x509.NameAttribute(NameOID.COMMON_NAME, APNS_CERT_PREFIX[environment] + bundle_id),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, DEMO_TEAM_ID),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return key_pem + cert.public_bytes(serialization.Encoding.PEM)
+
+
 @dataclass(frozen=True, slots=True)
 class DemoCredentials:
     """Paths and identifiers of the demo credentials the sandboxes accept out of the box."""

@@ -27,7 +27,13 @@ from .control import ControlApi
 from .faults import FaultBook
 from .fcm import FcmSandbox
 from .h2server import HttpListener, ListenerOptions, listen, server_tls_context
-from .pki import DemoCredentials, TlsFiles, ensure_demo_credentials, ensure_tls
+from .pki import (
+    DemoCredentials,
+    TlsFiles,
+    ensure_demo_credentials,
+    ensure_tls,
+    issue_apns_client_certificate,
+)
 from .webpush import WebPushSandbox
 
 DEFAULT_HOST = "127.0.0.1"
@@ -69,6 +75,7 @@ class SandboxStack:
         webpush: WebPushSandbox,
     ) -> None:
         self.host = host
+        self.state_dir = tls.ca_file.parent
         self.tls = tls
         self.faults = faults
         self.apns = apns
@@ -119,7 +126,9 @@ class SandboxStack:
                 host,
                 ports.apns,
                 ListenerOptions(
-                    tls=server_tls_context(cert, key, alpn=("h2",)),
+                    tls=server_tls_context(
+                        cert, key, alpn=("h2",), client_ca_file=str(tls.ca_file)
+                    ),
                     h2_only=True,
                     initial_max_concurrent_streams=1,
                 ),
@@ -188,6 +197,11 @@ class SandboxStack:
     @property
     def ca_file(self) -> Path:
         return self.tls.ca_file
+
+    def apns_client_certificate(self, bundle_id: str, environment: str = "both") -> bytes:
+        """A provider certificate (key + cert PEM) the APNs sandbox accepts for `bundle_id`:
+        "both" environments (Apple's universal certificate) or "development" only."""
+        return issue_apns_client_certificate(self.state_dir, bundle_id, environment)
 
     def info(self) -> dict[str, Any]:
         """Addresses, trust anchor and demo credentials (as served by GET /info)."""

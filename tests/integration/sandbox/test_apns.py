@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 import uuid
 
-from aioapns import NotificationRequest, PushType
+from aioapns import APNs, NotificationRequest, PushType
 from aioapns.common import NotificationResult
+from aioapns.connection import APNsDevelopmentClientProtocol
 
 from services.sandbox import SandboxStack
 from services.sandbox.apns import new_device_token
@@ -162,3 +164,40 @@ async def test_stream_limit_starts_at_one_and_rises(apns_client):
         *(send(client, NotificationRequest(token, {"aps": {"alert": i}})) for i in range(50))
     )
     assert {r.status for r in results} == {"200"}
+
+
+async def test_certificate_authentication(sandbox, tmp_path):
+    """aioapns with a provider certificate (certificate-based auth) instead of a key."""
+    protocol = type(
+        "SandboxAPNsProtocol",
+        (APNsDevelopmentClientProtocol,),
+        {"APNS_SERVER": "127.0.0.1", "APNS_PORT": sandbox.apns_port},
+    )
+    cert_file = tmp_path / "push.pem"
+    cert_file.write_bytes(sandbox.apns_client_certificate(TOPIC))
+    # aioapns loads the client certificate into the context it is given: one per client.
+    client = APNs(
+        client_cert=str(cert_file),
+        # Given explicitly: without it aioapns reads the certificate's UID through a
+        # deprecated pyOpenSSL API, which warns (and warnings are errors here).
+        topic=TOPIC,
+        use_sandbox=True,
+        ssl_context=ssl.create_default_context(cafile=str(sandbox.ca_file)),
+        max_connections=1,
+        max_connection_attempts=1,
+    )
+    client.pool.protocol_class = protocol
+    token = new_device_token()
+    try:
+        sent = await send(client, NotificationRequest(token, {"aps": {"alert": "cert"}}))
+        other_app = await send(
+            client, NotificationRequest(token, {"aps": {}}, apns_topic="com.example.other")
+        )
+    finally:
+        client.pool.close()
+
+    assert sent.status == "200"
+    assert (other_app.status, other_app.description) == ("400", "TopicDisallowed")
+    [entry] = sandbox.received("apns", token=token, status=200)
+    assert entry["certificate_bundle_id"] == TOPIC
+    assert entry["team_id"] is None

@@ -205,3 +205,21 @@ async def test_http11_is_refused(sandbox, ca_context):
     async with httpx.AsyncClient(verify=ca_context) as http11:
         with pytest.raises(httpx.HTTPError):
             await http11.post(f"https://127.0.0.1:{sandbox.apns_port}/3/device/00", content=b"{}")
+
+
+async def test_certificate_environment_and_default_topic(sandbox, tmp_path):
+    cert_file = tmp_path / "dev-push.pem"
+    cert_file.write_bytes(sandbox.apns_client_certificate(TOPIC, environment="development"))
+    context = ssl.create_default_context(cafile=str(sandbox.ca_file))
+    context.load_cert_chain(str(cert_file))
+    async with httpx.AsyncClient(
+        http2=True, verify=context, base_url=f"https://127.0.0.1:{sandbox.apns_port}"
+    ) as client:
+        no_topic = await client.post(f"/3/device/{new_device_token()}", content=b"{}")
+        production = await client.post(
+            f"/3/device/{new_device_token()}",
+            content=b"{}",
+            headers={"host": "api.push.apple.com"},
+        )
+    assert no_topic.status_code == 200  # the certificate's bundle id is the default topic
+    assert production.json() == {"reason": "BadCertificateEnvironment"}

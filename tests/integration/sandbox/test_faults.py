@@ -194,3 +194,11 @@ async def test_cli_scripts_faults_and_reads_back(sandbox, apns_client):
     code, out = await cli(sandbox, "fault", "add", "--service", "apns", "--action", "status")
     assert code == 1
     assert "needs a status" in out
+
+
+async def test_cli_issues_an_apns_certificate(sandbox):
+    code, out = await cli(sandbox, "apns-certificate", "dev.herald.demo")
+    assert code == 0
+    pem = json.loads(out)["pem"]
+    assert "BEGIN PRIVATE KEY" in pem
+    assert "BEGIN CERTIFICATE" in pem
