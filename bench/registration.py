@@ -146,7 +146,9 @@ async def _import_load(args: argparse.Namespace) -> dict[str, Any]:
     messages = []
     for start in range(0, args.count, batch):
         devices = [
-            pb.ImportedDevice(**device_fields(i, f"imp{args.worker}-"))
+            # Each stream its own devices and tokens (the seed sets the token): streams
+            # that shared tokens would measure the contested-token slow path instead.
+            pb.ImportedDevice(**device_fields(args.worker * args.count + i, "imp-"))
             for i in range(start, min(start + batch, args.count))
         ]
         messages.append(pb.ImportDevicesRequest(app_id=args.app_id, devices=devices))
