@@ -54,6 +54,9 @@ def test_an_oversized_stored_text_is_refused_not_cut():
     assert record.clip_utf8("é" * 200).encode() == ("é" * 127).encode()
 
 
+LIMITS = {"user_id": 255, "device_id": 128, "app_version": 64, "os_version": 32}
+
+
 @pytest.mark.parametrize(
     ("field", "given"),
     [
@@ -66,12 +69,8 @@ def test_an_oversized_stored_text_is_refused_not_cut():
 def test_limits_are_counted_in_utf8_bytes(field, given):
     check = Validator()
     check_device(check, "", given)
-    assert [(v.field, v.description) for v in check.violations] == [
-        (
-            field,
-            f"must be at most {dict(user_id=255, device_id=128, app_version=64, os_version=32)[field]} bytes in UTF-8, without control characters",
-        )
-    ]
+    described = f"must be at most {LIMITS[field]} bytes in UTF-8, without control characters"
+    assert [(v.field, v.description) for v in check.violations] == [(field, described)]
 
 
 def _web(endpoint: str) -> TokenInput:
