@@ -1,0 +1,87 @@
+"""`herald campaigns` against the real Campaign service, Delivery and the sandboxes:
+create, launch --watch (the progress bar), report (table and chart), cancel errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.campaign.spec import SPEC as CAMPAIGN_SPEC
+from services.delivery.spec import SPEC as DELIVERY_SPEC
+from services.identity.spec import SPEC as IDENTITY_SPEC
+from services.registration.spec import SPEC as REGISTRATION_SPEC
+from services.sandbox.apns import new_device_token
+
+from .conftest import create_app, run_cli
+from .test_send_and_trace import _put_credentials
+
+
+async def test_create_launch_watch_report_and_cancel(stack, sandbox):
+    addresses = await stack(REGISTRATION_SPEC, IDENTITY_SPEC, DELIVERY_SPEC, CAMPAIGN_SPEC)
+    await create_app(addresses)
+    await _put_credentials(addresses, sandbox)
+    ios = ["--platform", "ios", "--os-version", "17.4", "--environment", "development"]
+    await asyncio.gather(
+        *(
+            run_cli(
+                "devices",
+                "register",
+                "shop",
+                f"phone-{i}",
+                *ios,
+                "--apns-token",
+                new_device_token(),
+                "--authorization",
+                "authorized",
+                addresses=addresses,
+            )
+            for i in range(3)
+        )
+    )
+
+    created = await run_cli(
+        "campaigns",
+        "create",
+        "shop",
+        "--name",
+        "Spring sale",
+        "--title",
+        "Hi",
+        "--body",
+        "Hello {{ first_name | default: 'there' }}",
+        "--platform",
+        "ios",
+        "--json",
+        addresses=addresses,
+    )
+    assert created.code == 0, created.stderr
+    campaign_id = created.json()["campaign_id"]
+    assert created.json()["state"] == "CAMPAIGN_STATE_DRAFT"
+    bad_template = await run_cli(
+        "campaigns", "create", "shop", "--name", "x", "--body", "{{ oops", addresses=addresses
+    )
+    launched = await run_cli("campaigns", "launch", campaign_id, "--watch", addresses=addresses)
+    report, report_json, cancel_done, missing = await asyncio.gather(
+        run_cli("campaigns", "report", campaign_id, addresses=addresses),
+        run_cli("campaigns", "report", campaign_id, "--json", addresses=addresses),
+        run_cli("campaigns", "cancel", campaign_id, addresses=addresses),
+        run_cli("campaigns", "watch", "no-such-campaign", addresses=addresses),
+    )
+
+    assert bad_template.code == 1
+    assert bad_template.stderr.startswith("error: INVALID_ARGUMENT (TEMPLATE_SYNTAX_ERROR): ")
+    assert "  campaign.message.content.body: line 1, column 1: " in bad_template.stderr
+    assert launched.code == 0, launched.stderr
+    assert f"campaign {campaign_id} launched" in launched.stdout
+    assert "100%" in launched.stdout  # the progress bar's last frame
+    assert f"campaign {campaign_id} COMPLETED: 3 delivered" in launched.stdout
+    assert len(sandbox.received("apns")) == 3
+    assert report.code == 0
+    assert "delivered" in report.stdout
+    assert "█" in report.stdout
+    counters = report_json.json()
+    assert (counters["targeted"], counters["sent"], counters["delivered"]) == ("3", "3", "3")
+    assert cancel_done.code == 1
+    assert cancel_done.stderr.startswith("error: FAILED_PRECONDITION (CAMPAIGN_STATE_CONFLICT): ")
+    assert "  state: " in cancel_done.stderr  # ErrorInfo metadata is shown too
+    assert missing.code == 1
+    assert missing.stderr.startswith("error: NOT_FOUND (CAMPAIGN_NOT_FOUND): ")
