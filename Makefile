@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 STAMP := $(VENV)/.installed
 
-.PHONY: help install gen gen-check run test test-unit test-integration lint format typecheck check bench clean
+.PHONY: help install gen gen-check run test test-cluster test-unit test-integration lint format typecheck check bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,6 +29,9 @@ run: $(STAMP) ## Run the whole stack: embedded Redis, the sandboxes and the four
 
 test: $(STAMP) ## Run every test tier (unit, integration, e2e)
 	@$(PY) -m pytest -q
+
+test-cluster: $(STAMP) ## Run the integration tests against a 3-master Redis Cluster
+	@$(PY) -m pytest -q --redis-cluster tests/integration
 
 test-unit: $(STAMP) ## Run the unit tests only
 	@$(PY) -m pytest -q tests/unit

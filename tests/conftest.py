@@ -11,33 +11,72 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from services.core.config import Settings, load_settings
-from services.core.embedded_redis import EmbeddedRedis, free_port
+from services.core.embedded_redis import EmbeddedRedis, EmbeddedRedisCluster, free_port
 from services.core.server import RunningServer, ServiceSpec, start_server
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--redis-cluster",
+        action="store_true",
+        help="run against a 3-master Redis Cluster instead of a single redis-server",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "single_redis: needs a single redis-server (skipped with --redis-cluster)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--redis-cluster"):
+        skip = pytest.mark.skip(reason="needs a single redis-server")
+        for item in items:
+            if "single_redis" in item.keywords:
+                item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+def cluster_mode(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--redis-cluster"))
+
+
+@pytest.fixture(scope="session")
+def redis_server(
+    tmp_path_factory: pytest.TempPathFactory, cluster_mode: bool
+) -> Iterator[EmbeddedRedis | EmbeddedRedisCluster]:
+    directory = tmp_path_factory.mktemp("redis")
+    server = EmbeddedRedisCluster(directory) if cluster_mode else EmbeddedRedis(directory)
+    server.start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[Redis]:
+async def redis(
+    redis_server: EmbeddedRedis | EmbeddedRedisCluster, cluster_mode: bool
+) -> AsyncIterator[Redis | RedisCluster]:
     """A client on a freshly emptied database: each test starts from a clean state."""
-    client = Redis.from_url(redis_server.url)
-    await client.flushall()
+    client: Redis | RedisCluster
+    if cluster_mode:
+        client = RedisCluster.from_url(redis_server.url)
+        await client.flushall(target_nodes=RedisCluster.ALL_NODES)
+    else:
+        client = Redis.from_url(redis_server.url)
+        await client.flushall()
     yield client
     await client.aclose()
 
 
 @pytest.fixture
-def settings(redis_server: EmbeddedRedis) -> Settings:
+def settings(redis_server: EmbeddedRedis | EmbeddedRedisCluster, cluster_mode: bool) -> Settings:
     return load_settings(
         redis_url=redis_server.url,
+        redis_cluster=cluster_mode,
         log_format="text",
         trace_exporter="none",
         shutdown_grace_seconds=2.0,

