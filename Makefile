@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 STAMP := $(VENV)/.installed
 
-.PHONY: help install gen gen-check run test test-cluster test-unit test-integration lint format typecheck check bench clean
+.PHONY: help install gen gen-check run demo test test-cluster test-unit test-integration lint format typecheck check bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,6 +26,9 @@ gen-check: gen ## Fail when gen/ differs from what protos/ generate
 
 run: $(STAMP) ## Run the whole stack: embedded Redis, the sandboxes and the four services
 	@$(PY) -m services.stack
+
+demo: $(STAMP) ## With `make run` going: simulated devices, a personalised campaign, its progress and report
+	@$(VENV)/bin/herald demo $(ARGS)
 
 test: $(STAMP) ## Run every test tier (unit, integration, e2e)
 	@$(PY) -m pytest -q
