@@ -28,7 +28,7 @@ from google.protobuf.message import Message
 
 from services.core.config import Settings
 from services.core.errors import PermissionDenied, Unauthenticated
-from services.core.handlers import Behavior, answer, answers, rewrap
+from services.core.handlers import Behavior, Decorator, WrappingInterceptor, answer, answers
 
 API_KEY_HEADER = "x-api-key"
 ADMIN_KEY_HEADER = "x-admin-key"
@@ -156,23 +156,18 @@ def _metadata(context: grpc.aio.ServicerContext, name: str) -> str:
     return ""
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(WrappingInterceptor):
     """Admits or refuses each call; binds the caller for `require_app_access`."""
 
     def __init__(self, settings: Settings, keys: KeyCache) -> None:
         self.settings = settings
         self.keys = keys
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        need = need_of(handler_call_details.method)
-        if handler is None or need is Need.OPEN or not self.settings.require_api_keys:
-            return handler
-        return _wrap(handler, lambda context: self._admit(context, need))
+    def decorators(self, method: str) -> tuple[Decorator, Decorator] | None:
+        need = need_of(method)
+        if need is Need.OPEN or not self.settings.require_api_keys:
+            return None
+        return _admitting(lambda context: self._admit(context, need))
 
     async def _admit(self, context: grpc.aio.ServicerContext, need: Need) -> Caller:
         internal = _metadata(context, INTERNAL_KEY_HEADER)
@@ -210,11 +205,10 @@ def _check_request(caller: Caller, request: Any) -> None:
             require_app_access(app_id, caller)
 
 
-def _wrap(
-    handler: grpc.RpcMethodHandler,
+def _admitting(
     admit: Callable[[grpc.aio.ServicerContext], Awaitable[Caller]],
-) -> grpc.RpcMethodHandler:
-    """The same handler, with the caller admitted and bound before the servicer runs."""
+) -> tuple[Decorator, Decorator]:
+    """Decorators that admit the caller and bind it before the servicer runs."""
 
     async def enter(request: Any, streaming: bool, context: Any) -> tuple[Any, Any]:
         caller = await admit(context)
@@ -245,7 +239,7 @@ def _wrap(
 
         return stream
 
-    return rewrap(handler, answer_once, answer_stream)
+    return answer_once, answer_stream
 
 
 async def _checked(caller: Caller, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:

@@ -9,7 +9,7 @@ behaviour's answers whether it yields them or writes them with `context.write`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -53,3 +53,20 @@ async def answers(result: Any) -> AsyncIterator[Any]:
     else:
         for item in result:
             yield item
+
+
+class WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """A server interceptor that wraps handlers with the decorators it picks per method."""
+
+    def decorators(self, method: str) -> tuple[Decorator, Decorator] | None:
+        """(answer_once, answer_stream) for `method`, or None to leave its handler alone."""
+        raise NotImplementedError
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        chosen = None if handler is None else self.decorators(handler_call_details.method)
+        return handler if chosen is None else rewrap(handler, *chosen)

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from services.core.errors import HeraldError
-from services.core.handlers import Behavior, answer, answers, rewrap
+from services.core.handlers import Behavior, Decorator, WrappingInterceptor, answer, answers
 from services.core.logs import request_id_var
 from services.core.status import to_grpc_status
 
@@ -55,20 +55,11 @@ def _log_failure(method: str, error: BaseException) -> HeraldError:
     return _INTERNAL
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+class ErrorInterceptor(WrappingInterceptor):
     """Wraps every handler: request id in, domain errors out as rich statuses."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-        return rewrap(
-            handler,
+    def decorators(self, method: str) -> tuple[Decorator, Decorator]:
+        return (
             lambda behavior, _: _answer_once(behavior, method),
             lambda behavior, _: _answer_stream(behavior, method),
         )

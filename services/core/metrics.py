@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -22,7 +22,7 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, start_http_server
 
-from services.core.handlers import Behavior, answer, answers, rewrap
+from services.core.handlers import Behavior, Decorator, WrappingInterceptor, answer, answers
 
 # RPC latencies worth telling apart: sub-millisecond Redis hits up to slow provider calls.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -64,21 +64,14 @@ class Metrics:
         self.provider.shutdown()
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
+class MetricsInterceptor(WrappingInterceptor):
     """Records each call's latency and final status code."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        service, _, rpc = handler_call_details.method.lstrip("/").partition("/")
+    def decorators(self, method: str) -> tuple[Decorator, Decorator]:
+        service, _, rpc = method.lstrip("/").partition("/")
         record = self._recorder(service, rpc)
 
         def answer_once(behavior: Behavior, _: bool) -> Behavior:
@@ -107,7 +100,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
             return stream
 
-        return rewrap(handler, answer_once, answer_stream)
+        return answer_once, answer_stream
 
     def _recorder(self, service: str, rpc: str) -> Callable[[float, grpc.StatusCode], None]:
         def record(started: float, code: grpc.StatusCode) -> None:
