@@ -9,7 +9,6 @@ replays a batch counts nothing twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import grpc
@@ -41,8 +40,7 @@ class OutcomeConsumer:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await asyncio.wait([self._task], timeout=5.0)  # bounded, as Runner.close
             self._task = None
 
     async def _loop(self) -> None:

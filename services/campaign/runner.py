@@ -22,6 +22,7 @@ from services.core.errors import HeraldError
 log = logging.getLogger("herald.campaign.runner")
 S = campaign_pb2
 ACTIVE = (S.CAMPAIGN_STATE_SCHEDULED, S.CAMPAIGN_STATE_SENDING)
+CLOSE_SECONDS = 5.0
 
 
 class Runner:
@@ -43,9 +44,10 @@ class Runner:
         tasks = [t for t in (self._loop_task, *self.running.values()) if t is not None]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:
+            # Bounded: a shutdown must not hang on a task stuck in a call; the lease
+            # expires and another process resumes its campaign anyway.
+            await asyncio.wait(tasks, timeout=CLOSE_SECONDS)
         self._loop_task = None
         self.running.clear()
 
