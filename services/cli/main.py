@@ -12,13 +12,13 @@ import os
 import sys
 from collections.abc import Sequence
 
-from services.cli import apps, campaigns, credentials, devices, send, trace, users
+from services.cli import apps, campaigns, credentials, demo, devices, send, trace, users
 from services.cli.client import SERVICES, Client
 from services.cli.context import Context, Handler
 from services.cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, CliError, UsageError
 from services.cli.output import Output
 
-GROUPS = (apps, credentials, devices, users, send, campaigns, trace)
+GROUPS = (apps, credentials, devices, users, send, campaigns, trace, demo)
 
 DESCRIPTION = """\
 Manage and debug a Herald installation: apps and provider credentials, devices and
