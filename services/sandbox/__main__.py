@@ -11,6 +11,7 @@
     python -m services.sandbox fcm-token <token> --state unregistered
     python -m services.sandbox subscribe [--application-server-key <key>]
     python -m services.sandbox subscription <id> --state unsubscribed
+    python -m services.sandbox limits [apns|fcm|webpush ...]   # e.g. limits fcm --device-per-minute 240
     python -m services.sandbox info | reset
 
 Every command but `serve` prints the control API's JSON answer and exits 0, or prints the
@@ -141,6 +142,27 @@ def _parser() -> argparse.ArgumentParser:
         "--state", choices=("active", "expired", "unsubscribed"), required=True
     )
 
+    limits = commands.add_parser(
+        "limits", help="show the rate limits, or set one service's (0 turns a limit off)"
+    )
+    limit_services = limits.add_subparsers(dest="limits_service")
+    apns_limits = limit_services.add_parser("apns", help="per-device limit, token-update penalty")
+    apns_limits.add_argument("--device-per-minute", type=int, help="429 TooManyRequests beyond")
+    apns_limits.add_argument("--device-per-hour", type=int)
+    apns_limits.add_argument(
+        "--token-update-penalty",
+        type=float,
+        help="seconds a connection stays unusable after TooManyProviderTokenUpdates",
+    )
+    fcm_limits = limit_services.add_parser("fcm", help="per-device limit (FCM: 240/min, 5000/h)")
+    fcm_limits.add_argument("--device-per-minute", type=int, help="429 QUOTA_EXCEEDED beyond")
+    fcm_limits.add_argument("--device-per-hour", type=int)
+    fcm_limits.add_argument("--project-per-minute", type=int, help="one project's quota")
+    fcm_limits.add_argument("--project", help="the project --project-per-minute is for")
+    webpush_limits = limit_services.add_parser("webpush", help="per-subscription / VAPID-key")
+    webpush_limits.add_argument("--subscription-per-minute", type=int, help="429 beyond")
+    webpush_limits.add_argument("--vapid-key-per-minute", type=int, help="429 beyond")
+
     commands.add_parser("info", help="ports, CA file and demo credentials")
     commands.add_parser("reset", help="forget states, rules, logs and counters")
     return parser
@@ -197,11 +219,47 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]
         case "subscription":
             sub_id = args.subscription_id.rsplit("/push/", 1)[-1]
             return "PUT", f"/webpush/subscriptions/{quote(sub_id)}", {"state": args.state}
+        case "limits":
+            return _limits_request(args)
         case "info":
             return "GET", "/info", None
         case "reset":
             return "POST", "/reset", None
     raise SystemExit(f"unknown command {args.command}")
+
+
+def _limits_request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
+    service = args.limits_service
+    if service is None:
+        return "GET", "/limits", None
+    if service == "apns":
+        body = {
+            "device_per_minute": args.device_per_minute,
+            "device_per_hour": args.device_per_hour,
+            "token_update_penalty": args.token_update_penalty,
+        }
+    elif service == "fcm":
+        if args.project_per_minute is not None:
+            # The project quota has its own route; --project names which one.
+            if not args.project:
+                raise SystemExit("--project-per-minute needs --project")
+            if args.device_per_minute is not None or args.device_per_hour is not None:
+                raise SystemExit("set the project quota and the device limits separately")
+            return (
+                "PUT",
+                f"/fcm/quota/{quote(args.project)}",
+                {"per_minute": args.project_per_minute},
+            )
+        body = {
+            "device_per_minute": args.device_per_minute,
+            "device_per_hour": args.device_per_hour,
+        }
+    else:
+        body = {
+            "subscription_per_minute": args.subscription_per_minute,
+            "vapid_key_per_minute": args.vapid_key_per_minute,
+        }
+    return "PUT", f"/{service}/limits", _present(body)
 
 
 def _present(body: dict[str, Any]) -> dict[str, Any]:

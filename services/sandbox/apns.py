@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from .faults import FaultBook, FaultRule
 from .h2server import Connection, Disruption, Outcome, Request, Response
+from .limits import KeyedLimit
 from .records import Ledger, redact
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,10 @@ MAX_COLLAPSE_ID = 64
 JWT_MAX_AGE = 3600  # iat older than this: ExpiredProviderToken
 JWT_MIN_REFRESH = 20 * 60  # a new JWT sooner than this on a connection: 429
 JWT_CLOCK_SKEW = 300  # an iat this far in the future is still accepted
+# After TooManyProviderTokenUpdates "the connection stays unusable for a while"
+# (PROVIDERS.md §1; Apple gives no figure): every request on it answers the same 429 for
+# this long, whatever token it carries. A client must open a new connection or wait.
+TOKEN_UPDATE_PENALTY = 60.0
 RAISED_MAX_CONCURRENT_STREAMS = 1000
 REASON_STATUS = {
     "BadCollapseId": 400,
@@ -132,6 +137,7 @@ class _ConnState:
     team_id: str | None = None
     streams_raised: bool = False
     certificate: tuple[str, str] | None = None  # (bundle id, environment) from the TLS cert
+    blocked_until: float = 0.0  # set by TooManyProviderTokenUpdates (time.monotonic())
 
 
 class _Rejected(Exception):
@@ -152,6 +158,9 @@ class ApnsSandbox:
         self._tokens: dict[str, TokenState] = {}
         self.jwt_min_refresh = JWT_MIN_REFRESH
         self.jwt_max_age = JWT_MAX_AGE
+        self.token_update_penalty = TOKEN_UPDATE_PENALTY
+        # APNs' per-device limit (TooManyRequests) has no published figure; off unless set.
+        self.device_limit = KeyedLimit()
 
     # -- configuration ----------------------------------------------------------------
     def register_key(
@@ -197,8 +206,37 @@ class ApnsSandbox:
         self._tokens[token.lower()] = entry
         return entry
 
+    def set_limits(
+        self,
+        device_per_minute: int | None = None,
+        device_per_hour: int | None = None,
+        token_update_penalty: float | None = None,
+    ) -> dict[str, float | None]:
+        """Per-device limits (pushes to one device token beyond them answer 429
+        TooManyRequests) and how long a connection stays unusable after
+        TooManyProviderTokenUpdates. None leaves a value as it is; 0 turns a limit off.
+        Returns the settings in force."""
+        minute = self.device_limit.per_minute if device_per_minute is None else device_per_minute
+        hour = self.device_limit.per_hour if device_per_hour is None else device_per_hour
+        for value in (minute, hour, token_update_penalty):
+            if value is not None and value < 0:
+                raise ValueError("limits and the penalty are not negative")
+        self.device_limit = KeyedLimit(minute, hour)
+        if token_update_penalty is not None:
+            self.token_update_penalty = float(token_update_penalty)
+        return self.limits()
+
+    def limits(self) -> dict[str, float | None]:
+        return {
+            "device_per_minute": self.device_limit.per_minute,
+            "device_per_hour": self.device_limit.per_hour,
+            "token_update_penalty": self.token_update_penalty,
+        }
+
     def reset(self) -> None:
         self._tokens.clear()
+        self.device_limit = KeyedLimit()
+        self.token_update_penalty = TOKEN_UPDATE_PENALTY
         self.ledger.reset()
 
     # -- request handling -------------------------------------------------------------
@@ -236,6 +274,8 @@ class ApnsSandbox:
         headers = request.headers
         if "apns-id" in headers and not APNS_ID_RE.fullmatch(apns_id):
             raise _Rejected("BadMessageId")
+        if state.blocked_until and time.monotonic() < state.blocked_until:
+            raise _Rejected("TooManyProviderTokenUpdates")
         authorization = headers.get("authorization")
         topic = headers.get("apns-topic")
         if authorization is None and conn.peer_certificate is not None:
@@ -291,6 +331,8 @@ class ApnsSandbox:
                 raise _Rejected("Unregistered")
             if token_state.state == "expired":
                 raise _Rejected("ExpiredToken")
+        if self.device_limit.enabled and self.device_limit.take(token.lower()):
+            raise _Rejected("TooManyRequests")
         if not state.streams_raised:
             # APNs lifts the one-stream limit once a request with a valid token succeeds.
             state.streams_raised = True
@@ -341,6 +383,8 @@ class ApnsSandbox:
         if now - iat > self.jwt_max_age:
             raise _Rejected("ExpiredProviderToken")
         if state.jwt is not None and now - state.jwt_adopted_at < self.jwt_min_refresh:
+            if self.token_update_penalty:
+                state.blocked_until = time.monotonic() + self.token_update_penalty
             raise _Rejected("TooManyProviderTokenUpdates")
         state.jwt = token
         state.jwt_iat = iat

@@ -10,6 +10,10 @@
     POST   /fcm/expire-access-tokens
     POST   /webpush/subscriptions        {application_server_key?} -> subscription
     PUT    /webpush/subscriptions/{id}   {state}
+    GET    /limits                       rate limits in force, per service
+    PUT    /apns/limits                  {device_per_minute?, device_per_hour?, token_update_penalty?}
+    PUT    /fcm/limits                   {device_per_minute?, device_per_hour?}
+    PUT    /webpush/limits               {subscription_per_minute?, vapid_key_per_minute?}
     GET    /faults    POST /faults {rule}    DELETE /faults    DELETE /faults/{id}
     GET    /received/{service}?token=&status=&since=&limit=
     GET    /counters[/{service}]
@@ -107,6 +111,24 @@ class ControlApi:
             case ("PUT", ["webpush", "subscriptions", subscription_id]):
                 stack.webpush.set_state(subscription_id, _required(body, "state"))
                 return {"id": subscription_id, "state": body["state"]}
+            case ("GET", ["limits"]):
+                return stack.limits()
+            case ("PUT", ["apns", "limits"]):
+                return stack.apns.set_limits(
+                    _optional_int(body, "device_per_minute"),
+                    _optional_int(body, "device_per_hour"),
+                    _optional_float(body, "token_update_penalty"),
+                )
+            case ("PUT", ["fcm", "limits"]):
+                return stack.fcm.set_limits(
+                    _optional_int(body, "device_per_minute"),
+                    _optional_int(body, "device_per_hour"),
+                )
+            case ("PUT", ["webpush", "limits"]):
+                return stack.webpush.set_limits(
+                    _optional_int(body, "subscription_per_minute"),
+                    _optional_int(body, "vapid_key_per_minute"),
+                )
             case ("GET", ["faults"]):
                 return [rule.to_json() for rule in stack.faults.list()]
             case ("POST", ["faults"]):
@@ -140,6 +162,16 @@ def _required(body: dict[str, Any], name: str) -> Any:
     if body.get(name) in (None, ""):
         raise _BadRequest(f"{name} is required")
     return body[name]
+
+
+def _optional_int(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    return None if value is None else int(value)
+
+
+def _optional_float(body: dict[str, Any], name: str) -> float | None:
+    value = body.get(name)
+    return None if value is None else float(value)
 
 
 def _json(status: int, data: Any) -> Response:

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from .faults import FaultBook, FaultRule
 from .fcm_message import message_size, size_limit, target_of, validate_request
 from .h2server import Connection, Disruption, Outcome, Request, Response
+from .limits import KeyedLimit, QuotaBucket
 from .records import Ledger
 
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL
@@ -105,28 +106,6 @@ class TargetState:
     project: str | None = None  # the project the token belongs to; None = any
 
 
-class QuotaBucket:
-    """A token bucket refilled continuously (FCM's windows are not clock-aligned)."""
-
-    __slots__ = ("capacity", "level", "rate", "updated")
-
-    def __init__(self, per_minute: int) -> None:
-        self.capacity = float(per_minute)
-        self.rate = per_minute / 60.0
-        self.level = float(per_minute)
-        self.updated = time.monotonic()
-
-    def take(self) -> float:
-        """0 when a message may go, else the seconds until one may."""
-        now = time.monotonic()
-        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.level >= 1:
-            self.level -= 1
-            return 0.0
-        return (1 - self.level) / self.rate if self.rate else 60.0
-
-
 class _Failure(Exception):
     def __init__(self, response: Response, reason: str) -> None:
         self.response = response
@@ -151,6 +130,10 @@ class FcmSandbox:
         self._access_tokens: dict[str, AccessToken] = {}
         self._targets: dict[str, TargetState] = {}
         self._quotas: dict[str, QuotaBucket] = {}
+        # FCM's per-device limit (240/min and 5,000/h per Android device). Off by default:
+        # Delivery's tests and the benchmarks send bursts to one token, which FCM would
+        # throttle but which those tests are not about.
+        self.device_limit = KeyedLimit()
         self._issued = 0
 
     # -- configuration ----------------------------------------------------------------
@@ -195,6 +178,26 @@ class FcmSandbox:
     def set_quota(self, project: str, per_minute: int) -> None:
         self._quotas[project] = QuotaBucket(per_minute)
 
+    def set_limits(
+        self, device_per_minute: int | None = None, device_per_hour: int | None = None
+    ) -> dict[str, int | None]:
+        """Per-device limits (FCM's are 240/min and 5,000/h): a registration token sent
+        more answers 429 QUOTA_EXCEEDED with Retry-After. None leaves a value as it is,
+        0 turns it off. Returns the limits in force."""
+        minute = self.device_limit.per_minute if device_per_minute is None else device_per_minute
+        hour = self.device_limit.per_hour if device_per_hour is None else device_per_hour
+        for value in (minute, hour):
+            if value is not None and value < 0:
+                raise ValueError("a limit is a number of requests, 0 for none")
+        self.device_limit = KeyedLimit(minute, hour)
+        return self.limits()
+
+    def limits(self) -> dict[str, int | None]:
+        return {
+            "device_per_minute": self.device_limit.per_minute,
+            "device_per_hour": self.device_limit.per_hour,
+        }
+
     def expire_access_tokens(self) -> None:
         """Make every issued access token expired (to exercise 401 and refresh)."""
         for token in self._access_tokens.values():
@@ -203,6 +206,7 @@ class FcmSandbox:
     def reset(self) -> None:
         self._targets.clear()
         self._quotas.clear()
+        self.device_limit = KeyedLimit()
         self.ledger.reset()
 
     # -- request handling -------------------------------------------------------------
@@ -388,6 +392,18 @@ class FcmSandbox:
         if state is not None:
             self._check_target(state, project)
         validate_only = bool(body.get("validate_only", body.get("validateOnly", False)))
+        if target is not None and target[0] == "token" and not validate_only:
+            wait = self.device_limit.take(target[1])
+            if wait:
+                raise _Failure(
+                    _quota_exceeded(
+                        project,
+                        wait,
+                        subject="device",
+                        description="Device message rate exceeded",
+                    ),
+                    "QUOTA_EXCEEDED",
+                )
         if validate_only:
             name = f"projects/{project}/messages/fake_message_id"
         else:
@@ -490,7 +506,12 @@ def _invalid_argument(message: str, violations: list[tuple[str, str]]) -> Respon
     )
 
 
-def _quota_exceeded(project: str, retry_after: int | None) -> Response:
+def _quota_exceeded(
+    project: str,
+    retry_after: int | None,
+    subject: str | None = None,
+    description: str = "Send requests per minute exceeded",
+) -> Response:
     response = _status_response(
         429,
         "RESOURCE_EXHAUSTED",
@@ -501,8 +522,9 @@ def _quota_exceeded(project: str, retry_after: int | None) -> Response:
                 "@type": QUOTA_FAILURE_TYPE,
                 "violations": [
                     {
-                        "subject": f"project:{project}",
-                        "description": "Send requests per minute exceeded",
+                        # The device's token is not echoed: bodies end up in senders' logs.
+                        "subject": subject or f"project:{project}",
+                        "description": description,
                     }
                 ],
             },

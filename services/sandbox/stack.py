@@ -64,6 +64,12 @@ class SandboxPorts:
         )
 
 
+def _absolute(state_dir: str | os.PathLike[str]) -> Path:
+    # The paths info() serves (CA file, credentials) are read by clients running in other
+    # directories: a relative one would name their directory, not ours.
+    return Path(os.path.abspath(state_dir))
+
+
 class SandboxStack:
     def __init__(
         self,
@@ -99,7 +105,7 @@ class SandboxStack:
             ports = SandboxPorts.from_env()
         elif isinstance(ports, int):
             ports = SandboxPorts(ports, ports, ports, ports)
-        stack = await cls._start(Path(state_dir), ports, host, apns_environment)
+        stack = await cls._start(_absolute(state_dir), ports, host, apns_environment)
         try:
             yield stack
         finally:
@@ -246,9 +252,17 @@ class SandboxStack:
             return self._sandbox(service).ledger.counters()
         return {name: self._sandbox(name).ledger.counters() for name in ("apns", "fcm", "webpush")}
 
+    def limits(self) -> dict[str, Any]:
+        """The rate limits in force (set with sb.apns/fcm/webpush.set_limits)."""
+        return {
+            "apns": self.apns.limits(),
+            "fcm": {**self.fcm.limits(), "project_per_minute": self.fcm.default_quota_per_minute},
+            "webpush": self.webpush.limits(),
+        }
+
     def reset(self) -> None:
-        """Forget token states, subscriptions' states, fault rules, logs and counters
-        (registered keys and service accounts stay)."""
+        """Forget token states, subscriptions' states, fault rules, rate limits (back to
+        their defaults), logs and counters (registered keys and service accounts stay)."""
         self.faults.clear()
         self.apns.reset()
         self.fcm.reset()

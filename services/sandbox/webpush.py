@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from .faults import FaultBook, FaultRule
 from .h2server import Connection, Disruption, Outcome, Request, Response
+from .limits import KeyedLimit
 from .pki import b64url, b64url_decode
 from .records import Ledger
 
@@ -63,10 +64,13 @@ class Subscription:
 
 
 class _Refused(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, retry_after: int | None = None
+    ) -> None:
         self.status = status
         self.reason = reason
         self.message = message
+        self.retry_after = retry_after
 
 
 class WebPushSandbox:
@@ -78,6 +82,10 @@ class WebPushSandbox:
         self.origin = ""  # https://host:port, set when the listener is bound
         self._subscriptions: dict[str, Subscription] = {}
         self._verified: dict[tuple[str, str], dict[str, Any]] = {}
+        # Push services throttle per subscription and per application server (VAPID key)
+        # without publishing figures; both are off unless set.
+        self.subscription_limit = KeyedLimit()
+        self.vapid_key_limit = KeyedLimit()
 
     # -- configuration (what a browser does) ------------------------------------------
     def create_subscription(self, application_server_key: str | None = None) -> dict[str, Any]:
@@ -120,9 +128,42 @@ class WebPushSandbox:
             raise KeyError(subscription_id)
         subscription.state = state
 
+    def set_limits(
+        self,
+        subscription_per_minute: int | None = None,
+        vapid_key_per_minute: int | None = None,
+    ) -> dict[str, int | None]:
+        """Rate limits: pushes beyond them to one subscription, or signed by one VAPID key,
+        answer 429 with Retry-After. None leaves a value as it is, 0 turns it off. Returns
+        the limits in force."""
+        per_sub = (
+            self.subscription_limit.per_minute
+            if subscription_per_minute is None
+            else subscription_per_minute
+        )
+        per_key = (
+            self.vapid_key_limit.per_minute
+            if vapid_key_per_minute is None
+            else vapid_key_per_minute
+        )
+        for value in (per_sub, per_key):
+            if value is not None and value < 0:
+                raise ValueError("a limit is a number of requests, 0 for none")
+        self.subscription_limit = KeyedLimit(per_sub)
+        self.vapid_key_limit = KeyedLimit(per_key)
+        return self.limits()
+
+    def limits(self) -> dict[str, int | None]:
+        return {
+            "subscription_per_minute": self.subscription_limit.per_minute,
+            "vapid_key_per_minute": self.vapid_key_limit.per_minute,
+        }
+
     def reset(self) -> None:
         for subscription in self._subscriptions.values():
             subscription.state = "active"
+        self.subscription_limit = KeyedLimit()
+        self.vapid_key_limit = KeyedLimit()
         self.ledger.reset()
 
     # -- request handling -------------------------------------------------------------
@@ -140,6 +181,8 @@ class WebPushSandbox:
         except _Refused as refused:
             self.ledger.record(refused.status, refused.reason, **fields)
             response = _error(refused.status, refused.message)
+            if refused.retry_after is not None:
+                response.headers.append(("retry-after", str(refused.retry_after)))
         if rule is not None and rule.delay:
             response.delay = rule.delay
         return response
@@ -163,6 +206,7 @@ class WebPushSandbox:
             and vapid["k"] != subscription.application_server_key
         ):
             raise _Refused(403, "VapidKeyMismatch", "VAPID public key mismatch")
+        self._throttle(subscription.id, vapid["k"])
         ttl = headers.get("ttl")
         if ttl is None or not ttl.strip().isdigit():
             raise _Refused(400, "MissingTTL", "Missing or invalid TTL header")
@@ -194,6 +238,19 @@ class WebPushSandbox:
         location = f"{self.origin}/m/{message_id}"
         self.ledger.record(201, reason, message_id=message_id, location=location, **fields)
         return Response(201, [("location", location), ("ttl", ttl.strip())])
+
+    def _throttle(self, subscription_id: str, vapid_key: str) -> None:
+        """429 when the subscription's or the VAPID key's bucket is empty. Checked after
+        VAPID (the key is known only then); a refused push takes from neither bucket."""
+        if self.subscription_limit.enabled:
+            wait = self.subscription_limit.take(subscription_id)
+            if wait:
+                raise _Refused(429, "TooManyRequests", "Too many pushes to this subscription", wait)
+        if self.vapid_key_limit.enabled:
+            wait = self.vapid_key_limit.take(vapid_key)
+            if wait:
+                self.subscription_limit.give_back(subscription_id)
+                raise _Refused(429, "TooManyRequests", "Too many pushes from this VAPID key", wait)
 
     def _verify_vapid(self, headers: dict[str, str]) -> dict[str, Any]:
         authorization = headers.get("authorization")

@@ -202,3 +202,68 @@ async def test_cli_issues_an_apns_certificate(sandbox):
     pem = json.loads(out)["pem"]
     assert "BEGIN PRIVATE KEY" in pem
     assert "BEGIN CERTIFICATE" in pem
+
+
+async def test_cli_goaway_with_last_stream_id(sandbox, fcm):
+    lost = fcm_token()
+    code, out = await cli(
+        sandbox,
+        *("fault", "add", "--service", "fcm", "--token", lost, "--action", "goaway"),
+        *("--last-stream-id", str(2**31 - 1), "--error-code", "2"),
+    )
+    assert code == 0
+    assert json.loads(out)["last_stream_id"] == 2**31 - 1
+
+    with pytest.raises(httpx.RemoteProtocolError, match=r"error_code:2, last_stream_id:2147483647"):
+        await fcm_send(fcm, sandbox, lost)
+    assert sandbox.counters("fcm")["injected goaway"] == 1
+
+
+async def test_cli_delay_slows_the_answer(sandbox, fcm):
+    slow = fcm_token()
+    code, _ = await cli(
+        sandbox, "fault", "add", "--service", "any", "--token", slow, "--delay", "0.6"
+    )
+    assert code == 0
+
+    with pytest.raises(httpx.ReadTimeout):
+        await fcm.post(send_path(sandbox), json={"message": {"token": slow}}, timeout=0.2)
+    started = asyncio.get_running_loop().time()
+    answered = await fcm_send(fcm, sandbox, slow)  # the rule keeps firing (no --nth/--times)
+    assert answered.status_code == 200
+    assert asyncio.get_running_loop().time() - started >= 0.5
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["--service", "apns", "--status", "503", "--reason", "Shutdown", "--retry-after", "9"],
+            {"action": "status", "status": 503, "reason": "Shutdown", "retry_after": 9},
+        ),
+        (["--service", "fcm", "--status", "500", "--nth", "3"], {"status": 500, "nth": 3}),
+        (
+            ["--service", "apns", "--action", "goaway", "--last-stream-id", "5"],
+            {"action": "goaway", "last_stream_id": 5, "error_code": 0},
+        ),
+        (
+            ["--service", "fcm", "--action", "rst_stream", "--error-code", "7"],
+            {"action": "rst_stream", "error_code": 7},
+        ),
+        (["--service", "webpush", "--action", "drop", "--times", "2"], {"action": "drop"}),
+        (
+            ["--service", "any", "--delay", "1.5", "--token", "t"],
+            {"action": "pass", "delay": 1.5, "token": "t"},
+        ),
+    ],
+)
+def test_cli_fault_options_cover_every_kind(argv, expected):
+    """Every fault kind and field the rules have can be written on the command line."""
+    from services.sandbox.__main__ import _parser, _request
+    from services.sandbox.faults import rule_from_json
+
+    method, path, body = _request(_parser().parse_args(["fault", "add", *argv]))
+    rule = rule_from_json(body or {}).to_json()
+
+    assert (method, path) == ("POST", "/faults")
+    assert {name: rule[name] for name in expected} == expected
