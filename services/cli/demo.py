@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from herald.campaign.v1 import (
@@ -382,7 +383,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
     info = control.info()
     demo_creds = info["credentials"]
-    _step(ctx, f"app [bold]{args.app_id}[/] and the sandboxes' demo credentials")
+    _step(ctx, f"app [bold]{escape(args.app_id)}[/] and the sandboxes' demo credentials")
     client_secret, created = ensure_app(ctx, args.app_id)
     put_credentials(ctx, args.app_id, demo_creds)
     out.note(
