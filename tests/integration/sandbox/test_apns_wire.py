@@ -223,3 +223,22 @@ async def test_certificate_environment_and_default_topic(sandbox, tmp_path):
         )
     assert no_topic.status_code == 200  # the certificate's bundle id is the default topic
     assert production.json() == {"reason": "BadCertificateEnvironment"}
+
+
+async def test_duplicate_headers_and_topics_the_key_may_not_use(sandbox, ca_context):
+    key_id, p8 = new_apns_key()
+    sandbox.apns.register_key(key_id, "TOPICTEAM1", p8, topics=[TOPIC])
+    auth = provider_token(p8.decode(), key_id, "TOPICTEAM1")
+    client = await RawH2.open(sandbox.apns_port, ca_context)
+    try:
+        duplicated = await client.request(
+            [*apns_headers(sandbox, auth, new_device_token()), ("apns-topic", TOPIC)], b"{}"
+        )
+        disallowed = await client.request(
+            apns_headers(sandbox, auth, new_device_token(), topic="com.example.other"), b"{}"
+        )
+    finally:
+        client.close()
+    for events, reason in ((duplicated, b"DuplicateHeaders"), (disallowed, b"TopicDisallowed")):
+        [data] = [e for e in events if isinstance(e, h2.events.DataReceived)]
+        assert data.data == b'{"reason":"' + reason + b'"}'

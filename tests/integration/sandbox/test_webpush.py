@@ -189,3 +189,39 @@ async def test_push_over_http2(sandbox, ca_context):
     assert (response.http_version, response.status_code) == ("HTTP/2", 201)
     [entry] = sandbox.received("webpush", token=subscription["id"])
     assert (entry["plaintext"], entry["topic"], entry["ttl"]) == ("über HTTP/2", "order-42", 30)
+
+
+async def test_bad_topic_answers_400(sandbox, http):
+    subscription = sandbox.webpush.create_subscription()
+    response = await http.post(
+        subscription["endpoint"],
+        content=encrypt(subscription, b"x"),
+        headers={
+            "content-encoding": "aes128gcm",
+            "ttl": "60",
+            "topic": "t" * 33,  # at most 32 URL-safe base64 characters
+            "authorization": vapid_header(sandbox),
+        },
+    )
+    assert response.status_code == 400
+    assert sandbox.received("webpush", token=subscription["id"])[0]["reason"] == "BadTopic"
+
+
+async def test_cli_subscribes_and_unsubscribes_as_a_browser_would(sandbox):
+    from .test_faults import cli
+
+    code, out = await cli(
+        sandbox, "subscribe", "--application-server-key", sandbox.credentials.vapid_public_key
+    )
+    assert code == 0
+    subscription = json.loads(out)
+    assert set(subscription["keys"]) == {"p256dh", "auth"}
+    assert (await push(sandbox, subscription, "via the control API")).status_code == 201
+
+    code, _ = await cli(
+        sandbox, "subscription", subscription["endpoint"], "--state", "unsubscribed"
+    )
+    assert code == 0
+    with pytest.raises(WebPushException) as gone:
+        await push(sandbox, subscription, "again")
+    assert gone.value.response.status_code == 410
