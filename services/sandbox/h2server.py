@@ -1,10 +1,13 @@
-"""A small asyncio HTTP/2 + HTTP/1.1 server core for the provider sandboxes.
+"""The sandboxes' HTTP server: one asyncio protocol per connection (HTTP/2 by ALPN or by
+its sniffed preface, else HTTP/1.1) and the listener that owns them.
 
 Why not an existing framework: the sandboxes must control the wire in ways frameworks hide
 (the MAX_CONCURRENT_STREAMS advertised in the connection preface, GOAWAY with a chosen
 last_stream_id, RST_STREAM, dropping a connection mid-request, HTTP/2 without ALPN for
 aioapns). Handlers are synchronous and return an `Outcome`; the server core applies delays
 and disruptions, so the hot path never allocates a task per request.
+
+The types handlers see live in `wire` (re-exported here), HTTP/1.1 parsing in `http1`.
 """
 
 from __future__ import annotations
@@ -12,11 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from http import HTTPStatus
-from typing import Any, Literal, Protocol, cast
+from collections.abc import Callable
+from typing import Any, Literal, cast
 
 import h2.config
 import h2.connection
@@ -26,11 +26,36 @@ import h2.exceptions
 import h2.settings
 from hyperframe.frame import GoAwayFrame, SettingsFrame
 
+from . import http1
+from .wire import (
+    MAX_REQUEST_BODY,
+    Connection,
+    Disruption,
+    HttpApp,
+    ListenerOptions,
+    Outcome,
+    Request,
+    Response,
+    server_tls_context,
+)
+
+__all__ = [
+    "Connection",
+    "Disruption",
+    "HttpApp",
+    "HttpListener",
+    "HttpServerProtocol",
+    "ListenerOptions",
+    "Outcome",
+    "Request",
+    "Response",
+    "listen",
+    "server_tls_context",
+]
+
 log = logging.getLogger(__name__)
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-MAX_REQUEST_BODY = 1 << 20  # bigger than any provider accepts; bounds memory per stream
-MAX_H1_HEAD = 64 * 1024
 # What h2 itself enforces on inbound streams. The value advertised to the client can be
 # lower (APNs starts at 1): a client that opens streams before it has read our SETTINGS
 # is tolerated instead of having its connection torn down.
@@ -39,88 +64,6 @@ ENFORCED_MAX_STREAMS = 10_000
 # at most this long.
 GOAWAY_GRACE = 2.0
 GOAWAY_LINGER = 0.25  # then, once they are, this long before closing
-
-
-@dataclass(slots=True)
-class Request:
-    """One HTTP request as a handler sees it. Header names are lower case."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    http_version: Literal["2", "1.1"]
-    stream_id: int = 0
-    authority: str = ""
-    duplicate_headers: tuple[str, ...] = ()
-
-
-@dataclass(slots=True)
-class Response:
-    status: int
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-    delay: float = 0.0  # seconds to wait before answering (slow-answer injection)
-
-
-@dataclass(slots=True)
-class Disruption:
-    """Something the server does instead of answering."""
-
-    kind: Literal["goaway", "rst_stream", "drop"]
-    # GOAWAY: highest stream the server claims to have processed; None = the stream
-    # before this request (so this request is reported as not processed).
-    last_stream_id: int | None = None
-    error_code: int = 0
-    debug_data: bytes = b""
-    delay: float = 0.0
-
-
-Outcome = Response | Disruption
-
-
-class Connection(Protocol):
-    """What a handler may know about and do to the connection carrying its request."""
-
-    connection_id: int
-    is_h2: bool
-    app_state: Any
-    # The client's TLS certificate as ssl.getpeercert() parses it (verified against the
-    # listener's CA), or None.
-    peer_certificate: dict[str, Any] | None
-
-    def set_max_concurrent_streams(self, value: int) -> None: ...
-
-
-class HttpApp(Protocol):
-    def handle(self, request: Request, conn: Connection) -> Outcome: ...
-
-
-@dataclass(slots=True)
-class ListenerOptions:
-    tls: ssl.SSLContext | None
-    # APNs speaks only HTTP/2; other listeners also answer HTTP/1.1.
-    h2_only: bool = False
-    initial_max_concurrent_streams: int = 100
-
-
-def server_tls_context(
-    cert_file: str,
-    key_file: str,
-    alpn: Iterable[str] = ("h2", "http/1.1"),
-    client_ca_file: str | None = None,
-) -> ssl.SSLContext:
-    """TLS for a listener; with `client_ca_file`, clients may (not must) present a
-    certificate issued by that CA (APNs certificate-based authentication)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert_file, key_file)
-    if client_ca_file is not None:
-        ctx.verify_mode = ssl.CERT_OPTIONAL
-        ctx.load_verify_locations(cafile=client_ca_file)
-    # Clients that send no ALPN (aioapns) still connect; the protocol is then sniffed.
-    ctx.set_alpn_protocols(list(alpn))
-    return ctx
 
 
 class _Stream:
@@ -462,65 +405,18 @@ class HttpServerProtocol(asyncio.Protocol):
             self._h1_finish(outcome)
 
     def _h1_parse(self) -> tuple[Request, bool] | None:
-        buf = self._buffer
-        head_end = buf.find(b"\r\n\r\n")
-        if head_end < 0:
-            if len(buf) > MAX_H1_HEAD:
-                self._h1_reject(431)
+        parsed = http1.parse_request(self._buffer, self._h1_continued)
+        if isinstance(parsed, http1.Incomplete):
+            if parsed.send_continue:
+                self._h1_continued = True
+                assert self._transport is not None
+                self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             return None
-        try:
-            lines = bytes(buf[:head_end]).decode("latin-1").split("\r\n")
-            method, target, version = lines[0].split(" ", 2)
-            headers: dict[str, str] = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                name = name.strip().lower()
-                value = value.strip()
-                headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        except ValueError:
-            self._h1_reject(400)
+        if isinstance(parsed, http1.Reject):
+            self._h1_reject(parsed.status)
             return None
-        body_start = head_end + 4
-        if (
-            headers.get("expect", "").lower() == "100-continue"
-            and len(buf) == body_start
-            and not self._h1_continued
-        ):
-            # curl waits for this before sending a large body.
-            self._h1_continued = True
-            assert self._transport is not None
-            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            decoded = _decode_chunked(buf, body_start)
-            if decoded is None:
-                return None
-            body, consumed = decoded
-            del buf[:consumed]
-        else:
-            try:
-                length = int(headers.get("content-length", "0"))
-            except ValueError:
-                self._h1_reject(400)
-                return None
-            if length > MAX_REQUEST_BODY:
-                self._h1_reject(413)
-                return None
-            if len(buf) < body_start + length:
-                return None
-            body = bytes(buf[body_start : body_start + length])
-            del buf[: body_start + length]
         self._h1_continued = False
-        connection = headers.get("connection", "").lower()
-        keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
-        request = Request(
-            method=method,
-            path=target,
-            headers=headers,
-            body=body,
-            http_version="1.1",
-            authority=headers.get("host", ""),
-        )
-        return request, keep_alive
+        return parsed
 
     def _h1_finish(self, outcome: Outcome) -> None:
         if self._shutting_down:
@@ -540,17 +436,7 @@ class HttpServerProtocol(asyncio.Protocol):
 
     def _h1_write(self, response: Response) -> None:
         assert self._transport is not None
-        try:
-            phrase = HTTPStatus(response.status).phrase
-        except ValueError:
-            phrase = "Unknown"
-        lines = [f"HTTP/1.1 {response.status} {phrase}"]
-        lines.extend(f"{name}: {value}" for name, value in response.headers)
-        lines.append(f"content-length: {len(response.body)}")
-        if self._h1_close_after:
-            lines.append("connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self._transport.write(head + response.body)
+        self._transport.write(http1.format_response(response, self._h1_close_after))
 
     def _h1_reject(self, status: int) -> None:
         self._h1_close_after = True
@@ -578,26 +464,6 @@ class HttpServerProtocol(asyncio.Protocol):
         self._shutting_down = True
         if self._transport is not None and not self._closed:
             self._transport.abort()
-
-
-def _decode_chunked(buf: bytearray, start: int) -> tuple[bytes, int] | None:
-    body = bytearray()
-    pos = start
-    while True:
-        line_end = buf.find(b"\r\n", pos)
-        if line_end < 0:
-            return None
-        size = int(bytes(buf[pos:line_end]).split(b";", 1)[0], 16)
-        pos = line_end + 2
-        if size == 0:
-            trailer_end = buf.find(b"\r\n", pos)
-            if trailer_end < 0:
-                return None
-            return bytes(body), trailer_end + 2
-        if len(buf) < pos + size + 2:
-            return None
-        body += buf[pos : pos + size]
-        pos += size + 2
 
 
 class HttpListener:
