@@ -72,6 +72,8 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("REDIS_URL", "HERALD_REDIS_URL", "redis_url"),
     )
     redis_cluster: bool = False
+    # Connections per process (per node with a cluster); commands beyond wait for one.
+    redis_max_connections: int = Field(default=256, ge=4, le=10_000)
 
     # Where the gRPC servers listen and where the services find each other.
     host: str = "127.0.0.1"

@@ -104,6 +104,13 @@ class Unavailable(HeraldError):
         super().__init__(reason, message, metadata or {}, grpc.StatusCode.UNAVAILABLE)
 
 
+class OutOfRange(HeraldError):
+    """A position past what exists (an expired stream cursor): restart from a valid one."""
+
+    def __init__(self, reason: str, message: str, metadata: Mapping[str, str] | None = None):
+        super().__init__(reason, message, metadata or {}, grpc.StatusCode.OUT_OF_RANGE)
+
+
 class Unimplemented(HeraldError):
     def __init__(self, reason: str, message: str, metadata: Mapping[str, str] | None = None):
         super().__init__(reason, message, metadata or {}, grpc.StatusCode.UNIMPLEMENTED)

@@ -13,7 +13,7 @@ import zlib
 from importlib import resources
 from typing import Any, TypeAlias
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -27,8 +27,21 @@ RedisClient: TypeAlias = "Redis | RedisCluster"
 def connect(settings: Settings) -> RedisClient:
     """A client for the configured Redis; bytes in and out (stores decode what they read)."""
     if settings.redis_cluster:
-        return RedisCluster.from_url(settings.redis_url, decode_responses=False)
-    return Redis.from_url(settings.redis_url, decode_responses=False, health_check_interval=30)
+        return RedisCluster.from_url(
+            settings.redis_url,
+            decode_responses=False,
+            max_connections=settings.redis_max_connections,
+        )
+    # A blocking pool: a burst of concurrent commands waits for a free connection
+    # (up to `timeout`) instead of failing once `max_connections` are in use.
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        decode_responses=False,
+        health_check_interval=30,
+        max_connections=settings.redis_max_connections,
+        timeout=10,
+    )
+    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
 
 
 async def wait_until_ready(client: RedisClient, within: float = 10.0) -> None:

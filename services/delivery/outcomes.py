@@ -18,10 +18,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
-
 from herald.delivery.v1 import delivery_service_pb2, notification_pb2
-from services.core.errors import FieldViolation, HeraldError, InvalidArgument
+from services.core.errors import FieldViolation, InvalidArgument, OutOfRange
 from services.delivery import queue_keys as keys
 from services.delivery.queue_store import QueueStore
 
@@ -29,13 +27,6 @@ DS = delivery_service_pb2
 DEFAULT_BATCH = 500
 MAX_BATCH = 5000
 IDLE_FLUSH_SECONDS = 0.1
-
-
-class OutOfRange(HeraldError):
-    """OUT_OF_RANGE (core has no class for it yet; the interceptor maps any HeraldError)."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(reason, message, {}, grpc.StatusCode.OUT_OF_RANGE)
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:
