@@ -11,11 +11,14 @@ releases only the very entry it saw before its record write.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from redis.asyncio.cluster import RedisCluster
 
 from services.core.redis import RedisClient, hash_tag, load_script, shard_of
 
@@ -137,6 +140,21 @@ class RegistrationStore:
         self._set_index = load_script(redis, SCRIPTS, "compare_and_set_fields.lua")
         self._known_apps: set[str] = set()
 
+    async def _scripts(self, calls: Sequence[tuple[Any, str, list[Any]]]) -> list[Any]:
+        """Runs one-key script calls: pipelined on a single Redis; on Redis Cluster,
+        where redis-py refuses scripts in a pipeline, concurrently (each call goes to
+        its key's node). Results in the order of `calls`."""
+        if isinstance(self.redis, RedisCluster):
+            return list(
+                await asyncio.gather(
+                    *(script(keys=[key], args=args) for script, key, args in calls)
+                )
+            )
+        pipe = self.redis.pipeline(transaction=False)
+        for script, key, args in calls:
+            await script(keys=[key], args=args, client=pipe)
+        return list(await pipe.execute())
+
     # -- device records -------------------------------------------------------------
 
     async def get(self, app_id: str, device_id: str) -> bytes | None:
@@ -175,15 +193,15 @@ class RegistrationStore:
         by_shard: dict[int, list[int]] = {}
         for position, (device_id, _, _) in enumerate(changes):
             by_shard.setdefault(device_shard(device_id), []).append(position)
-        pipe = self.redis.pipeline(transaction=False)
+        calls = []
         for shard, positions in by_shard.items():
             args: list[Any] = []
             for position in positions:
                 device_id, expected, new = changes[position]
                 args += [device_id, expected or b"", new]
-            await self._cas(keys=[devices_key(app_id, shard)], args=args, client=pipe)  # type: ignore[arg-type]
+            calls.append((self._cas, devices_key(app_id, shard), args))
         conflicted: list[int] = []
-        for positions, result in zip(by_shard.values(), await pipe.execute(), strict=True):
+        for positions, result in zip(by_shard.values(), await self._scripts(calls), strict=True):
             conflicted += [positions[number - 1] for number in result]
         return conflicted
 
@@ -227,12 +245,18 @@ class RegistrationStore:
         for shard in range(DEVICE_SHARDS):
             pipe.hlen(devices_key(app_id, shard))
         count = sum(await pipe.execute())
-        pipe = self.redis.pipeline(transaction=False)
-        for shard in range(DEVICE_SHARDS):
-            pipe.unlink(devices_key(app_id, shard))
-        for shard in range(TOKEN_SHARDS):
-            pipe.unlink(token_shard_key(app_id, shard))
-        await pipe.execute()
+        keys = [devices_key(app_id, shard) for shard in range(DEVICE_SHARDS)]
+        keys += [token_shard_key(app_id, shard) for shard in range(TOKEN_SHARDS)]
+        if isinstance(self.redis, RedisCluster):
+            # The cluster client splits a multi-key UNLINK by slot itself (the shards
+            # are in different slots); it cannot be queued in a cluster pipeline.
+            for start in range(0, len(keys), 64):
+                await self.redis.unlink(*keys[start : start + 64])
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.unlink(key)
+            await pipe.execute()
         return int(count)
 
     # -- token index ----------------------------------------------------------------
@@ -264,15 +288,15 @@ class RegistrationStore:
         by_key: dict[str, list[int]] = {}
         for position, (digest, _) in enumerate(claims):
             by_key.setdefault(token_key(app_id, digest), []).append(position)
-        pipe = self.redis.pipeline(transaction=False)
+        calls = []
         for key, positions in by_key.items():
             args: list[Any] = []
             for position in positions:
                 digest, value = claims[position]
                 args += [token_field(digest), value]
-            await self._claim_free(keys=[key], args=args, client=pipe)  # type: ignore[arg-type]
+            calls.append((self._claim_free, key, args))
         contested: set[int] = set()
-        for positions, result in zip(by_key.values(), await pipe.execute(), strict=True):
+        for positions, result in zip(by_key.values(), await self._scripts(calls), strict=True):
             contested.update(positions[number - 1] for number in result)
         return contested
 
@@ -297,14 +321,14 @@ class RegistrationStore:
     ) -> set[int]:
         if not by_key:
             return set()
-        pipe = self.redis.pipeline(transaction=False)
+        calls = []
         for key, positions in by_key.items():
             args: list[Any] = []
             for position in positions:
                 args += list(triple(position))
-            await self._set_index(keys=[key], args=args, client=pipe)  # type: ignore[arg-type]
+            calls.append((self._set_index, key, args))
         failed: set[int] = set()
-        for positions, result in zip(by_key.values(), await pipe.execute(), strict=True):
+        for positions, result in zip(by_key.values(), await self._scripts(calls), strict=True):
             failed.update(positions[number - 1] for number in result)
         return failed
 
