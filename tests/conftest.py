@@ -80,6 +80,7 @@ def settings(redis_server: EmbeddedRedis | EmbeddedRedisCluster, cluster_mode: b
         log_format="text",
         trace_exporter="none",
         shutdown_grace_seconds=2.0,
+        metrics_port=-2,  # any free port: fixed ports + 1000 could collide between tests
         credentials_key=base64.b64encode(os.urandom(32)).decode(),
     )
 

@@ -91,8 +91,8 @@ class Settings(BaseSettings):
     processes: int = Field(default=1, ge=1, le=64)
 
     # Prometheus metrics on http://<host>:<port>/metrics: -1 means the gRPC port + 1000
-    # (51051... under `make run`), 0 turns them off.
-    metrics_port: int = Field(default=-1, ge=-1, le=65535)
+    # (51051... under `make run`), -2 any free port (tests), 0 turns them off.
+    metrics_port: int = Field(default=-1, ge=-2, le=65535)
 
     # How long in-flight RPCs may run after SIGTERM before they are cancelled.
     shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=600)

@@ -207,7 +207,8 @@ def _serve_metrics(metrics: Metrics, settings: Settings, grpc_port: int) -> None
     Each of several worker processes (HERALD_PROCESSES) takes the next port up.
     """
     base = settings.metrics_port if settings.metrics_port > 0 else grpc_port + 1000
-    port = 0 if grpc_port == 0 and settings.metrics_port < 0 else base
+    any_free = settings.metrics_port == -2 or (grpc_port == 0 and settings.metrics_port < 0)
+    port = 0 if any_free else base
     if port:
         port += int(os.environ.get(WORKER_VAR, "0"))
     try:
