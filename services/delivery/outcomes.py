@@ -2,7 +2,8 @@
 
 Workers append one OutcomeEvent per attempt (and CancelNotifications one per cancelled
 item) to their shard's outcome stream, trimmed by time (MINID) after
-`outcomes_retention_seconds`. A reader polls every shard from its own position (no
+`outcomes_retention_seconds`; the trim keeps the newest id it deleted per shard (the
+watermark, docs/keys/delivery.md), which is how an expired cursor is told. A reader polls every shard from its own position (no
 blocking reads: the shards may live on different Cluster nodes); the cursor it hands out
 is the list of those positions, so a resumed stream continues right after the last
 batch it delivered.
@@ -75,30 +76,39 @@ class OutcomeStream:
             positions = _read_cursor(request.cursor, digest, shards)
             await self._check_retained(positions)
             return positions
+        watermarks = await self._watermarks()
         if request.from_earliest:
-            return ["0-0"] * shards
+            # Everything up to the watermark is gone already; starting there (never at
+            # "0-0") means the cursor expires only if something it has not read is
+            # deleted after it was made.
+            return watermarks
         pipe = self.redis.pipeline(transaction=False)
         for shard in range(shards):
             pipe.xrevrange(keys.outcomes(shard), "+", "-", count=1)
         latest: Any = await pipe.execute()
-        return [_decode(rows[0][0]) if rows else "0-0" for rows in latest]
+        return [
+            _decode(rows[0][0]) if rows else watermark
+            for rows, watermark in zip(latest, watermarks, strict=True)
+        ]
+
+    async def _watermarks(self) -> list[str]:
+        """Per shard, the newest outcome id the trim has deleted ("0-0": none yet)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(self.store.shards):
+            pipe.get(keys.outcomes_watermark(shard))
+        found: Any = await pipe.execute()
+        return [_decode(value) if value else "0-0" for value in found]
 
     async def _check_retained(self, positions: list[str]) -> None:
-        """CURSOR_EXPIRED when the outcomes right after a position were trimmed: the
-        position is older than the retention and the oldest retained outcome is newer."""
-        horizon_ms = (time.time() - self.store.options.outcomes_retention_seconds) * 1000
-        pipe = self.redis.pipeline(transaction=False)
-        for shard in range(len(positions)):
-            pipe.xrange(keys.outcomes(shard), "-", "+", count=1)
-        oldest: Any = await pipe.execute()
-        for position, rows in zip(positions, oldest, strict=True):
-            if not rows or _id_key(position)[0] >= horizon_ms:
-                continue
-            if _id_key(_decode(rows[0][0])) > _id_key(position):
+        """CURSOR_EXPIRED when the trim deleted an outcome after a position: that
+        outcome was never delivered to this reader."""
+        watermarks = await self._watermarks()
+        for position, watermark in zip(positions, watermarks, strict=True):
+            if _id_key(position) < _id_key(watermark):
                 raise OutOfRange(
                     "CURSOR_EXPIRED",
-                    "the cursor points before the oldest retained outcome; restart with "
-                    "from_earliest",
+                    "outcomes after the cursor were deleted (older than the retention); "
+                    "restart with from_earliest",
                 )
 
     async def _read(

@@ -35,6 +35,12 @@ def outcomes(shard: int) -> str:
     return f"dlv:out:{tag(shard)}"
 
 
+def outcomes_watermark(shard: int) -> str:
+    """The newest outcome id the trim of `outcomes(shard)` has deleted (a cursor position
+    older than it has lost outcomes it had not read)."""
+    return f"dlv:outwm:{tag(shard)}"
+
+
 def record(shard: int, notification_id: str) -> str:
     return f"dlv:n:{tag(shard)}:{notification_id}"
 

@@ -210,6 +210,7 @@ class QueueStore:
                 keys.stream(shard),
                 keys.retries(shard),
                 keys.outcomes(shard),
+                keys.outcomes_watermark(shard),
             ],
             args=[
                 keys.GROUP,
@@ -289,7 +290,8 @@ class QueueStore:
         for _nid, event, app, campaign in items:
             args += [event, app, campaign]
         cancelled: Any = await self._cancel(
-            keys=[keys.outcomes(shard)] + [keys.record(shard, nid) for nid, *_ in items],
+            keys=[keys.outcomes(shard), keys.outcomes_watermark(shard)]
+            + [keys.record(shard, nid) for nid, *_ in items],
             args=args,
         )
         return int(cancelled)

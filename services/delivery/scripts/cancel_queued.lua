@@ -1,21 +1,45 @@
 -- Cancels notifications that are still waiting (QUEUED or RETRYING, no worker's lease
 -- running): outcome CANCELLED, complete time, and the outcome event. Workers skip a
 -- cancelled item when its turn comes. In-flight ones are left to finish.
--- KEYS[1] outcomes stream, KEYS[2..] records (one shard).
+-- KEYS[1] outcomes stream, KEYS[2] outcomes watermark, KEYS[3..] records (one shard).
 -- ARGV[1] now (ms), ARGV[2] outcomes MINID, ARGV[3] record ttl (s),
 -- then per record: event bytes, app, campaign.
+-- Appends an outcome event and trims the outcome stream exactly to MINID (no '~': an
+-- approximate trim keeps whole macro nodes, so on small streams it deleted nothing and
+-- expiry could not be told from retention). Before trimming, the newest id about to be
+-- deleted is kept (the max) in the shard's watermark key: a StreamOutcomes cursor
+-- position older than the watermark has lost outcomes it had not read (CURSOR_EXPIRED).
+local function id_before(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, bm = tonumber(am), tonumber(bm)
+  if am ~= bm then return am < bm end
+  return tonumber(as) < tonumber(bs)
+end
+local function add_outcome(stream, watermark, minid, event, app, campaign)
+  if tonumber(minid) > 0 then
+    local gone = redis.call('XREVRANGE', stream, '(' .. minid .. '-0', '-', 'COUNT', 1)
+    if #gone > 0 then
+      local newest = gone[1][1]
+      local kept = redis.call('GET', watermark)
+      if not kept or id_before(kept, newest) then
+        redis.call('SET', watermark, newest)
+      end
+    end
+  end
+  return redis.call('XADD', stream, 'MINID', minid, '*', 'e', event, 'app', app, 'c', campaign)
+end
 local now = tonumber(ARGV[1])
 local cancelled = 0
-for i = 2, #KEYS do
-  local base = 4 + (i - 2) * 3
+for i = 3, #KEYS do
+  local base = 4 + (i - 3) * 3
   local f = redis.call('HMGET', KEYS[i], 'o', 'lu')
   local waiting = f[1] == '1' or f[1] == '4'
   local leased = f[2] and tonumber(f[2]) > now
   if waiting and not leased then
     redis.call('HSET', KEYS[i], 'o', '6', 'r', 'CANCELLED', 'ct', ARGV[1], 'ut', ARGV[1])
     redis.call('EXPIRE', KEYS[i], ARGV[3])
-    redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[2], '*', 'e', ARGV[base], 'app', ARGV[base + 1],
-      'c', ARGV[base + 2])
+    add_outcome(KEYS[1], KEYS[2], ARGV[2], ARGV[base], ARGV[base + 1], ARGV[base + 2])
     cancelled = cancelled + 1
   end
 end

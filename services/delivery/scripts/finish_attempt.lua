@@ -8,7 +8,32 @@
 -- ARGV[4] attempt bytes, ARGV[5] outcome, ARGV[6] outcome reason, ARGV[7] complete time
 -- (ms, '0' if not final), ARGV[8] next due (ms, '0' if final), ARGV[9] retry member,
 -- ARGV[10] event bytes, ARGV[11] app, ARGV[12] campaign, ARGV[13] outcomes MINID,
--- ARGV[14] record ttl (s), ARGV[15] now (ms)
+-- ARGV[14] record ttl (s), ARGV[15] now (ms); KEYS[5] outcomes watermark (string)
+-- Appends an outcome event and trims the outcome stream exactly to MINID (no '~': an
+-- approximate trim keeps whole macro nodes, so on small streams it deleted nothing and
+-- expiry could not be told from retention). Before trimming, the newest id about to be
+-- deleted is kept (the max) in the shard's watermark key: a StreamOutcomes cursor
+-- position older than the watermark has lost outcomes it had not read (CURSOR_EXPIRED).
+local function id_before(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, bm = tonumber(am), tonumber(bm)
+  if am ~= bm then return am < bm end
+  return tonumber(as) < tonumber(bs)
+end
+local function add_outcome(stream, watermark, minid, event, app, campaign)
+  if tonumber(minid) > 0 then
+    local gone = redis.call('XREVRANGE', stream, '(' .. minid .. '-0', '-', 'COUNT', 1)
+    if #gone > 0 then
+      local newest = gone[1][1]
+      local kept = redis.call('GET', watermark)
+      if not kept or id_before(kept, newest) then
+        redis.call('SET', watermark, newest)
+      end
+    end
+  end
+  return redis.call('XADD', stream, 'MINID', minid, '*', 'e', event, 'app', app, 'c', campaign)
+end
 local function ack()
   if ARGV[2] ~= '' then
     redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
@@ -34,6 +59,6 @@ if ARGV[8] ~= '0' then
   redis.call('ZADD', KEYS[3], ARGV[8], ARGV[9])
 end
 redis.call('EXPIRE', KEYS[1], ARGV[14])
-redis.call('XADD', KEYS[4], 'MINID', '~', ARGV[13], '*', 'e', ARGV[10], 'app', ARGV[11], 'c', ARGV[12])
+add_outcome(KEYS[4], KEYS[5], ARGV[13], ARGV[10], ARGV[11], ARGV[12])
 ack()
 return 1

@@ -16,6 +16,7 @@ from herald.identity.v1 import app_pb2, identity_service_pb2, identity_service_p
 from herald.registration.v1 import registration_service_pb2, registration_service_pb2_grpc
 from herald.type.v1 import platform_pb2
 from services.core.status import parse_error
+from services.delivery.queue_keys import shard_for
 from services.identity.spec import SPEC as IDENTITY_SPEC
 from services.registration.spec import SPEC as REGISTRATION_SPEC
 from services.sandbox.apns import new_device_token
@@ -94,32 +95,68 @@ async def test_stream_outcomes_filters_and_resumes_by_cursor(start_node, sandbox
 
 
 async def test_stream_outcomes_rejects_bad_and_expired_cursors(start_node, sandbox):
-    node = await start_node(outcomes_retention_seconds=1)
+    # One shard, so which outcomes a later trim deletes does not depend on hashing.
+    node = await start_node(outcomes_retention_seconds=1, queue_shards=1)
     await node.stub.PutCredentials(DS.PutCredentialsRequest(credentials=apns_credentials(sandbox)))
     first = await node.stub.Enqueue(enqueue_request([apns_notification(new_device_token())]))
     await wait_final(node.stub, [first.results[0].notification_id])
-    _, cursor = await _collect(node.stub, DS.StreamOutcomesRequest(from_earliest=True), 1)
+    _, behind = await _collect(node.stub, DS.StreamOutcomesRequest(from_earliest=True), 1)
     await asyncio.sleep(1.2)
-    # Later outcomes trim everything older than the retention, the cursor's too.
+    # These trim the first outcome, which the cursor had read: it is still good.
     later = await node.stub.Enqueue(
         enqueue_request([apns_notification(new_device_token()) for _ in range(3)])
     )
     await wait_final(node.stub, [r.notification_id for r in later.results])
+    still_good, _ = await _collect(node.stub, DS.StreamOutcomesRequest(cursor=behind), 3)
+    _, caught_up = await _collect(node.stub, DS.StreamOutcomesRequest(from_earliest=True), 3)
     await asyncio.sleep(1.2)
+    # This one trims the three the first cursor had not read; the second had read them.
     again = await node.stub.Enqueue(enqueue_request([apns_notification(new_device_token())]))
     await wait_final(node.stub, [again.results[0].notification_id])
+    resumed, _ = await _collect(node.stub, DS.StreamOutcomesRequest(cursor=caught_up), 1)
 
     with pytest.raises(grpc.aio.AioRpcError) as expired:
-        await _collect(node.stub, DS.StreamOutcomesRequest(cursor=cursor), 1)
+        await _collect(node.stub, DS.StreamOutcomesRequest(cursor=behind), 1)
     with pytest.raises(grpc.aio.AioRpcError) as malformed:
         await _collect(node.stub, DS.StreamOutcomesRequest(cursor="bm90LWEtY3Vyc29y"), 1)
     with pytest.raises(grpc.aio.AioRpcError) as other_query:
-        await _collect(node.stub, DS.StreamOutcomesRequest(cursor=cursor, app_id="x"), 1)
+        await _collect(node.stub, DS.StreamOutcomesRequest(cursor=behind, app_id="x"), 1)
 
+    assert sorted(e.notification_id for e in still_good) == sorted(
+        r.notification_id for r in later.results
+    )
+    assert [e.notification_id for e in resumed] == [again.results[0].notification_id]
     assert expired.value.code() == grpc.StatusCode.OUT_OF_RANGE
     assert parse_error(expired.value).reason == "CURSOR_EXPIRED"
     assert parse_error(malformed.value).reason == "INVALID_CURSOR"
     assert parse_error(other_query.value).reason == "INVALID_CURSOR"
+
+
+async def _outcomes_in_both_shards(node: Any) -> list[str]:
+    """Enqueue one at a time until both of two shards hold an outcome."""
+    ids: list[str] = []
+    while {shard_for(nid, 2) for nid in ids} != {0, 1}:
+        answer = await node.stub.Enqueue(enqueue_request([apns_notification(new_device_token())]))
+        ids.append(answer.results[0].notification_id)
+    await wait_final(node.stub, ids)
+    return ids
+
+
+async def test_a_new_cursor_does_not_expire_for_outcomes_trimmed_before_it(start_node, sandbox):
+    """A fresh cursor's shards start at their watermark (never "0-0"): outcomes trimmed
+    before the cursor existed cannot expire it, even on a shard it has not read yet."""
+    node = await start_node(outcomes_retention_seconds=1, queue_shards=2)
+    await node.stub.PutCredentials(DS.PutCredentialsRequest(credentials=apns_credentials(sandbox)))
+    await _outcomes_in_both_shards(node)
+    await asyncio.sleep(1.2)
+    newer = await _outcomes_in_both_shards(node)  # trims the older ones on both shards
+    # One outcome per batch: the cursor has read one shard only.
+    first, cursor = await _collect(
+        node.stub, DS.StreamOutcomesRequest(from_earliest=True, batch_size=1), 1
+    )
+    rest, _ = await _collect(node.stub, DS.StreamOutcomesRequest(cursor=cursor), len(newer) - 1)
+
+    assert sorted(e.notification_id for e in first + rest) == sorted(newer)
 
 
 async def test_cancel_notifications_skips_queued_items_and_records_cancelled(start_node, sandbox):
