@@ -27,6 +27,7 @@ from services.identity.spec import SPEC as IDENTITY
 from services.registration.spec import SPEC as REGISTRATION
 from services.sandbox.apns import new_device_token
 from tests.integration.delivery.conftest import apns_credentials
+
 # The session's provider sandboxes, as a fixture of this module too.
 from tests.integration.delivery.conftest import sandbox as sandbox
 
