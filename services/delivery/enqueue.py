@@ -129,7 +129,7 @@ class EnqueueService:
                 # An earlier notification with this key and token: answer its id, queue nothing.
                 results[position].notification_id = owner or item.notification_id
                 if owner is None:
-                    fresh.append(_new_item(item))
+                    fresh.append(new_item(item))
             if fresh:
                 queued += len(fresh)
                 appends.append(self.store.append(shard, fresh, now_ms))
@@ -168,7 +168,7 @@ def _check(request: DS.EnqueueRequest) -> None:
         )
 
 
-def _new_item(item: notification_pb2.Notification) -> NewItem:
+def new_item(item: notification_pb2.Notification) -> NewItem:
     return NewItem(
         notification_id=item.notification_id,
         payload=item.SerializeToString(),

@@ -105,6 +105,33 @@ class QueueStore:
             pipe.expire(index, ttl)
         await pipe.execute()
 
+    async def open_direct(
+        self, shard: int, item: NewItem, now_ms: int, owner: str, lease_until_ms: int
+    ) -> None:
+        """The record and indexes of a Send's notification, leased to the Send until
+        `lease_until_ms`: it is in no stream (Send makes its attempts itself), and the
+        lease keeps CancelNotifications off it while Send runs. A retry Send hands to
+        the queue at its deadline goes to the retry schedule (finish)."""
+        ttl = self.options.record_ttl_seconds
+        record = keys.record(shard, item.notification_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(
+            record,
+            mapping={
+                "n": item.payload,
+                "o": QUEUED,
+                "cr": now_ms,
+                "lw": owner,
+                "lu": lease_until_ms,
+            },
+        )
+        pipe.expire(record, ttl)
+        for index in self._indexes(shard, item):
+            pipe.zadd(index, {item.notification_id: now_ms})
+            pipe.zremrangebyscore(index, "-inf", now_ms - ttl * 1000)
+            pipe.expire(index, ttl)
+        await pipe.execute()
+
     @staticmethod
     def _indexes(shard: int, item: NewItem) -> list[str]:
         found = [keys.index(shard, "app", item.app_id)]
@@ -179,8 +206,11 @@ class QueueStore:
             )
         return entries
 
-    async def begin(self, entry: Entry, worker: str, now_ms: int) -> tuple[str, bytes | None]:
-        lease_ms = int(self.options.reclaim_seconds * 1000)
+    async def begin(
+        self, entry: Entry, worker: str, now_ms: int, lease_ms: int | None = None
+    ) -> tuple[str, bytes | None]:
+        if lease_ms is None:
+            lease_ms = int(self.options.reclaim_seconds * 1000)
         answer: Any = await self._begin(
             keys=[keys.record(entry.shard, entry.notification_id)],
             args=[worker, entry.attempt, now_ms, lease_ms],

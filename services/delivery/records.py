@@ -18,6 +18,7 @@ from herald.delivery.v1 import notification_pb2
 from herald.type.v1 import platform_pb2, push_options_pb2
 from services.delivery import tokens
 from services.delivery.attempt import AttemptResult
+from services.delivery.queue_store import Finish
 
 PLATFORMS = {
     "apns": platform_pb2.PLATFORM_IOS,
@@ -105,3 +106,46 @@ def notification_view(record: dict[bytes, Any], full: bool) -> notification_pb2.
             out.ClearField(content)
         out.ClearField("trace_context")
     return out
+
+
+def finish_of(
+    notification: notification_pb2.Notification,
+    result: AttemptResult,
+    *,
+    attempt: int,
+    worker_id: str,
+    trace_id: str,
+    span_id: str,
+    now: float,
+    hand_to_queue: bool = True,
+) -> Finish:
+    """What `finish_attempt.lua` records for one answered attempt: the attempt, the new
+    outcome, the outcome event and, for a retry, when the queue sends the next one.
+    Send passes `hand_to_queue=False` for retries it makes itself (the record stays
+    RETRYING, nothing is scheduled)."""
+    proto = result.to_proto()
+    proto.worker_id = worker_id
+    proto.trace_id, proto.span_id = trace_id, span_id
+    event = outcome_event(
+        notification,
+        result.outcome,
+        result.outcome_reason,
+        attempt=result,
+        event_ms=now * 1000,
+        trace_id=trace_id,
+    )
+    retrying = result.next_retry_delay_seconds is not None
+    next_due = 0
+    if retrying and hand_to_queue:
+        next_due = int((now + (result.next_retry_delay_seconds or 0)) * 1000)
+    return Finish(
+        attempt=attempt,
+        attempt_bytes=proto.SerializeToString(),
+        outcome=result.outcome,
+        reason=result.outcome_reason,
+        complete_ms=0 if retrying else int(now * 1000),
+        next_due_ms=next_due,
+        event_bytes=event.SerializeToString(),
+        app_id=notification.app_id,
+        campaign_id=notification.campaign_id,
+    )

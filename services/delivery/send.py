@@ -1,7 +1,10 @@
 """The synchronous Send: one notification to a token, a device or a user's devices.
 
 Each target gets its own notification id and up to as many attempts as fit in the
-request's timeout (the Dispatcher says when to retry). Idempotent by request_id: the
+request's timeout (the Dispatcher says when to retry). Each target's notification gets
+a record like a queued one (GetNotification, ListNotifications and `herald trace` find
+it, every attempt is recorded, outcomes go to StreamOutcomes); one still retrying at the
+deadline is handed to the queue's retry schedule and answered RETRYING. Idempotent by request_id: the
 first answer is kept for a day and returned to a retry; a retry with another request
 is REQUEST_ID_MISMATCH.
 """
@@ -16,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf import timestamp_pb2
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from herald.delivery.v1 import delivery_service_pb2, notification_pb2
 from herald.type.v1 import platform_pb2, push_options_pb2
@@ -28,9 +33,11 @@ from services.core.errors import (
 )
 from services.core.redis import RedisClient, hash_tag
 from services.core.status import to_status
-from services.delivery import tokens
+from services.delivery import queue_keys, queue_tracing, records, tokens
 from services.delivery.attempt import AttemptResult
 from services.delivery.dispatch import Dispatcher
+from services.delivery.enqueue import new_item
+from services.delivery.queue_store import Entry, QueueStore
 from services.delivery.ratelimit import RateLimiter
 from services.delivery.registration import RegistrationClient
 
@@ -53,6 +60,7 @@ class Target:
     notification: notification_pb2.Notification
     error: HeraldError | None = None
     attempts: list[AttemptResult] = field(default_factory=list)
+    cancelled: bool = False  # CancelNotifications stopped it between two attempts
 
 
 class SendService:
@@ -61,12 +69,18 @@ class SendService:
         dispatcher: Dispatcher,
         redis: RedisClient,
         registration: RegistrationClient,
+        queue: QueueStore,
+        tracer: trace.Tracer,
         limiter: RateLimiter | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.redis = redis
         self.registration = registration
+        self.queue = queue
+        self.tracer = tracer
         self.limiter = limiter
+        # The lease owner on Send's records (never a queue worker's id).
+        self.owner = f"send-{uuid.uuid4().hex[:12]}"
 
     async def send(
         self, request: delivery_service_pb2.SendRequest
@@ -189,20 +203,62 @@ class SendService:
             await self.limiter.check_now(n.app_id, tokens.provider_of(n.token))
 
     async def _attempts(self, target: Target, deadline: float) -> None:
+        n = target.notification
+        if not n.trace_context:
+            n.trace_context.update(queue_tracing.current_context())
+        shard = queue_keys.shard_for(n.notification_id, self.queue.shards)
+        now = time.time()
+        # The lease lasts past the deadline by one send: the last attempt may start then.
+        lease_s = deadline - time.monotonic() + self.dispatcher.send_timeout + 1
+        await self.queue.open_direct(
+            shard, new_item(n), int(now * 1000), self.owner, int((now + lease_s) * 1000)
+        )
         attempt = 1
         while True:
             remaining = deadline - time.monotonic()
-            result = await self.dispatcher.deliver(
-                target.notification,
-                attempt,
-                time_limit=max(0.05, min(self.dispatcher.send_timeout, remaining)),
-            )
+            with queue_tracing.attempt_span(
+                self.tracer, otel_context.get_current(), n, attempt
+            ) as span:
+                result = await self.dispatcher.deliver(
+                    n,
+                    attempt,
+                    time_limit=max(0.05, min(self.dispatcher.send_timeout, remaining)),
+                )
+                queue_tracing.annotate(span, result)
+                trace_id, span_id = queue_tracing.ids(span)
             target.attempts.append(result)
             delay = result.next_retry_delay_seconds
-            if delay is None or time.monotonic() + delay >= deadline:
+            again = delay is not None and time.monotonic() + delay < deadline
+            # A retry that does not fit before the deadline goes to the queue's schedule
+            # (the workers send it when due) instead of being dropped.
+            done = records.finish_of(
+                n,
+                result,
+                attempt=attempt,
+                worker_id=self.owner,
+                trace_id=trace_id,
+                span_id=span_id,
+                now=time.time(),
+                hand_to_queue=not again,
+            )
+            await self.queue.finish(shard, n.notification_id, "", done, int(time.time() * 1000))
+            if not again or delay is None:
                 return
             await asyncio.sleep(delay)
             attempt += 1
+            # Take the lease back (finish dropped it); a CancelNotifications that came
+            # in between wins, and the Send stops here.
+            status, _ = await self.queue.begin(
+                Entry(shard, "", n.notification_id, attempt, 0),
+                self.owner,
+                int(time.time() * 1000),
+                lease_ms=int(
+                    (deadline - time.monotonic() + self.dispatcher.send_timeout + 1) * 1000
+                ),
+            )
+            if status != "GO":
+                target.cancelled = True
+                return
 
 
 def _time_limit(request: delivery_service_pb2.SendRequest) -> float:
@@ -253,6 +309,8 @@ def _result(target: Target) -> delivery_service_pb2.SendResult:
         return out
     last = target.attempts[-1]
     out.outcome = last.outcome  # type: ignore[assignment]
+    if target.cancelled:
+        out.outcome = push_options_pb2.DELIVERY_OUTCOME_CANCELLED
     out.provider_status = last.status
     out.provider_reason = last.reason
     if last.provider == "apns":

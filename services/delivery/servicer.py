@@ -52,7 +52,10 @@ class DeliveryServicer(delivery_service_pb2_grpc.DeliveryServiceServicer):
         self.store = self.dispatcher.store
         self.queue = QueueStore(runtime.redis, self.options)
         self.limiter = RateLimiter(runtime.redis, self.options)
-        self.sender = SendService(self.dispatcher, runtime.redis, registration, self.limiter)
+        tracer = runtime.tracer_provider.get_tracer("herald.delivery")
+        self.sender = SendService(
+            self.dispatcher, runtime.redis, registration, self.queue, tracer, self.limiter
+        )
         self.enqueuer = EnqueueService(self.queue, self.dispatcher, runtime.redis, self.options)
         self.records = NotificationRecords(self.queue)
         self.outcomes = OutcomeStream(self.queue)
@@ -61,7 +64,7 @@ class DeliveryServicer(delivery_service_pb2_grpc.DeliveryServiceServicer):
             self.dispatcher,
             self.limiter,
             self.options,
-            runtime.tracer_provider.get_tracer("herald.delivery"),
+            tracer,
         )
         fill_pending(
             self,

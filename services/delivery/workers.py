@@ -24,7 +24,7 @@ from services.delivery import queue_tracing, records, tokens
 from services.delivery.attempt import AttemptResult
 from services.delivery.dispatch import Dispatcher
 from services.delivery.options import DeliveryOptions
-from services.delivery.queue_store import Entry, Finish, QueueStore
+from services.delivery.queue_store import Entry, QueueStore
 from services.delivery.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -265,30 +265,14 @@ class WorkerPool:
         span_id: str,
     ) -> None:
         now = time.time()
-        attempt = result.to_proto()
-        attempt.worker_id = self.worker_id
-        attempt.trace_id, attempt.span_id = trace_id, span_id
-        event = records.outcome_event(
+        done = records.finish_of(
             notification,
-            result.outcome,
-            result.outcome_reason,
-            attempt=result,
-            event_ms=now * 1000,
-            trace_id=trace_id,
-        )
-        next_due = 0
-        if result.next_retry_delay_seconds is not None:
-            next_due = int((now + result.next_retry_delay_seconds) * 1000)
-        done = Finish(
+            result,
             attempt=entry.attempt,
-            attempt_bytes=attempt.SerializeToString(),
-            outcome=result.outcome,
-            reason=result.outcome_reason,
-            complete_ms=0 if next_due else int(now * 1000),
-            next_due_ms=next_due,
-            event_bytes=event.SerializeToString(),
-            app_id=notification.app_id,
-            campaign_id=notification.campaign_id,
+            worker_id=self.worker_id,
+            trace_id=trace_id,
+            span_id=span_id,
+            now=now,
         )
         async with self._redis_slots:
             await self.store.finish(

@@ -31,6 +31,7 @@ from .conftest import (
     vapid_credentials,
     webpush_notification,
 )
+from .queue_helpers import wait_final
 
 DS = delivery_service_pb2
 OUT = push_options_pb2
@@ -274,3 +275,52 @@ async def test_send_to_a_device_and_invalidation_in_registration(
     assert not removed.device.HasField("token")
     assert removed.device.redacted_token == ""
     assert kept.device.redacted_token != ""
+
+
+async def test_send_records_its_attempts_for_get_and_list_notifications(start_node, sandbox):
+    node = await start_node()
+    stub = node.stub
+    await stub.PutCredentials(DS.PutCredentialsRequest(credentials=fcm_credentials(sandbox)))
+    token = new_fcm_token()
+    sandbox.faults.add(service="fcm", token=token, status=503, reason="UNAVAILABLE", times=1)
+    n = fcm_notification(token)
+    n.device_id = "phone-1"
+
+    answer = await stub.Send(send(n, timeout=5.0))
+    nid = answer.results[0].notification_id
+    found = await stub.GetNotification(DS.GetNotificationRequest(notification_id=nid))
+    listed = await stub.ListNotifications(
+        DS.ListNotificationsRequest(app_id=APP, device_id="phone-1")
+    )
+
+    assert answer.results[0].outcome == OUT.DELIVERY_OUTCOME_DELIVERED
+    record = found.notification
+    assert record.outcome == OUT.DELIVERY_OUTCOME_DELIVERED
+    assert [(a.attempt_number, a.provider_status) for a in record.attempts] == [(1, 503), (2, 200)]
+    assert all(a.trace_id and a.connection_id for a in record.attempts)
+    assert record.attempts[1].fcm_message_name == answer.results[0].fcm_message_name
+    assert [x.notification_id for x in listed.notifications] == [nid]
+
+
+async def test_send_still_retrying_at_its_deadline_is_handed_to_the_queue(start_node, sandbox):
+    node = await start_node()
+    stub = node.stub
+    await stub.PutCredentials(DS.PutCredentialsRequest(credentials=fcm_credentials(sandbox)))
+    token = new_fcm_token()
+    # Retry-After 2 s does not fit in a 1 s Send: the queue makes the second attempt.
+    sandbox.faults.add(
+        service="fcm", token=token, status=503, reason="UNAVAILABLE", retry_after=2, times=1
+    )
+
+    started = time.monotonic()
+    answer = await stub.Send(send(fcm_notification(token), timeout=1.0))
+    answered_in = time.monotonic() - started
+    nid = answer.results[0].notification_id
+    (done,) = await wait_final(stub, [nid])
+
+    assert answer.results[0].outcome == OUT.DELIVERY_OUTCOME_RETRYING
+    assert answered_in < 2.0
+    assert nid
+    assert done.outcome == OUT.DELIVERY_OUTCOME_DELIVERED
+    assert [a.attempt_number for a in done.attempts] == [1, 2]
+    assert [e["status"] for e in sandbox.received("fcm", token=token)] == [503, 200]
