@@ -289,6 +289,7 @@ class Campaigns:
             if before != S.CAMPAIGN_STATE_CANCELLED:
                 raise conflict(before, "cancelled")
         await self.deps.store.remove_due(campaign_id)
+        await self.deps.reports.expire_dedupe(campaign_id)
         try:
             await self.deps.delivery.cancel(stored.campaign.app_id, campaign_id)
         except HeraldError as error:

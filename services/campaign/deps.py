@@ -23,6 +23,8 @@ class Tuning:
     lease_seconds: float = 10.0  # a crashed holder's campaigns move on after this
     give_up_seconds: float = 300.0  # Delivery failing this long fails the campaign
     users_concurrency: int = 16  # ListUserDevices calls in flight ("any app" filters)
+    settle_max_seconds: float = 300.0  # longest wait for the last outcomes before COMPLETED
+    settle_poll_seconds: float = 0.2  # how often that wait reads the counters
 
 
 @dataclass

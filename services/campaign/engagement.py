@@ -128,8 +128,17 @@ class Engagement:
         conversion = ""
         if event.kind == R.ENGAGEMENT_KIND_CONVERSION:
             conversion = self._counted_conversion(stored.campaign, event)
+        tracking = stored.campaign.conversion_tracking
+        window = tracking.window.seconds if tracking.HasField("window") else DEFAULT_WINDOW
         return await self.deps.reports.engagement(
-            campaign_id, event.event_id, KINDS[event.kind], event.notification_id, conversion, 0
+            campaign_id,
+            event.event_id,
+            KINDS[event.kind],
+            event.notification_id,
+            conversion,
+            0,
+            # Dedupe sets outlive the conversion window by a day after completion.
+            ttl_ms=(window + 86400) * 1000,
         )
 
     @staticmethod

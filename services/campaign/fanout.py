@@ -47,6 +47,7 @@ RETRYABLE = {
     "NOT_IMPLEMENTED_YET",
     "UNAVAILABLE",
 }
+CANCELLED = "CANCELLED"
 IDEMPOTENCY_NAMESPACE = uuid.UUID("0b7a3f0e-6c1d-4f57-9a55-5f1f3b1f6a01")
 
 
@@ -125,9 +126,20 @@ class Fanout:
             if await self.should_stop():
                 raise Stopped()
             batch = await self._decide(list(response.devices))
-            await self._send(batch)
-            await self._commit(batch, cursor=response.cursor, resolved=False)
+            await self._send_then_commit(batch, response.cursor)
         await self._commit(Batch(), cursor=None, resolved=True)
+
+    async def _send_then_commit(
+        self, batch: Batch, cursor: str | None, released: list[bytes] | None = None
+    ) -> None:
+        try:
+            await self._send(batch)
+        except Stopped:
+            # Cancelled mid-batch: what was enqueued is counted all the same (commit.lua
+            # accepts a cancelled campaign's last batch), the rest as suppressed CANCELLED.
+            await self._commit(batch, cursor=None, resolved=False, released=released)
+            raise
+        await self._commit(batch, cursor=cursor, resolved=False, released=released)
 
     async def _decide(self, devices: list[device_pb2.AudienceDevice]) -> Batch:
         batch = Batch()
@@ -215,11 +227,18 @@ class Fanout:
         chunk = self.deps.tuning.enqueue_chunk
         if self.throttle is not None:
             chunk = min(chunk, self.throttle.chunk)
-        for start in range(0, len(outgoing), chunk):
-            part = outgoing[start : start + chunk]
-            if self.throttle is not None:
-                await self.throttle.take(len(part), self.should_stop)
-            await self._enqueue(part, batch)
+        done = 0
+        try:
+            for start in range(0, len(outgoing), chunk):
+                part = outgoing[start : start + chunk]
+                if self.throttle is not None:
+                    await self.throttle.take(len(part), self.should_stop)
+                await self._enqueue(part, batch)
+                done = start + len(part)
+        except Stopped:
+            for _, platform in outgoing[done:]:
+                batch.suppress(CANCELLED, platform)
+            raise
 
     async def _enqueue(
         self, part: list[tuple[notification_pb2.Notification, int]], batch: Batch
@@ -270,8 +289,10 @@ class Fanout:
             batch.hold,
             released or [],
         )
-        if not done:
+        if done == 0:
             self.lost = True
+            raise Stopped()
+        if done == 2:  # counted, but the campaign was cancelled meanwhile
             raise Stopped()
 
     # -- phase 2: recipients held for their local time or quiet hours ---------------------
@@ -290,8 +311,7 @@ class Fanout:
                     batch.ready.append(
                         (device, users.get(device.user_id) if device.user_id else None)
                     )
-                await self._send(batch)
-                await self._commit(batch, cursor=None, resolved=False, released=members)
+                await self._send_then_commit(batch, None, released=members)
                 continue
             upcoming = await self.deps.store.next_held(self.id)
             if upcoming is None:

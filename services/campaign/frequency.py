@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any
+
+from redis.asyncio.cluster import RedisCluster
 
 from herald.campaign.v1 import campaign_pb2
 from services.campaign import keys
 from services.core.redis import RedisClient, load_script
 
 RETENTION_MS = 90 * 86400 * 1000  # the longest period a cap may have
+CLUSTER_CONCURRENCY = 200  # script calls in flight on Redis Cluster
 
 
 class FrequencyCaps:
@@ -30,12 +34,21 @@ class FrequencyCaps:
         if not users:
             return set()
         period_ms = cap.period.seconds * 1000 + cap.period.nanos // 1_000_000
-        pipe = self.redis.pipeline(transaction=False)
-        for user in users:
-            await self._script(
-                keys=[keys.frequency(app_id, user)],
-                args=[now_ms, period_ms, cap.max_messages, campaign_id, RETENTION_MS],
-                client=pipe,
-            )
-        answers = await pipe.execute()
+        args = [now_ms, period_ms, cap.max_messages, campaign_id, RETENTION_MS]
+        if isinstance(self.redis, RedisCluster):
+            # redis-py refuses scripts in a cluster pipeline; each user's history is its
+            # own slot, so the calls go concurrently to their nodes (bounded batches).
+            answers: list[Any] = []
+            for start in range(0, len(users), CLUSTER_CONCURRENCY):
+                answers += await asyncio.gather(
+                    *(
+                        self._script(keys=[keys.frequency(app_id, user)], args=args)
+                        for user in users[start : start + CLUSTER_CONCURRENCY]
+                    )
+                )
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for user in users:
+                await self._script(keys=[keys.frequency(app_id, user)], args=args, client=pipe)
+            answers = await pipe.execute()
         return {user for user, allowed in zip(users, answers, strict=True) if allowed}

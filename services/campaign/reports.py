@@ -9,6 +9,8 @@ for later). Outcomes and engagement are counted once per notification / event id
 
 from __future__ import annotations
 
+import asyncio
+from collections import defaultdict
 from typing import Any
 
 from google.protobuf import timestamp_pb2
@@ -20,6 +22,11 @@ from services.core.redis import RedisClient, load_script
 
 SCRIPTS = "services.campaign.scripts"
 PLATFORMS = (platform_pb2.PLATFORM_IOS, platform_pb2.PLATFORM_ANDROID, platform_pb2.PLATFORM_WEB)
+# How long the per-notification dedupe sets (finals, opened, dismissed, events) live
+# after the campaign is final: Delivery keeps its notification records 7 days, so a
+# late outcome or open cannot be attributed after that anyway. Without it a 1M-device
+# campaign would keep ~50 MB of notification ids in Redis forever.
+DEDUPE_TTL_SECONDS = 7 * 86400
 
 
 class ReportStore:
@@ -27,23 +34,52 @@ class ReportStore:
         self.redis: Any = redis  # redis-py's async stubs do not type bytes replies
         self._outcome: Any = load_script(redis, SCRIPTS, "outcome.lua")
         self._engagement: Any = load_script(redis, SCRIPTS, "engagement.lua")
+        self._counters: Any = load_script(redis, SCRIPTS, "counters.lua")
+        self.dedupe_ttl_ms = DEDUPE_TTL_SECONDS * 1000
 
     async def counters(self, campaign_id: str) -> dict[str, int]:
         raw: dict[bytes, bytes] = await self.redis.hgetall(keys.report(campaign_id))
         return {k.decode(): int(v) for k, v in raw.items()}
 
     async def outcomes(self, items: list[tuple[str, str, str, str, int]]) -> int:
-        """(campaign id, notification id, counter, reason, platform) each; returns new ones."""
-        if not items:
-            return 0
-        pipe = self.redis.pipeline(transaction=False)
+        """(campaign id, notification id, counter, reason, platform) each; returns new ones.
+
+        One script call per campaign of the batch (its keys share the campaign's hash
+        tag), so it runs unchanged on Redis Cluster, where redis-py refuses scripts in
+        a pipeline; the calls of different campaigns run concurrently.
+        """
+        by_campaign: dict[str, list[Any]] = defaultdict(list)
         for campaign_id, notification_id, counter, reason, platform in items:
-            await self._outcome(
-                keys=[keys.finals(campaign_id), keys.report(campaign_id)],
-                args=[notification_id, counter, reason or "UNKNOWN", platform],
-                client=pipe,
+            by_campaign[campaign_id] += [notification_id, counter, reason or "UNKNOWN", platform]
+        counted = await asyncio.gather(
+            *(
+                self._outcome(
+                    keys=[keys.finals(cid), keys.report(cid), keys.campaign(cid)],
+                    args=[self.dedupe_ttl_ms, *args],
+                )
+                for cid, args in by_campaign.items()
             )
-        return sum(int(x) for x in await pipe.execute())
+        )
+        return sum(int(x) for x in counted)
+
+    async def add(self, campaign_id: str, counters: dict[str, int]) -> None:
+        """Adds deltas to the report in one script (one key: Cluster-safe and atomic)."""
+        args: list[Any] = []
+        for name, delta in counters.items():
+            if delta:
+                args += [name, delta]
+        if args:
+            await self._counters(keys=[keys.report(campaign_id)], args=args)
+
+    async def expire_dedupe(self, campaign_id: str) -> None:
+        """Called when the campaign turns final; the scripts renew it on late writes."""
+        for key in (
+            keys.finals(campaign_id),
+            keys.opened(campaign_id),
+            keys.dismissed(campaign_id),
+            keys.events(campaign_id),
+        ):
+            await self.redis.pexpire(key, self.dedupe_ttl_ms)
 
     async def engagement(
         self,
@@ -53,15 +89,26 @@ class ReportStore:
         notification_id: str,
         conversion: str,
         platform: int,
+        ttl_ms: int | None = None,
     ) -> bool:
+        """`ttl_ms`: the dedupe sets' expiry once final (longer for a long conversion
+        window); the default otherwise."""
         recorded = await self._engagement(
             keys=[
                 keys.events(campaign_id),
                 keys.opened(campaign_id),
                 keys.dismissed(campaign_id),
                 keys.report(campaign_id),
+                keys.campaign(campaign_id),
             ],
-            args=[event_id, kind, notification_id, conversion, platform],
+            args=[
+                event_id,
+                kind,
+                notification_id,
+                conversion,
+                platform,
+                max(ttl_ms or 0, self.dedupe_ttl_ms),
+            ],
         )
         return bool(recorded)
 
@@ -81,11 +128,15 @@ def _by_reason(counters: dict[str, int], prefix: str) -> list[report_pb2.ReasonC
     return sorted(found, key=lambda r: (-r.count, r.reason))
 
 
+def in_flight(c: dict[str, int]) -> int:
+    """Sent notifications without a final outcome yet."""
+    return c.get("sent", 0) - c.get("delivered", 0) - c.get("bounced", 0) - c.get("failed", 0)
+
+
 def to_report(
     campaign_id: str, state: int, c: dict[str, int], now_ms: int
 ) -> report_pb2.CampaignReport:
     sent = c.get("sent", 0)
-    finals = c.get("delivered", 0) + c.get("bounced", 0) + c.get("failed", 0)
     targeted, suppressed = c.get("targeted", 0), c.get("suppressed", 0)
     report = report_pb2.CampaignReport(
         campaign_id=campaign_id,
@@ -99,7 +150,7 @@ def to_report(
         bounced_by_reason=_by_reason(c, "b:"),
         failed=c.get("failed", 0),
         failed_by_reason=_by_reason(c, "f:"),
-        in_flight=max(0, sent - finals),
+        in_flight=max(0, in_flight(c)),
         pending=max(0, targeted - suppressed - sent),
         opened=c.get("opened", 0),
         dismissed=c.get("dismissed", 0),

@@ -15,7 +15,8 @@ import logging
 
 from herald.campaign.v1 import campaign_pb2
 from services.campaign.deps import Deps
-from services.campaign.fanout import Fanout
+from services.campaign.fanout import RETRYABLE, Fanout
+from services.campaign.reports import in_flight
 from services.campaign.throttle import Stopped
 from services.core.errors import HeraldError
 
@@ -23,6 +24,8 @@ log = logging.getLogger("herald.campaign.runner")
 S = campaign_pb2
 ACTIVE = (S.CAMPAIGN_STATE_SCHEDULED, S.CAMPAIGN_STATE_SENDING)
 CLOSE_SECONDS = 5.0
+RETRY_SECONDS = 1.0  # pause before a fan-out interrupted by a dependency resumes
+SETTLE_GRACE_SECONDS = 30  # after the TTL, Delivery's last attempt may still answer
 
 
 class Runner:
@@ -31,6 +34,7 @@ class Runner:
         self.running: dict[str, asyncio.Task[None]] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._failing_since: dict[str, float] = {}  # campaign -> first transient error
 
     def start(self) -> None:
         if self._loop_task is None:
@@ -81,8 +85,24 @@ class Runner:
         except Stopped:
             await self._after_stop(campaign_id)
         except HeraldError as error:
+            if error.reason in RETRYABLE and self._keep_trying(campaign_id):
+                # Registration, Identity or Delivery did not answer for a moment (a
+                # restart, a slow node): resume from the committed cursor shortly,
+                # on whichever process takes the lease, instead of failing the campaign.
+                log.warning(
+                    "fan-out interrupted (%s); resuming",
+                    error.reason,
+                    extra={"campaign_id": campaign_id, "reason": error.reason},
+                )
+                renew.cancel()
+                await asyncio.sleep(RETRY_SECONDS)
+                self.running.pop(campaign_id, None)
+                await self.deps.store.release(campaign_id, self.deps.owner)
+                return
             log.warning(
-                "campaign failed", extra={"campaign_id": campaign_id, "reason": error.reason}
+                "campaign failed (%s)",
+                error.reason,
+                extra={"campaign_id": campaign_id, "reason": error.reason},
             )
             await self._finish(
                 campaign_id, S.CAMPAIGN_STATE_FAILED, f"{error.reason}: {error.message}"
@@ -98,8 +118,15 @@ class Runner:
             return
         finally:
             renew.cancel()
+        self._failing_since.pop(campaign_id, None)
         self.running.pop(campaign_id, None)
         await self.deps.store.release(campaign_id, self.deps.owner)
+
+    def _keep_trying(self, campaign_id: str) -> bool:
+        """True while transient errors of this campaign are younger than give_up_seconds."""
+        now = asyncio.get_running_loop().time()
+        since = self._failing_since.setdefault(campaign_id, now)
+        return now - since < self.deps.tuning.give_up_seconds
 
     async def _renew(self, campaign_id: str) -> None:
         ttl = int(self.deps.tuning.lease_seconds * 1000)
@@ -130,7 +157,41 @@ class Runner:
         app = await self.deps.identity.app(campaign.app_id)
         fanout = Fanout(self.deps, campaign, credentials, app.default_time_zone)
         await fanout.run(stored.cursor, stored.resolved)
+        await self._settle(campaign_id, campaign, stored.settle_since_ms)
         await self._finish(campaign_id, S.CAMPAIGN_STATE_COMPLETED, "")
+
+    async def _settle(
+        self, campaign_id: str, campaign: campaign_pb2.Campaign, since_ms: int
+    ) -> None:
+        """Stays SENDING until every sent notification has its final outcome from
+        Delivery (in_flight = 0), so COMPLETED means "the last provider answered" and a
+        watcher's progress stream ends after it. Bounded: the message's TTL (+30 s for
+        Delivery's last attempt) capped at `settle_max_seconds`, measured from when the
+        fan-out first finished (kept in Redis, so a takeover does not restart it);
+        after that the campaign completes with what is known and in_flight > 0 stays
+        in the report for the outcomes that never came."""
+        if since_ms == 0:
+            since_ms = self.deps.now_ms()
+            await self.deps.store.transition(
+                campaign_id, (S.CAMPAIGN_STATE_SENDING,), None, {"settle": since_ms}
+            )
+        bound = self.deps.tuning.settle_max_seconds
+        if campaign.message.HasField("ttl") and campaign.message.ttl.seconds > 0:
+            bound = min(bound, campaign.message.ttl.seconds + SETTLE_GRACE_SECONDS)
+        deadline = since_ms / 1000 + bound
+        while True:
+            if await self.deps.store.state(campaign_id) != S.CAMPAIGN_STATE_SENDING:
+                raise Stopped()
+            if in_flight(await self.deps.reports.counters(campaign_id)) <= 0:
+                return
+            left = deadline - self.deps.now()
+            if left <= 0:
+                log.warning("completing with outcomes missing", extra={"campaign_id": campaign_id})
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.deps.clock.sleep(left), self.deps.tuning.settle_poll_seconds
+                )
 
     async def _finish(self, campaign_id: str, state: int, reason: str) -> None:
         fields: dict[str, object] = {"complete": self.deps.now_ms()}
@@ -140,6 +201,8 @@ class Runner:
             campaign_id, (S.CAMPAIGN_STATE_SENDING, S.CAMPAIGN_STATE_SCHEDULED), state, fields
         )
         await self.deps.store.remove_due(campaign_id)
+        if moved:
+            await self.deps.reports.expire_dedupe(campaign_id)
         if moved and state == S.CAMPAIGN_STATE_FAILED:
             await self._cancel_queued(campaign_id)
 

@@ -52,6 +52,7 @@ class Stored:
     resolved: bool
     launch_request_id: str
     estimated: int
+    settle_since_ms: int = 0  # when the fan-out finished and outcomes began to settle
 
     @property
     def state(self) -> int:
@@ -110,6 +111,7 @@ class CampaignStore:
             raw.get(b"resolved") == b"1",
             _text(raw, "launch_req"),
             int(raw.get(b"estimated", b"0") or 0),
+            int(raw.get(b"settle", b"0") or 0),
         )
 
     async def transition(
@@ -219,7 +221,10 @@ class CampaignStore:
         counters: dict[str, int],
         hold: list[tuple[int, bytes]],
         released: list[bytes],
-    ) -> bool:
+    ) -> int:
+        """1 committed; 2 counted but the campaign was cancelled meanwhile (stop);
+        0 not counted (lease lost or no longer SENDING/CANCELLED: the batch is replayed
+        by whoever holds the lease)."""
         args: list[Any] = [owner, "-" if cursor is None else cursor, "1" if resolved else "0"]
         pairs = [(k, v) for k, v in counters.items() if v]
         args.append(len(pairs))
@@ -239,7 +244,7 @@ class CampaignStore:
             ],
             args=args,
         )
-        return bool(done)
+        return int(done)
 
     async def held_due(self, campaign_id: str, now_ms: int, limit: int) -> list[bytes]:
         found: list[bytes] = await self.redis.zrangebyscore(

@@ -254,11 +254,7 @@ class Transactional:
                     counts[f"s:{device.error.reason}"] = (
                         counts.get(f"s:{device.error.reason}", 0) + 1
                     )
-        if counts:
-            pipe = self.deps.redis.pipeline(transaction=True)
-            for name, delta in counts.items():
-                pipe.hincrby(keys.report(campaign_id), name, delta)
-            await pipe.execute()
+        await self.deps.reports.add(campaign_id, counts)
 
     # -- SendTest ------------------------------------------------------------------------
     async def send_test(self, request: CS.SendTestRequest) -> CS.SendTestResponse:

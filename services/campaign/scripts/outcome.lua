@@ -1,20 +1,33 @@
--- Count one final Delivery outcome once per notification (StreamOutcomes is
--- at-least-once). KEYS[1] finals set, KEYS[2] report hash.
--- ARGV[1] notification id, ARGV[2] counter (delivered, bounced, failed, cancelled),
--- ARGV[3] reason, ARGV[4] platform number. Returns 1 if counted now.
-if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
-local p = 'p' .. ARGV[4] .. ':'
-if ARGV[2] == 'cancelled' then
-  -- Dropped from Delivery's queue before sending: it was never sent after all.
-  redis.call('HINCRBY', KEYS[2], 'sent', -1)
-  redis.call('HINCRBY', KEYS[2], p .. 'sent', -1)
-  redis.call('HINCRBY', KEYS[2], 'suppressed', 1)
-  redis.call('HINCRBY', KEYS[2], p .. 'suppressed', 1)
-  redis.call('HINCRBY', KEYS[2], 's:CANCELLED', 1)
-  return 1
+-- Count final Delivery outcomes of one campaign, each once per notification
+-- (StreamOutcomes is at-least-once). One call per campaign per outcome batch: every
+-- key it touches carries the campaign's hash tag, so it runs on one Cluster slot.
+-- KEYS[1] finals set, KEYS[2] report hash, KEYS[3] campaign hash.
+-- ARGV[1] expiry ms of the finals set once the campaign is final (set on first touch
+-- after completion, so a late outcome does not keep the set forever), then groups of
+-- 4: notification id, counter (delivered, bounced, failed, cancelled), reason, platform.
+-- Returns how many were counted now.
+local counted = 0
+for i = 2, #ARGV, 4 do
+  local id, counter, reason = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local p = 'p' .. ARGV[i + 3] .. ':'
+  if redis.call('SADD', KEYS[1], id) == 1 then
+    counted = counted + 1
+    if counter == 'cancelled' then
+      -- Dropped from Delivery's queue before sending: it was never sent after all.
+      redis.call('HINCRBY', KEYS[2], 'sent', -1)
+      redis.call('HINCRBY', KEYS[2], p .. 'sent', -1)
+      redis.call('HINCRBY', KEYS[2], 'suppressed', 1)
+      redis.call('HINCRBY', KEYS[2], p .. 'suppressed', 1)
+      redis.call('HINCRBY', KEYS[2], 's:CANCELLED', 1)
+    else
+      redis.call('HINCRBY', KEYS[2], counter, 1)
+      redis.call('HINCRBY', KEYS[2], p .. counter, 1)
+      if counter == 'bounced' then redis.call('HINCRBY', KEYS[2], 'b:' .. reason, 1) end
+      if counter == 'failed' then redis.call('HINCRBY', KEYS[2], 'f:' .. reason, 1) end
+    end
+  end
 end
-redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
-redis.call('HINCRBY', KEYS[2], p .. ARGV[2], 1)
-if ARGV[2] == 'bounced' then redis.call('HINCRBY', KEYS[2], 'b:' .. ARGV[3], 1) end
-if ARGV[2] == 'failed' then redis.call('HINCRBY', KEYS[2], 'f:' .. ARGV[3], 1) end
-return 1
+if redis.call('HEXISTS', KEYS[3], 'complete') == 1 and redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return counted

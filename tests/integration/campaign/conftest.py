@@ -41,7 +41,7 @@ from services.campaign.clock import ManualClock
 from services.campaign.servicer import CampaignServicer
 from services.campaign.spec import SPEC as CAMPAIGN_SPEC
 from services.core.config import Settings, load_settings
-from services.core.embedded_redis import EmbeddedRedis, free_port
+from services.core.embedded_redis import EmbeddedRedis, EmbeddedRedisCluster, free_port
 from services.core.server import RunningServer
 from services.identity.spec import SPEC as IDENTITY_SPEC
 from services.registration.spec import SPEC as REGISTRATION_SPEC
@@ -70,9 +70,15 @@ async def delivery_double() -> AsyncIterator[RecordingServer]:
 
 
 @pytest.fixture
-def settings(redis_server: EmbeddedRedis, delivery_double: RecordingServer) -> Settings:
+def settings(
+    redis_server: EmbeddedRedis | EmbeddedRedisCluster,
+    cluster_mode: bool,
+    delivery_double: RecordingServer,
+) -> Settings:
     return load_settings(
         redis_url=redis_server.url,
+        redis_cluster=cluster_mode,
+        metrics_port=-2,  # any free port: tests start several Campaign processes
         log_format="text",
         log_level="WARNING",
         trace_exporter="none",

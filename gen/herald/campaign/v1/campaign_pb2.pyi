@@ -37,9 +37,16 @@ class _CampaignStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Campaig
     CAMPAIGN_STATE_SCHEDULED: _CampaignState.ValueType  # 2
     """Launched; waiting for its send time (or for the first local send time)."""
     CAMPAIGN_STATE_SENDING: _CampaignState.ValueType  # 3
-    """Fan-out in progress (or waiting for local times / quiet hours to end)."""
+    """Fan-out in progress, or waiting for local times / quiet hours to end, or waiting
+    for Delivery's final outcome (delivered, bounced, failed) of every sent
+    notification.
+    """
     CAMPAIGN_STATE_COMPLETED: _CampaignState.ValueType  # 4
-    """Every targeted device was sent to or suppressed."""
+    """Every targeted device was sent to or suppressed, and every sent notification has
+    its final outcome (the report's in_flight = 0) — unless outcomes were still
+    missing when the bounded wait ended (the message's TTL + 30 s, at most 5 minutes
+    after the fan-out finished): then the missing ones stay counted as in_flight.
+    """
     CAMPAIGN_STATE_CANCELLED: _CampaignState.ValueType  # 5
     """Cancelled by CancelCampaign; the remaining sends were stopped."""
     CAMPAIGN_STATE_FAILED: _CampaignState.ValueType  # 6
@@ -57,9 +64,16 @@ CAMPAIGN_STATE_DRAFT: CampaignState.ValueType  # 1
 CAMPAIGN_STATE_SCHEDULED: CampaignState.ValueType  # 2
 """Launched; waiting for its send time (or for the first local send time)."""
 CAMPAIGN_STATE_SENDING: CampaignState.ValueType  # 3
-"""Fan-out in progress (or waiting for local times / quiet hours to end)."""
+"""Fan-out in progress, or waiting for local times / quiet hours to end, or waiting
+for Delivery's final outcome (delivered, bounced, failed) of every sent
+notification.
+"""
 CAMPAIGN_STATE_COMPLETED: CampaignState.ValueType  # 4
-"""Every targeted device was sent to or suppressed."""
+"""Every targeted device was sent to or suppressed, and every sent notification has
+its final outcome (the report's in_flight = 0) — unless outcomes were still
+missing when the bounded wait ended (the message's TTL + 30 s, at most 5 minutes
+after the fan-out finished): then the missing ones stay counted as in_flight.
+"""
 CAMPAIGN_STATE_CANCELLED: CampaignState.ValueType  # 5
 """Cancelled by CancelCampaign; the remaining sends were stopped."""
 CAMPAIGN_STATE_FAILED: CampaignState.ValueType  # 6

@@ -58,7 +58,9 @@ Global___EngagementKind: _TypeAlias = EngagementKind  # noqa: Y015
 @_typing.final
 class CampaignReport(_message.Message):
     """The counters of a campaign. They add up: targeted = suppressed + sent + pending;
-    once COMPLETED, sent = delivered + bounced + failed (in_flight = 0).
+    sent = delivered + bounced + failed + in_flight. Once COMPLETED, pending = 0 and
+    in_flight = 0, except for outcomes Delivery never reported within the bounded wait
+    (see CAMPAIGN_STATE_COMPLETED), which stay in in_flight.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
