@@ -109,6 +109,16 @@ def require_app_access(app_id: str, caller: Caller | None = None) -> None:
         )
 
 
+def caller_app() -> str:
+    """The app an app key belongs to; "" for the operator, the services, or auth off.
+
+    RPCs that read across apps (a user's devices, a user's change log, subscription
+    state, exports) narrow their answer to this app for an app key.
+    """
+    caller = caller_var.get()
+    return caller.app_id if caller.kind == "app" else ""
+
+
 def app_ids_in(message: Message) -> set[str]:
     """Every `app_id` the request names, at the top level or one message deep."""
     found: set[str] = set()

@@ -75,8 +75,9 @@ def export_query(request: identity_service_pb2.ExportUsersRequest) -> ExportQuer
 
 
 def export_response(
-    batch: ExportBatch, full_tokens: bool
+    batch: ExportBatch, full_tokens: bool, only_app: str = ""
 ) -> identity_service_pb2.ExportUsersResponse:
+    """The batch as sent; `only_app` keeps just that app's tokens (an app key's view)."""
     return identity_service_pb2.ExportUsersResponse(
         users=[
             user_pb2.ExportedUser(
@@ -84,6 +85,7 @@ def export_response(
                 push_tokens=[
                     push_token_info(token.device, token.app_name, full_tokens)
                     for token in exported.tokens
+                    if not only_app or token.device.app_id == only_app
                 ],
             )
             for exported in batch.users

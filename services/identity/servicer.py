@@ -12,6 +12,7 @@ from typing import Any
 
 from herald.identity.v1 import identity_service_pb2 as pb
 from herald.identity.v1 import identity_service_pb2_grpc, user_pb2
+from services.core.auth import caller_app
 from services.core.server import Runtime
 from services.identity import app_messages, export_messages, user_messages
 from services.identity.api_keys import ApiKeys
@@ -232,6 +233,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         state = await self.subscriptions.of(
             user_messages.identifier(request.identifier, "identifier")
         )
+        own = caller_app()  # users are shared by apps; an app key sees its own app's devices
         return pb.GetSubscriptionStateResponse(
             external_id=state.user.external_id,
             entries=[
@@ -242,6 +244,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
                     ),
                 )
                 for entry in state.devices
+                if not own or entry.device.app_id == own
             ],
             push_enabled_any_app=state.push_enabled_any_app,
         )
@@ -250,4 +253,6 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         self, request: pb.ExportUsersRequest, context: Context
     ) -> AsyncIterator[pb.ExportUsersResponse]:
         async for batch in self.exporter.stream(export_messages.export_query(request)):
-            yield export_messages.export_response(batch, request.include_full_tokens)
+            yield export_messages.export_response(
+                batch, request.include_full_tokens, only_app=caller_app()
+            )

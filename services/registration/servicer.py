@@ -8,6 +8,7 @@ import grpc
 
 from herald.registration.v1 import registration_service_pb2 as pb
 from herald.registration.v1 import registration_service_pb2_grpc
+from services.core.auth import caller_app
 from services.core.server import Runtime
 from services.registration import messages
 from services.registration.apps import AppDirectory
@@ -98,7 +99,11 @@ class RegistrationServicer(registration_service_pb2_grpc.RegistrationServiceServ
         self, request: pb.ListUserDevicesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListUserDevicesResponse:
         page, token, any_app = await self.listings.list_user_devices(
-            request.user_id, request.app_id, request.page_size, request.page_token, request.view
+            request.user_id,
+            request.app_id or caller_app(),  # an app key sees only its own app's devices
+            request.page_size,
+            request.page_token,
+            request.view,
         )
         return pb.ListUserDevicesResponse(
             devices=[
@@ -190,8 +195,13 @@ class RegistrationServicer(registration_service_pb2_grpc.RegistrationServiceServ
             request.page_size,
             request.page_token,
         )
+        own = caller_app()  # a user's log spans apps; an app key sees its own app's part
         return pb.ListTokenChangesResponse(
-            token_changes=[messages.token_change(c.app_id, c.device_id, c.entry) for c in page],
+            token_changes=[
+                messages.token_change(c.app_id, c.device_id, c.entry)
+                for c in page
+                if not own or c.app_id == own
+            ],
             next_page_token=token,
         )
 

@@ -13,7 +13,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from herald.identity.v1 import app_pb2, identity_service_pb2, identity_service_pb2_grpc
+from herald.identity.v1 import app_pb2, identity_service_pb2, identity_service_pb2_grpc, user_pb2
 from herald.registration.v1 import (
     device_pb2,
     registration_service_pb2,
@@ -230,3 +230,40 @@ async def test_a_streamed_request_naming_another_app_is_refused_and_writes_nothi
         "APP_ACCESS_DENIED",
     )
     assert await redis.dbsize() == before
+
+
+async def test_reads_across_apps_show_an_app_key_only_its_own_apps_part(world):
+    identity, registration, secrets, keys = world
+    await identity.UpsertUser(
+        identity_service_pb2.UpsertUserRequest(user=user_pb2.User(external_id="alice")),
+        metadata=_admin(),
+    )
+    for app_id in ("shop", "news"):
+        request = _register(
+            app_id, f"{app_id}-phone", user_id="alice", client_secret=secrets[app_id]
+        )
+        await registration.RegisterDevice(request, metadata=_admin())
+    shop_full = keys[("shop", "FULL")][0]
+
+    devices = await registration.ListUserDevices(
+        registration_service_pb2.ListUserDevicesRequest(user_id="alice"), metadata=_key(shop_full)
+    )
+    assert [d.app_id for d in devices.devices] == ["shop"]
+    everything = await registration.ListUserDevices(
+        registration_service_pb2.ListUserDevicesRequest(user_id="alice"), metadata=_admin()
+    )
+    assert sorted(d.app_id for d in everything.devices) == ["news", "shop"]
+
+    changes = await registration.ListTokenChanges(
+        registration_service_pb2.ListTokenChangesRequest(user_id="alice"), metadata=_key(shop_full)
+    )
+    assert changes.token_changes
+    assert {c.app_id for c in changes.token_changes} == {"shop"}
+
+    state = await identity.GetSubscriptionState(
+        identity_service_pb2.GetSubscriptionStateRequest(
+            identifier=user_pb2.UserIdentifier(external_id="alice")
+        ),
+        metadata=_key(shop_full),
+    )
+    assert [e.push_token.app_id for e in state.entries] == ["shop"]
