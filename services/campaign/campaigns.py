@@ -110,6 +110,7 @@ class Campaigns:
         new.CopyFrom(campaign)
         new.campaign_id = campaign_id
         await self.deps.store.create(new, self.deps.now_ms())
+        self.deps.metrics.state(S.CAMPAIGN_STATE_DRAFT)
         return (await self.get(campaign_id)).campaign
 
     # -- list ------------------------------------------------------------------------------
@@ -255,6 +256,7 @@ class Campaigns:
             if before is None:
                 raise not_found(campaign_id)
             raise conflict(before, "launched")
+        self.deps.metrics.state(state)
         await self.deps.store.set_due(campaign_id, int(due * 1000))
         self.runner.wake()
         return (await self.get(campaign_id)).campaign, estimated
@@ -288,6 +290,8 @@ class Campaigns:
                 raise not_found(campaign_id)
             if before != S.CAMPAIGN_STATE_CANCELLED:
                 raise conflict(before, "cancelled")
+        else:
+            self.deps.metrics.state(S.CAMPAIGN_STATE_CANCELLED)
         await self.deps.store.remove_due(campaign_id)
         await self.deps.reports.expire_dedupe(campaign_id)
         try:

@@ -11,6 +11,7 @@ from services.campaign.clock import Clock, SystemClock
 from services.campaign.frequency import FrequencyCaps
 from services.campaign.reports import ReportStore
 from services.campaign.store import CampaignStore
+from services.campaign.telemetry import CampaignMetrics
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Deps:
     delivery: DeliveryClient
     clock: Clock = field(default_factory=SystemClock)
     tuning: Tuning = field(default_factory=Tuning)
+    metrics: CampaignMetrics = field(default_factory=CampaignMetrics)  # no-op unless wired
     owner: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def now(self) -> float:

@@ -92,6 +92,7 @@ class Engagement:
             )
             if recorded:
                 response.recorded_count += 1
+                self.deps.metrics.engagement.add(1, {"kind": KINDS[event.kind]})
             else:
                 response.duplicate_count += 1
         return response

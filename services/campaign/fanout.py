@@ -202,6 +202,7 @@ class Fanout:
                 self.deps.now_ms(),
             )
         outgoing: list[tuple[notification_pb2.Notification, int]] = []
+        renders = 0
         for device, user in ready:
             if device.platform not in self.credentials:
                 batch.suppress(CREDENTIALS_MISSING, device.platform)
@@ -213,6 +214,7 @@ class Fanout:
             ):
                 batch.suppress(FREQUENCY_CAPPED, device.platform)
                 continue
+            renders += 1
             prepared = prepare(
                 self.message,
                 device,
@@ -224,6 +226,7 @@ class Fanout:
                 batch.suppress(prepared.suppressed, device.platform)
                 continue
             outgoing.append((prepared.notification, device.platform))
+        self.deps.metrics.renders.add(renders)
         chunk = self.deps.tuning.enqueue_chunk
         if self.throttle is not None:
             chunk = min(chunk, self.throttle.chunk)
@@ -289,6 +292,8 @@ class Fanout:
             batch.hold,
             released or [],
         )
+        if done:  # counted in the report: the same deltas go to the metrics
+            self.deps.metrics.batch(batch.counters)
         if done == 0:
             self.lost = True
             raise Stopped()

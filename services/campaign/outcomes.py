@@ -78,6 +78,8 @@ class OutcomeConsumer:
                     if o.campaign_id and o.outcome in COUNTERS
                 ]
                 await self.deps.reports.outcomes(items)
+                for item in items:
+                    self.deps.metrics.outcomes.add(1, {"outcome": item[2]})
                 if response.cursor:
                     await redis.set(keys.OUTCOMES_CURSOR, response.cursor)
                 if asyncio.get_running_loop().time() - renewed > self.deps.tuning.lease_seconds / 3:

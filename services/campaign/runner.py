@@ -151,6 +151,7 @@ class Runner:
             )
             if not moved:
                 return
+            self.deps.metrics.state(S.CAMPAIGN_STATE_SENDING)
             stored.campaign.state = S.CAMPAIGN_STATE_SENDING
         campaign = stored.campaign
         credentials = await self.deps.delivery.platforms_with_credentials(campaign.app_id)
@@ -202,6 +203,7 @@ class Runner:
         )
         await self.deps.store.remove_due(campaign_id)
         if moved:
+            self.deps.metrics.state(state)
             await self.deps.reports.expire_dedupe(campaign_id)
         if moved and state == S.CAMPAIGN_STATE_FAILED:
             await self._cancel_queued(campaign_id)

@@ -25,6 +25,7 @@ from services.campaign.preview import preview, validate_message
 from services.campaign.reports import ReportStore, to_progress, to_report
 from services.campaign.runner import Runner
 from services.campaign.store import CampaignStore
+from services.campaign.telemetry import CampaignMetrics
 from services.campaign.transactional import Transactional
 from services.core.server import Runtime
 
@@ -42,6 +43,7 @@ def build_deps(runtime: Runtime) -> Deps:
         registration=RegistrationClient(lambda: runtime.channel("registration")),
         identity=IdentityClient(lambda: runtime.channel("identity")),
         delivery=DeliveryClient(lambda: runtime.channel("delivery")),
+        metrics=CampaignMetrics(runtime.metrics.meter),
     )
 
 
@@ -54,6 +56,7 @@ class CampaignServicer(campaign_service_pb2_grpc.CampaignServiceServicer):
         self.campaigns = Campaigns(self.deps, self.runner)
         self.transactional = Transactional(self.deps)
         self.engagement = Engagement(self.deps)
+        self.deps.metrics.running(lambda: len(self.runner.running))
 
     def start(self) -> None:
         self.runner.start()

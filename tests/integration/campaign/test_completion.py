@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
-from herald.campaign.v1 import campaign_pb2
+from herald.campaign.v1 import campaign_pb2, report_pb2
 from herald.type.v1 import push_options_pb2
 from services.campaign import keys
 from tests.integration.campaign.conftest import (
@@ -138,17 +138,18 @@ async def test_dedupe_sets_expire_once_the_campaign_is_final(stack: Stack):
     await launch(stack, cid)
     await wait_state(stack, cid, C.CAMPAIGN_STATE_COMPLETED)
     some = list(stack.delivery.unique(cid).values())
+    at = timestamp_pb2.Timestamp(seconds=1_900_000_000)
     events = [
-        {"event_id": "open-1", "kind": 1, "notification_id": some[0].notification_id},
-        {"event_id": "dismiss-1", "kind": 2, "notification_id": some[1].notification_id},
-    ]
-    await stack.campaign.RecordEngagement(
-        CS.RecordEngagementRequest(
-            events=[
-                {"app_id": "shop", "event_time": {"seconds": 1_900_000_000}, **e} for e in events
-            ]  # type: ignore[misc]
+        report_pb2.EngagementEvent(
+            event_id=f"e{kind}",
+            kind=kind,
+            notification_id=some[kind].notification_id,
+            app_id="shop",
+            event_time=at,
         )
-    )
+        for kind in (report_pb2.ENGAGEMENT_KIND_OPENED, report_pb2.ENGAGEMENT_KIND_DISMISSED)
+    ]
+    await stack.campaign.RecordEngagement(CS.RecordEngagementRequest(events=events))
     week = 7 * 86400 * 1000
     for key in (keys.finals(cid), keys.opened(cid), keys.dismissed(cid), keys.events(cid)):
         ttl = await stack.redis.pttl(key)
