@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
+from google.protobuf import duration_pb2, struct_pb2
 
 from bench.registration import Services, _create_app, _wait_serving, device_fields
 from herald.campaign.v1 import (
@@ -138,12 +139,20 @@ async def _run(
         launched = await stub.LaunchCampaign(
             campaign_service_pb2.LaunchCampaignRequest(campaign_id=cid)
         )
-        while True:
-            got = await stub.GetCampaign(campaign_service_pb2.GetCampaignRequest(campaign_id=cid))
-            if got.campaign.state in (4, 5, 6):
+        # The fan-out is done when the audience is resolved and every targeted device
+        # was enqueued or suppressed. COMPLETED comes later (after Delivery's outcomes,
+        # which this counting endpoint never sends), so it is not what is timed here.
+        request = campaign_service_pb2.WatchCampaignRequest(
+            campaign_id=cid, min_interval=duration_pb2.Duration(nanos=100_000_000)
+        )
+        async for answer in stub.WatchCampaign(request):
+            p = answer.progress
+            if p.state in (5, 6) or (
+                p.audience_resolved and p.targeted and p.sent + p.suppressed == p.targeted
+            ):
                 break
-            await asyncio.sleep(0.2)
         elapsed = time.perf_counter() - started
+        got = await stub.GetCampaign(campaign_service_pb2.GetCampaignRequest(campaign_id=cid))
         report = (
             await stub.GetCampaignReport(
                 campaign_service_pb2.GetCampaignReportRequest(campaign_id=cid)
@@ -162,9 +171,12 @@ async def _run(
         }
 
 
-def _spawn_campaign(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def _spawn_campaign(env: dict[str, str], log: Path, profile: bool) -> subprocess.Popen[bytes]:
+    # --profile: cProfile writes campaign.prof in the working directory when the
+    # process ends (SIGINT, so the profile is flushed).
+    prefix = ["-m", "cProfile", "-o", str(ROOT / "campaign.prof")] if profile else []
     return subprocess.Popen(
-        [sys.executable, "-m", "services.campaign"],
+        [sys.executable, *prefix, "-m", "services.campaign"],
         cwd=ROOT,
         env=env,
         stdout=log.open("wb"),
@@ -176,6 +188,9 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench.campaign", description=__doc__)
     parser.add_argument("--devices", type=int, default=200_000)
     parser.add_argument("--users", type=int, default=50_000)
+    parser.add_argument(
+        "--profile", action="store_true", help="run Campaign under cProfile (campaign.prof)"
+    )
     args = parser.parse_args(argv)
 
     async def run() -> int:
@@ -198,7 +213,7 @@ def main(argv: list[str]) -> int:
                 "HERALD_REGISTRATION_ADDRESS": services.target("registration"),
                 "HERALD_DELIVERY_ADDRESS": f"127.0.0.1:{delivery_port}",
             }
-            campaign = _spawn_campaign(env, Path(workdir) / "campaign.log")
+            campaign = _spawn_campaign(env, Path(workdir) / "campaign.log", args.profile)
             try:
                 _wait_serving(campaign_port, "herald.campaign.v1.CampaignService")
                 _create_app(services, APP)
@@ -212,8 +227,8 @@ def main(argv: list[str]) -> int:
                 result["campaign_peak_rss_mb"] = round(_peak_rss_mb(campaign.pid))
                 print(json.dumps(result, indent=2))
             finally:
-                campaign.terminate()
-                campaign.wait(timeout=15)
+                campaign.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)
+                campaign.wait(timeout=30)
                 services.stop()
         await server.stop(0)
         return 0

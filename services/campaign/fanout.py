@@ -168,10 +168,14 @@ class Fanout:
             return {}
         ids = list(dict.fromkeys(d.user_id for d in devices if d.user_id))
         found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(ids), 1000):
-            found.update(
-                await self.deps.identity.users(ids[start : start + 1000], self.user_paths or ())
+        # BatchGetUsers takes 1,000 ids a call: the calls of one batch go concurrently.
+        for part in await asyncio.gather(
+            *(
+                self.deps.identity.users(ids[start : start + 1000], self.user_paths or ())
+                for start in range(0, len(ids), 1000)
             )
+        ):
+            found.update(part)
         return found
 
     async def _any_app(

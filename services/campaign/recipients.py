@@ -79,7 +79,7 @@ def prepare(
 ) -> Prepared:
     """Renders the message for the device; suppression reasons instead of exceptions."""
     try:
-        rendered = message.render(
+        rendered = message.render_cached(
             device.platform, context_of(device, device.platform, user, event), campaign_id
         )
     except TemplateRenderError as error:

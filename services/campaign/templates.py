@@ -83,10 +83,15 @@ class Template:
     def variables(self) -> set[str]:
         return {path[0] for path in self._paths if path}
 
+    @property
+    def paths(self) -> tuple[tuple[str, ...], ...]:
+        """Every variable path the template reads (its render depends on these only)."""
+        return self._paths
+
     def render(self, context: Mapping[str, Any]) -> str:
         if self._compiled is None:
             return self.source
-        key = tuple(_lookup(context, path) for path in self._paths)
+        key = tuple(lookup(context, path) for path in self._paths)
         cached = self._memo.get(key)
         if cached is not None:
             return cached
@@ -99,7 +104,7 @@ class Template:
         return rendered
 
 
-def _lookup(context: Mapping[str, Any], path: tuple[str, ...]) -> str:
+def lookup(context: Mapping[str, Any], path: tuple[str, ...]) -> str:
     value: Any = context
     for part in path:
         if isinstance(value, Mapping):
