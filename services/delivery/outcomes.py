@@ -22,7 +22,7 @@ from typing import Any
 from herald.delivery.v1 import delivery_service_pb2, notification_pb2
 from services.core.errors import FieldViolation, InvalidArgument, OutOfRange
 from services.delivery import queue_keys as keys
-from services.delivery.queue_store import QueueStore
+from services.delivery.queue_store import QueueStore, execute
 
 DS = delivery_service_pb2
 DEFAULT_BATCH = 500
@@ -85,7 +85,7 @@ class OutcomeStream:
         pipe = self.redis.pipeline(transaction=False)
         for shard in range(shards):
             pipe.xrevrange(keys.outcomes(shard), "+", "-", count=1)
-        latest: Any = await pipe.execute()
+        latest: Any = await execute(pipe)
         return [
             _decode(rows[0][0]) if rows else watermark
             for rows, watermark in zip(latest, watermarks, strict=True)
@@ -96,7 +96,7 @@ class OutcomeStream:
         pipe = self.redis.pipeline(transaction=False)
         for shard in range(self.store.shards):
             pipe.get(keys.outcomes_watermark(shard))
-        found: Any = await pipe.execute()
+        found: Any = await execute(pipe)
         return [_decode(value) if value else "0-0" for value in found]
 
     async def _check_retained(self, positions: list[str]) -> None:
@@ -121,7 +121,7 @@ class OutcomeStream:
         pipe = self.redis.pipeline(transaction=False)
         for shard, position in enumerate(positions):
             pipe.xread({keys.outcomes(shard): position}, count=count)
-        answers: Any = await pipe.execute()
+        answers: Any = await execute(pipe)
         rows: list[tuple[tuple[int, int], int, str, dict[bytes, bytes]]] = []
         for shard, answer in enumerate(answers):
             for _stream, entries in answer or []:

@@ -7,6 +7,7 @@ and the read RPCs call it.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,14 @@ class Finish:
     campaign_id: str
 
 
+async def execute(pipe: Any) -> list[Any]:
+    """Run a pipeline to the end even if the caller is cancelled (a StreamOutcomes
+    client hanging up, a worker loop stopping): redis-py's cluster pipeline put back
+    connections cancelled mid-read, which leaked sockets and nodes under
+    --redis-cluster. The caller still sees its cancellation at once."""
+    return list(await asyncio.shield(asyncio.ensure_future(pipe.execute())))
+
+
 class QueueStore:
     def __init__(self, redis: RedisClient, options: DeliveryOptions) -> None:
         self.redis = redis
@@ -84,7 +93,7 @@ class QueueStore:
         pipe = self.redis.pipeline(transaction=False)
         for shard in shards:
             pipe.xlen(keys.stream(shard))
-        return dict(zip(shards, (int(n) for n in await pipe.execute()), strict=True))
+        return dict(zip(shards, (int(n) for n in await execute(pipe)), strict=True))
 
     async def append(self, shard: int, items: list[NewItem], now_ms: int) -> None:
         """Records, indexes and stream entries of one shard in one MULTI/EXEC: an item is
@@ -103,7 +112,7 @@ class QueueStore:
         for index in touched:  # keep indexes bounded by the record TTL
             pipe.zremrangebyscore(index, "-inf", now_ms - ttl * 1000)
             pipe.expire(index, ttl)
-        await pipe.execute()
+        await execute(pipe)
 
     async def open_direct(
         self, shard: int, item: NewItem, now_ms: int, owner: str, lease_until_ms: int
@@ -130,7 +139,7 @@ class QueueStore:
             pipe.zadd(index, {item.notification_id: now_ms})
             pipe.zremrangebyscore(index, "-inf", now_ms - ttl * 1000)
             pipe.expire(index, ttl)
-        await pipe.execute()
+        await execute(pipe)
 
     @staticmethod
     def _indexes(shard: int, item: NewItem) -> list[str]:
@@ -222,13 +231,13 @@ class QueueStore:
         pipe = self.redis.pipeline(transaction=False)
         for entry in entries:
             pipe.hdel(keys.record(entry.shard, entry.notification_id), "lw", "lu")
-        await pipe.execute()
+        await execute(pipe)
 
     async def ack(self, entry: Entry) -> None:
         pipe = self.redis.pipeline(transaction=True)
         pipe.xack(keys.stream(entry.shard), keys.GROUP, entry.entry_id)
         pipe.xdel(keys.stream(entry.shard), entry.entry_id)
-        await pipe.execute()
+        await execute(pipe)
 
     async def finish(
         self, shard: int, notification_id: str, entry_id: str, done: Finish, now_ms: int
@@ -268,7 +277,7 @@ class QueueStore:
         pipe.zadd(keys.retries(entry.shard), {f"{entry.notification_id}|{entry.attempt}": due_ms})
         pipe.xack(keys.stream(entry.shard), keys.GROUP, entry.entry_id)
         pipe.xdel(keys.stream(entry.shard), entry.entry_id)
-        await pipe.execute()
+        await execute(pipe)
 
     async def move_due(self, shard: int, now_ms: int, limit: int = 500) -> int:
         moved: Any = await self._move(
@@ -285,7 +294,7 @@ class QueueStore:
         pipe = self.redis.pipeline(transaction=False)
         for notification_id in ids:
             pipe.hmget(keys.record(shard, notification_id), fields)
-        return list(await pipe.execute())
+        return list(await execute(pipe))
 
     async def index_page(
         self, shard: int, index: str, before: tuple[int, str] | None, count: int
