@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -28,6 +29,7 @@ from services.delivery.circuit import CircuitBreakers
 from services.delivery.credential_cache import CredentialCache
 from services.delivery.credential_store import CredentialStore
 from services.delivery.credentials import ENVIRONMENT_NAMES, Credential, Slot
+from services.delivery.metrics import DeliveryMetrics
 from services.delivery.payloads import ProviderRequest, ttl_seconds
 from services.delivery.payloads import apns as apns_payload
 from services.delivery.payloads import fcm as fcm_payload
@@ -38,7 +40,7 @@ from services.delivery.senders import ProviderAnswer, Sender
 from services.delivery.senders.apns import ApnsSender
 from services.delivery.senders.fcm import FcmSender
 from services.delivery.senders.webpush import WebPushSender
-from services.delivery.transport.pool import PoolOptions
+from services.delivery.transport.pool import H2Pool, PoolOptions
 
 log = logging.getLogger(__name__)
 OUTCOME = push_options_pb2
@@ -82,6 +84,52 @@ class Dispatcher:
             "fcm": self.fcm,
             "webpush": self.webpush,
         }
+        self.metrics = DeliveryMetrics()  # no-op until use_metrics()
+
+    def use_metrics(self, metrics: DeliveryMetrics) -> None:
+        """Count attempts, GOAWAYs and provider tokens, and expose pool state and
+        credential expiry as gauges read at scrape time."""
+        self.metrics = metrics
+        for sender in (self.apns, self.fcm, self.webpush):
+            sender.on_event = metrics.event
+        metrics.observe(
+            "herald.delivery.pool.connections",
+            "Open HTTP/2 connections, by provider",
+            "1",
+            lambda: self._pool_gauge(lambda pool: len(pool.connections)),
+        )
+        metrics.observe(
+            "herald.delivery.pool.streams_in_use",
+            "HTTP/2 streams in flight, by provider",
+            "1",
+            lambda: self._pool_gauge(lambda pool: sum(c.open_streams for c in pool.connections)),
+        )
+        metrics.observe(
+            "herald.delivery.credentials.expiry",
+            "Seconds until a cached credential (APNs certificate) expires",
+            "s",
+            self._expiry_gauge,
+        )
+
+    def _pool_gauge(self, read: Callable[[H2Pool], int]) -> list[tuple[float, dict[str, str]]]:
+        return [
+            (float(sum(read(pool) for pool in sender.pools())), {"provider": name})
+            for name, sender in (("apns", self.apns), ("fcm", self.fcm), ("webpush", self.webpush))
+        ]
+
+    def _expiry_gauge(self) -> list[tuple[float, dict[str, str]]]:
+        now = time.time()
+        out = []
+        for credential in self.credentials.cached():
+            expire = float(credential.public.get("expire_time") or 0)
+            if expire:
+                labels = {
+                    "app": credential.slot.app_id,
+                    "provider": credential.slot.provider,
+                    "environment": credential.slot.environment,
+                }
+                out.append((expire - now, labels))
+        return out
 
     # -- checks (Send and Enqueue reject bad input with these before queueing) ---------
     async def prepare(
@@ -153,6 +201,18 @@ class Dispatcher:
         attempt: int,
         *,
         time_limit: float | None = None,
+    ) -> AttemptResult:
+        """Send one attempt of `notification` (attempt counts from 1) and say what happened.
+        Never raises for a provider or input problem: those are results."""
+        result = await self._deliver(notification, attempt, time_limit)
+        self.metrics.attempt(notification.app_id, result)
+        return result
+
+    async def _deliver(
+        self,
+        notification: notification_pb2.Notification,
+        attempt: int,
+        time_limit: float | None,
     ) -> AttemptResult:
         """Send one attempt of `notification` (attempt counts from 1) and say what happened.
         Never raises for a provider or input problem: those are results."""

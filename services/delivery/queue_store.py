@@ -95,6 +95,22 @@ class QueueStore:
             pipe.xlen(keys.stream(shard))
         return dict(zip(shards, (int(n) for n in await execute(pipe)), strict=True))
 
+    async def depth_and_oldest(self) -> tuple[dict[int, int], dict[int, int]]:
+        """Per shard: XLEN, and the time (ms) of the oldest entry (0 when empty)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(self.shards):
+            pipe.xlen(keys.stream(shard))
+            pipe.xrange(keys.stream(shard), "-", "+", count=1)
+        answers = await execute(pipe)
+        depth: dict[int, int] = {}
+        oldest: dict[int, int] = {}
+        for shard in range(self.shards):
+            depth[shard] = int(answers[2 * shard])
+            rows = answers[2 * shard + 1]
+            entry_id = rows[0][0].decode() if rows else "0-0"
+            oldest[shard] = int(entry_id.partition("-")[0])
+        return depth, oldest
+
     async def append(self, shard: int, items: list[NewItem], now_ms: int) -> None:
         """Records, indexes and stream entries of one shard in one MULTI/EXEC: an item is
         never queued without its record, nor recorded without being queued."""

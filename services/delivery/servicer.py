@@ -23,6 +23,7 @@ from services.core.server import Runtime
 from services.delivery import credentials as creds
 from services.delivery.dispatch import Dispatcher
 from services.delivery.enqueue import EnqueueService
+from services.delivery.metrics import DeliveryMetrics, QueueSampler
 from services.delivery.notifications import NotificationRecords
 from services.delivery.options import DeliveryOptions
 from services.delivery.outcomes import OutcomeStream
@@ -59,6 +60,21 @@ class DeliveryServicer(delivery_service_pb2_grpc.DeliveryServiceServicer):
         self.enqueuer = EnqueueService(self.queue, self.dispatcher, runtime.redis, self.options)
         self.records = NotificationRecords(self.queue)
         self.outcomes = OutcomeStream(self.queue)
+        self.metrics = DeliveryMetrics(runtime.metrics.meter)
+        self.dispatcher.use_metrics(self.metrics)
+        self.sampler = QueueSampler(self.queue)
+        self.metrics.observe(
+            "herald.delivery.queue.depth",
+            "Items a shard holds (queued and in flight)",
+            "1",
+            self.sampler.depths,
+        )
+        self.metrics.observe(
+            "herald.delivery.queue.oldest_age",
+            "Age of a shard's oldest item",
+            "s",
+            self.sampler.ages,
+        )
         self.workers = WorkerPool(
             self.queue,
             self.dispatcher,
@@ -75,10 +91,12 @@ class DeliveryServicer(delivery_service_pb2_grpc.DeliveryServiceServicer):
 
     async def start(self) -> None:
         await self.queue.ensure_groups()
+        self.sampler.start()
         if self.options.workers_enabled:
             await self.workers.start()
 
     async def close(self) -> None:
+        await self.sampler.close()
         await self.workers.close(self.runtime.settings.shutdown_grace_seconds)
         await self.dispatcher.close()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.core.config import Settings
@@ -45,6 +46,8 @@ class ApnsSender:
         self.drain_seconds = drain_seconds
         self._routes: dict[tuple[str, str], _Route] = {}
         self._draining: set[asyncio.Task[None]] = set()
+        # (event, provider) for metrics: "goaway", "token_refresh"; set by the Dispatcher.
+        self.on_event: Callable[[str, str], None] = lambda _event, _provider: None
 
     def origin_for(self, environment: str) -> str:
         if environment == "production":
@@ -69,11 +72,11 @@ class ApnsSender:
                 self.settings.provider_ca_file, secret["certificate_pem"], secret["private_key_pem"]
             )
             signer = None
-        route = _Route(
-            credential.version,
-            H2Pool(self.origin_for(credential.slot.environment), ctx, self.options),
-            signer,
-        )
+        pool = H2Pool(self.origin_for(credential.slot.environment), ctx, self.options)
+        pool.on_goaway = lambda: self.on_event("goaway", "apns")
+        if signer is not None:
+            signer.on_mint = lambda: self.on_event("token_refresh", "apns")
+        route = _Route(credential.version, pool, signer)
         self._routes[key] = route
         return route
 
@@ -114,6 +117,9 @@ class ApnsSender:
             connection_id=exchange.connection_id,
             error=f"APNs {response.status} {reason or '(no reason)'}",
         )
+
+    def pools(self) -> list[H2Pool]:
+        return [route.pool for route in self._routes.values()]
 
     def signer_for(self, app_id: str, environment: str) -> ApnsTokenSigner | None:
         route = self._routes.get((app_id, environment))

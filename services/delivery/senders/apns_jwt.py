@@ -10,6 +10,7 @@ there are. A connection that must get a fresh token out of turn is retired inste
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import jwt
 
@@ -31,6 +32,7 @@ class ApnsTokenSigner:
         self._header = ""
         self._minted_at = 0.0
         self.mints = 0  # how many tokens were minted (tests, metrics)
+        self.on_mint: Callable[[], None] | None = None
 
     def authorization(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
@@ -44,6 +46,8 @@ class ApnsTokenSigner:
             self._header = f"bearer {token}"
             self._minted_at = now
             self.mints += 1
+            if self.on_mint is not None:
+                self.on_mint()
         return self._header
 
     def expire(self) -> None:

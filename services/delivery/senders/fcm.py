@@ -8,6 +8,7 @@ cached per (app, credential version).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from services.core.config import Settings
@@ -28,6 +29,12 @@ class FcmSender:
         self.settings = settings
         self.pool = H2Pool(settings.fcm_origin, client_context(settings.provider_ca_file), options)
         self._sources: dict[str, tuple[int, FcmTokenSource]] = {}
+        # (event, provider) for metrics: "goaway", "token_refresh"; set by the Dispatcher.
+        self.on_event: Callable[[str, str], None] = lambda _event, _provider: None
+        self.pool.on_goaway = lambda: self.on_event("goaway", "fcm")
+
+    def pools(self) -> list[H2Pool]:
+        return [self.pool]
 
     def token_source(self, credential: Credential) -> FcmTokenSource:
         app_id = credential.slot.app_id
@@ -38,6 +45,7 @@ class FcmSender:
             known[1].close()
         info = json.loads(credential.secret["service_account_json"])
         source = FcmTokenSource(info, self.settings.provider_ca_file)
+        source.on_refresh = lambda: self.on_event("token_refresh", "fcm")
         self._sources[app_id] = (credential.version, source)
         return source
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import google.auth.exceptions
@@ -55,6 +56,7 @@ class FcmTokenSource:
         self._session.mount("https://", _TrustAdapter(context))
         self._lock = asyncio.Lock()
         self.refreshes = 0  # token fetches (tests, metrics)
+        self.on_refresh: Callable[[], None] | None = None
 
     def _fresh(self) -> bool:
         creds = self._credentials
@@ -86,6 +88,8 @@ class FcmTokenSource:
                         f"token endpoint unreachable: {_first_line(error)}", False
                     ) from None
                 self.refreshes += 1
+                if self.on_refresh is not None:
+                    self.on_refresh()
         return str(self._credentials.token)
 
     def invalidate(self) -> None:

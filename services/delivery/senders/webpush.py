@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
 
 from services.core.config import Settings
 from services.delivery.credentials import Credential
@@ -30,11 +31,17 @@ class WebPushSender:
         self._pools: OrderedDict[str, H2Pool] = OrderedDict()
         self._signers: dict[str, tuple[int, VapidSigner]] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        # (event, provider) for metrics: "goaway"; set by the Dispatcher.
+        self.on_event: Callable[[str, str], None] = lambda _event, _provider: None
+
+    def pools(self) -> list[H2Pool]:
+        return list(self._pools.values())
 
     def pool_for(self, origin: str) -> H2Pool:
         pool = self._pools.get(origin)
         if pool is None:
             pool = self._pools[origin] = H2Pool(origin, self._context, self.options)
+            pool.on_goaway = lambda: self.on_event("goaway", "webpush")
             while len(self._pools) > self.max_origins:
                 _, old = self._pools.popitem(last=False)
                 task = asyncio.get_running_loop().create_task(old.close(5.0))

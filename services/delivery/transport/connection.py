@@ -68,6 +68,7 @@ class H2Connection(asyncio.Protocol):
         self.closed = False
         self.draining = False
         self.goaway_reason = ""
+        self.goaway_counted = False  # the pool counted this GOAWAY (metrics)
         self.last_activity = time.monotonic()
         self.completed = 0
 

@@ -23,6 +23,7 @@ import random
 import ssl
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -77,6 +78,9 @@ class H2Pool:
         self._closed = False
         self._pinger: asyncio.Task[None] | None = None
         self.connects = 0  # connections opened (for tests and metrics)
+        self.goaways = 0  # connections that received a GOAWAY
+        # Told once per connection that received a GOAWAY (metrics).
+        self.on_goaway: Callable[[], None] | None = None
 
     # -- requests ---------------------------------------------------------------------
     async def request(
@@ -196,6 +200,11 @@ class H2Pool:
 
     def _changed(self, conn: H2Connection) -> None:
         """Called by a connection when streams free up, settings change or it closes."""
+        if conn.goaway_reason and not conn.goaway_counted:
+            conn.goaway_counted = True
+            self.goaways += 1
+            if self.on_goaway is not None:
+                self.on_goaway()
         if conn.closed or (conn.draining and conn.open_streams == 0):
             if conn in self.connections:
                 self.connections.remove(conn)
