@@ -27,6 +27,7 @@ from services.campaign.runner import Runner
 from services.campaign.store import CampaignStore
 from services.campaign.telemetry import CampaignMetrics
 from services.campaign.transactional import Transactional
+from services.core.auth import caller_app, require_app_access
 from services.core.server import Runtime
 
 CS = campaign_service_pb2
@@ -79,9 +80,16 @@ class CampaignServicer(campaign_service_pb2_grpc.CampaignServiceServicer):
         )
         return CS.CreateCampaignResponse(campaign=campaign)
 
+    async def _check_owner(self, campaign_id: str) -> None:
+        """An app key reaches only its own app's campaigns (RPCs that name a campaign by id)."""
+        if caller_app():
+            stored = await self.campaigns.get(campaign_id)
+            require_app_access(stored.campaign.app_id)
+
     async def GetCampaign(
         self, request: CS.GetCampaignRequest, context: Context
     ) -> CS.GetCampaignResponse:
+        await self._check_owner(request.campaign_id)
         return CS.GetCampaignResponse(
             campaign=(await self.campaigns.get(request.campaign_id)).campaign
         )
@@ -97,6 +105,7 @@ class CampaignServicer(campaign_service_pb2_grpc.CampaignServiceServicer):
     async def UpdateCampaign(
         self, request: CS.UpdateCampaignRequest, context: Context
     ) -> CS.UpdateCampaignResponse:
+        await self._check_owner(request.campaign.campaign_id)
         return CS.UpdateCampaignResponse(
             campaign=await self.campaigns.update(request.campaign, request.update_mask)
         )
@@ -104,23 +113,27 @@ class CampaignServicer(campaign_service_pb2_grpc.CampaignServiceServicer):
     async def DeleteCampaign(
         self, request: CS.DeleteCampaignRequest, context: Context
     ) -> CS.DeleteCampaignResponse:
+        await self._check_owner(request.campaign_id)
         await self.campaigns.delete(request.campaign_id)
         return CS.DeleteCampaignResponse(campaign_id=request.campaign_id)
 
     async def LaunchCampaign(
         self, request: CS.LaunchCampaignRequest, context: Context
     ) -> CS.LaunchCampaignResponse:
+        await self._check_owner(request.campaign_id)
         campaign, estimated = await self.campaigns.launch(request.campaign_id, request.request_id)
         return CS.LaunchCampaignResponse(campaign=campaign, estimated_devices=estimated)
 
     async def CancelCampaign(
         self, request: CS.CancelCampaignRequest, context: Context
     ) -> CS.CancelCampaignResponse:
+        await self._check_owner(request.campaign_id)
         return CS.CancelCampaignResponse(campaign=await self.campaigns.cancel(request.campaign_id))
 
     async def GetCampaignReport(
         self, request: CS.GetCampaignReportRequest, context: Context
     ) -> CS.GetCampaignReportResponse:
+        await self._check_owner(request.campaign_id)
         stored = await self.campaigns.get(request.campaign_id)
         counters = await self.deps.reports.counters(request.campaign_id)
         return CS.GetCampaignReportResponse(
@@ -130,6 +143,7 @@ class CampaignServicer(campaign_service_pb2_grpc.CampaignServiceServicer):
     async def WatchCampaign(
         self, request: CS.WatchCampaignRequest, context: Context
     ) -> AsyncIterator[CS.WatchCampaignResponse]:
+        await self._check_owner(request.campaign_id)
         interval = 1.0
         if request.HasField("min_interval"):
             interval = max(0.1, request.min_interval.ToMilliseconds() / 1000)

@@ -12,11 +12,12 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
 from herald.delivery.v1 import delivery_service_pb2, delivery_service_pb2_grpc
+from services.core.auth import caller_app, require_app_access
 from services.core.errors import FieldViolation, InvalidArgument, NotFound, Validator
 from services.core.pending import fill_pending
 from services.core.server import Runtime
@@ -164,24 +165,44 @@ class DeliveryServicer(delivery_service_pb2_grpc.DeliveryServiceServicer):
     async def StreamOutcomes(
         self, request: DS.StreamOutcomesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[DS.StreamOutcomesResponse]:
-        async for batch in self.outcomes.stream(request):
+        async for batch in self.outcomes.stream(_own_app(request)):
             yield batch
 
     async def GetNotification(
         self, request: DS.GetNotificationRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> DS.GetNotificationResponse:
         found = await self.records.get(request.notification_id)
+        require_app_access(found.app_id)  # an app key reads only its own app's notifications
         return DS.GetNotificationResponse(notification=found)
 
     async def ListNotifications(
         self, request: DS.ListNotificationsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> DS.ListNotificationsResponse:
-        return await self.records.list_page(request)
+        return await self.records.list_page(_own_app(request))
 
     async def CancelNotifications(
         self, request: DS.CancelNotificationsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> DS.CancelNotificationsResponse:
-        return await self.records.cancel(request)
+        return await self.records.cancel(_own_app(request))
+
+
+AppScoped = TypeVar(
+    "AppScoped",
+    DS.StreamOutcomesRequest,
+    DS.ListNotificationsRequest,
+    DS.CancelNotificationsRequest,
+)
+
+
+def _own_app(request: AppScoped) -> AppScoped:
+    """For an app key, a request without an app filter is narrowed to the key's app."""
+    own = caller_app()
+    if not own or request.app_id:
+        return request  # the interceptor already held a named app to the key's
+    narrowed = type(request)()
+    narrowed.CopyFrom(request)
+    narrowed.app_id = own
+    return narrowed
 
 
 def _slot(app_id: str, provider: int, environment: int) -> creds.Slot:

@@ -13,6 +13,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from herald.campaign.v1 import (
+    campaign_pb2,
+    campaign_service_pb2,
+    campaign_service_pb2_grpc,
+    push_message_pb2,
+)
 from herald.identity.v1 import app_pb2, identity_service_pb2, identity_service_pb2_grpc, user_pb2
 from herald.registration.v1 import (
     device_pb2,
@@ -20,6 +26,7 @@ from herald.registration.v1 import (
     registration_service_pb2_grpc,
 )
 from herald.type.v1 import platform_pb2, push_token_pb2
+from services.campaign.spec import SPEC as CAMPAIGN
 from services.core.auth import ADMIN_KEY_HEADER, API_KEY_HEADER
 from services.core.status import parse_error
 from services.identity.spec import SPEC as IDENTITY
@@ -267,3 +274,81 @@ async def test_reads_across_apps_show_an_app_key_only_its_own_apps_part(world):
         metadata=_key(shop_full),
     )
     assert [e.push_token.app_id for e in state.entries] == ["shop"]
+
+
+async def test_a_resource_named_by_id_alone_is_held_to_the_keys_app(
+    settings, start_services, redis
+):
+    secure = settings.model_copy(
+        update={
+            "require_api_keys": True,
+            "admin_key": ADMIN,
+            "internal_key": INTERNAL,
+            "api_key_cache_seconds": 0.0,
+        }
+    )
+    servers = await start_services(REGISTRATION, IDENTITY, CAMPAIGN, base=secure)
+    async with (
+        grpc.aio.insecure_channel(f"127.0.0.1:{servers['identity'].port}") as identity_channel,
+        grpc.aio.insecure_channel(f"127.0.0.1:{servers['campaign'].port}") as campaign_channel,
+    ):
+        identity = identity_service_pb2_grpc.IdentityServiceStub(identity_channel)
+        campaigns = campaign_service_pb2_grpc.CampaignServiceStub(campaign_channel)
+        keys = {}
+        for app_id in ("shop", "news"):
+            await identity.CreateApp(
+                identity_service_pb2.CreateAppRequest(
+                    app_id=app_id,
+                    app=app_pb2.App(display_name=app_id),
+                    request_id=str(uuid.uuid4()),
+                ),
+                metadata=_admin(),
+            )
+            made = await identity.CreateApiKey(
+                identity_service_pb2.CreateApiKeyRequest(
+                    app_id=app_id,
+                    api_key=app_pb2.ApiKey(
+                        display_name="backend", scope=app_pb2.API_KEY_SCOPE_FULL
+                    ),
+                ),
+                metadata=_admin(),
+            )
+            keys[app_id] = made.key
+        created = await campaigns.CreateCampaign(
+            campaign_service_pb2.CreateCampaignRequest(
+                campaign=campaign_pb2.Campaign(
+                    app_id="news",
+                    display_name="Launch",
+                    message=push_message_pb2.PushMessage(
+                        content=push_message_pb2.Content(title="Hi", body="News")
+                    ),
+                ),
+                request_id=str(uuid.uuid4()),
+            ),
+            metadata=_key(keys["news"]),
+        )
+        campaign_id = created.campaign.campaign_id
+        own = await campaigns.GetCampaign(
+            campaign_service_pb2.GetCampaignRequest(campaign_id=campaign_id),
+            metadata=_key(keys["news"]),
+        )
+        assert own.campaign.app_id == "news"
+        for rpc, request in (
+            (
+                campaigns.GetCampaign,
+                campaign_service_pb2.GetCampaignRequest(campaign_id=campaign_id),
+            ),
+            (
+                campaigns.DeleteCampaign,
+                campaign_service_pb2.DeleteCampaignRequest(campaign_id=campaign_id),
+            ),
+        ):
+            refused = await _refused(rpc, request, _key(keys["shop"]))
+            assert (refused.code, refused.reason) == (
+                grpc.StatusCode.PERMISSION_DENIED,
+                "APP_ACCESS_DENIED",
+            )
+        still = await campaigns.GetCampaign(
+            campaign_service_pb2.GetCampaignRequest(campaign_id=campaign_id), metadata=_admin()
+        )
+        assert still.campaign.campaign_id == campaign_id
