@@ -62,5 +62,7 @@ def supervise(spec: ServiceSpec, settings: Settings) -> int:
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
-    codes = [w.returncode for w in workers]
-    return 0 if stopping and all(code == 0 for code in codes) else 1
+    # A worker still starting when the signal came has no handler yet and ends by it:
+    # that is a clean stop too.
+    clean = (0, -signal.SIGTERM, -signal.SIGINT)
+    return 0 if stopping and all(w.returncode in clean for w in workers) else 1

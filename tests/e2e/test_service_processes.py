@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -101,6 +102,8 @@ def test_several_processes_share_the_port_and_stop_together(redis_server):
         _wait_serving(f"127.0.0.1:{port}")
         workers = _children_of(supervisor.pid)
         assert len(workers) == 2
+        for worker in range(2):  # each worker serves its metrics on the gRPC port + 1000 + n
+            _wait_listening(port + 1000 + worker)
         supervisor.send_signal(signal.SIGTERM)
         _, stderr = supervisor.communicate(timeout=30)
     finally:
@@ -135,6 +138,18 @@ def test_a_second_server_on_a_taken_port_fails_instead_of_sharing_it(redis_serve
         first.wait(timeout=30)
     assert second.returncode == 2
     assert f"HERALD_IDENTITY_PORT: cannot listen on 127.0.0.1:{port}" in second.stderr
+
+
+def _wait_listening(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def _children_of(pid: int) -> list[int]:
