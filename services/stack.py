@@ -41,7 +41,8 @@ class Child:
     where: str
 
 
-def _wait_serving(address: str, timeout: float) -> bool:
+def wait_serving(address: str, timeout: float) -> bool:
+    """Whether the gRPC server at `address` reports SERVING within `timeout` seconds."""
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -59,7 +60,8 @@ def _redis_configured() -> bool:
     return bool(os.environ.get("REDIS_URL") or os.environ.get("HERALD_REDIS_URL"))
 
 
-def _wait_listening(port: int, timeout: float) -> bool:
+def wait_listening(port: int, timeout: float) -> bool:
+    """Whether something accepts connections on loopback `port` within `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -103,7 +105,7 @@ class Stack:
         for name, address in addresses.items():  # start together, then wait for each
             self._spawn(name, ["-m", f"services.{name}"], address)
         for name, address in addresses.items():
-            if not _wait_serving(address, timeout=30):
+            if not wait_serving(address, timeout=30):
                 raise RuntimeError(f"{name} did not become healthy on {address}; see its log above")
 
     def _start_sandboxes(self) -> None:
@@ -118,7 +120,7 @@ class Stack:
             ["-m", "services.sandbox", "serve", "--state-dir", str(state)],
             ", ".join(f"{name} :{port}" for name, port in ports.items()),
         )
-        if not _wait_listening(ports["control"], timeout=20):
+        if not wait_listening(ports["control"], timeout=20):
             raise RuntimeError("the sandboxes did not start; see their log above")
         apns = f"https://127.0.0.1:{ports['apns']}"
         self.env.setdefault("HERALD_APNS_PRODUCTION_ORIGIN", apns)

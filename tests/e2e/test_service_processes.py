@@ -5,17 +5,14 @@ from __future__ import annotations
 import base64
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.core.embedded_redis import free_port
+from services.stack import wait_listening, wait_serving
 
 SERVICES = ("registration", "identity", "campaign", "delivery")
 
@@ -48,20 +45,6 @@ def test_a_bad_setting_stops_the_service_at_start_with_the_variable_named(servic
     assert f"HERALD_{service.upper()}_PORT: Input should be a valid integer" in done.stderr
 
 
-def _wait_serving(address: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                    return
-            except grpc.RpcError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-
-
 @pytest.mark.parametrize("service", SERVICES)
 def test_each_service_serves_health_and_stops_cleanly_on_sigterm(service, redis_server):
     port = free_port()
@@ -74,7 +57,7 @@ def test_each_service_serves_health_and_stops_cleanly_on_sigterm(service, redis_
         text=True,
     )
     try:
-        _wait_serving(f"127.0.0.1:{port}")
+        assert wait_serving(f"127.0.0.1:{port}", timeout=30)
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
     finally:
@@ -99,11 +82,11 @@ def test_several_processes_share_the_port_and_stop_together(redis_server):
         text=True,
     )
     try:
-        _wait_serving(f"127.0.0.1:{port}")
+        assert wait_serving(f"127.0.0.1:{port}", timeout=30)
         workers = _children_of(supervisor.pid)
         assert len(workers) == 2
         for worker in range(2):  # each worker serves its metrics on the gRPC port + 1000 + n
-            _wait_listening(port + 1000 + worker)
+            assert wait_listening(port + 1000 + worker, timeout=30)
         supervisor.send_signal(signal.SIGTERM)
         _, stderr = supervisor.communicate(timeout=30)
     finally:
@@ -124,7 +107,7 @@ def test_a_second_server_on_a_taken_port_fails_instead_of_sharing_it(redis_serve
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_serving(f"127.0.0.1:{port}")
+        assert wait_serving(f"127.0.0.1:{port}", timeout=30)
         second = subprocess.run(
             [sys.executable, "-m", "services.identity"],
             env=env,
@@ -138,18 +121,6 @@ def test_a_second_server_on_a_taken_port_fails_instead_of_sharing_it(redis_serve
         first.wait(timeout=30)
     assert second.returncode == 2
     assert f"HERALD_IDENTITY_PORT: cannot listen on 127.0.0.1:{port}" in second.stderr
-
-
-def _wait_listening(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def _children_of(pid: int) -> list[int]:
