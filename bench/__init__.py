@@ -1,1 +1,1 @@
-"""Herald's benchmarks: `make bench` runs them (never `make test`); figures go to docs/benchmarks.md."""
+"""Herald's benchmarks: `make bench` runs them (never `make test`); figures go to docs/benchmarks/ (index: docs/benchmarks.md)."""

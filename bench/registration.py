@@ -6,7 +6,7 @@ with the defaults; `.venv/bin/python -m bench.registration --help` lists the kno
 It starts its own redis-server and the Identity and Registration services as real
 processes on loopback, creates an app through Identity, and drives the load from
 separate processes (`python -m bench.registration load ...`), each bounded in time.
-The figures go to docs/benchmarks.md ("Registration").
+The figures go to docs/benchmarks/registration.md.
 """
 
 from __future__ import annotations
