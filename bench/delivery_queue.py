@@ -393,6 +393,29 @@ async def _herald_rss(node: DeliveryProcess, count: int) -> list[tuple[int, floa
     return samples
 
 
+def _start_py_spy(
+    args: argparse.Namespace, node: DeliveryProcess
+) -> subprocess.Popen[bytes] | None:
+    """py-spy (installed outside the repo) sampling the Delivery processes, raw
+    collapsed stacks to --profile-out: where the CPU per push goes."""
+    if not args.py_spy:
+        return None
+    command = [args.py_spy, "record", "--format", "raw", "--rate", "200", "--nonblocking"]
+    command += ["-o", args.profile_out]
+    for pid in node.pids():
+        command += ["--pid", str(pid)]
+        break  # py-spy samples one process; with --processes > 1 the first worker
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop_py_spy(spy: subprocess.Popen[bytes] | None, args: argparse.Namespace) -> None:
+    if spy is None:
+        return
+    spy.send_signal(2)  # SIGINT: py-spy writes what it sampled
+    spy.wait(60)
+    print(f"    profile of the Delivery process: {args.profile_out}")
+
+
 def _cpu_seconds(node: DeliveryProcess) -> float:
     total = 0.0
     ticks = os.sysconf("SC_CLK_TCK")
@@ -454,7 +477,8 @@ async def _bench(args: argparse.Namespace) -> int:
                 else:
                     nginx, nginx_port = started
                     endpoints.append(("nginx (HTTP/2, TLS)", nginx_port))
-            endpoints.append(("APNs sandbox (Python)", ports["apns"]))
+            if not args.no_sandbox or not endpoints:
+                endpoints.append(("APNs sandbox (Python)", ports["apns"]))
             print(
                 f"{args.count} alerts per client, concurrency {args.concurrency}, "
                 f"{args.connections} connections (aioapns) / pool default (Herald), "
@@ -477,7 +501,9 @@ async def _bench(args: argparse.Namespace) -> int:
                 try:
                     await _put_credentials(node, demo, key)
                     await _herald_throughput(node, min(1000, args.count))  # warm up
+                    spy = _start_py_spy(args, node) if not best else None
                     herald = await _herald_throughput(node, args.count)
+                    _stop_py_spy(spy, args)
                     print(_line("(b) Herald Enqueue→answer", herald))
                     ratio = herald["per_second"] / plain["per_second"]
                     print(f"    Herald / aioapns = {ratio:.2f}x (target ≥ 3x)")
@@ -537,6 +563,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--latency-seconds", type=float, default=15.0)
     parser.add_argument("--rss-count", type=int, default=150_000)
     parser.add_argument("--no-nginx", action="store_true")
+    parser.add_argument(
+        "--no-sandbox", action="store_true", help="only the nginx endpoint (short runs)"
+    )
+    parser.add_argument(
+        "--py-spy",
+        metavar="PATH",
+        help="py-spy binary: record the Delivery process during the throughput run",
+    )
+    parser.add_argument("--profile-out", default="delivery-profile.txt", metavar="FILE")
     args = parser.parse_args(argv)
     try:
         import uvloop

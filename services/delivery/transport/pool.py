@@ -61,6 +61,11 @@ def split_origin(origin: str) -> tuple[str, int, str]:
     return host, port, authority
 
 
+def _time_out(future: asyncio.Future[Response]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
 class H2Pool:
     def __init__(
         self, origin: str, ssl_context: ssl.SSLContext, options: PoolOptions | None = None
@@ -97,8 +102,13 @@ class H2Pool:
                 if resent > self.options.max_resends:
                     raise
                 continue
+            # A timer on the stream's own future, not wait_for: no extra task or timeout
+            # context per request (the hot path), same effect.
+            timer = asyncio.get_running_loop().call_later(
+                max(0.0, deadline - time.monotonic()), _time_out, future
+            )
             try:
-                response = await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
+                response = await future
             except TimeoutError:
                 conn.cancel(stream_id)
                 raise TransportError("TIMEOUT", f"no answer within {time_limit:.1f}s") from None
@@ -112,6 +122,8 @@ class H2Pool:
                     log.info("resending a request the server did not process: %s", error.reason)
                     continue
                 raise
+            finally:
+                timer.cancel()
             return Exchange(response, conn.connection_id, resent)
 
     def retire(self, connection_id: str) -> None:
