@@ -129,8 +129,16 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
 
     # Tracing: "auto" exports by OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set, else keeps
-    # spans in process only; "otlp" requires the endpoint; "console" prints spans.
-    trace_exporter: Literal["auto", "otlp", "console", "none"] = "auto"
+    # spans in the local store (Redis) for `herald trace`; "otlp" requires the endpoint;
+    # "local" always uses the local store; "console" prints spans; "none" records none.
+    trace_exporter: Literal["auto", "otlp", "local", "console", "none"] = "auto"
+    # With OTLP, also keep spans in the local store, so `herald trace` shows them without
+    # the trace UI (one more Redis write per batch of spans per trace).
+    trace_local_copy: bool = False
+    # The local store: a trace's spans are kept this long after its latest span arrived,
+    # and at most this many per trace (the first ones: the root and the early structure).
+    trace_store_ttl_seconds: int = Field(default=86_400, ge=60, le=30 * 86_400)
+    trace_store_max_spans: int = Field(default=2_000, ge=10, le=100_000)
     # Fraction of new traces recorded (parent-based: a traced caller is always followed).
     trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
     # Whether every Redis command gets a span; off saves CPU on hot paths.

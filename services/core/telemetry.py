@@ -3,7 +3,9 @@
 gRPC server and client spans come from interceptors built here (handed to the server
 and to every channel, rather than patched in globally), Redis spans from the redis
 instrumentation. With `trace_exporter = auto`, spans go by OTLP when
-OTEL_EXPORTER_OTLP_ENDPOINT is set and stay in process otherwise.
+OTEL_EXPORTER_OTLP_ENDPOINT is set, and to the local trace store in Redis otherwise (so
+`herald trace` shows them with nothing configured); `trace_local_copy` keeps the local
+copy alongside OTLP too. `none` records nothing beyond the process (the benchmarks).
 """
 
 from __future__ import annotations
@@ -15,28 +17,43 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from services.core.config import ConfigError, Settings
+from services.core.trace_export import local_store_processor
 
 _redis_instrumented = False
 
 
-def _exporter(settings: Settings) -> SpanExporter | None:
-    choice = settings.trace_exporter
-    if choice == "auto":
-        choice = "otlp" if settings.otlp_endpoint else "none"
-    if choice == "none":
-        return None
-    if choice == "console":
-        return ConsoleSpanExporter()
-    if not settings.otlp_endpoint:
-        raise ConfigError("HERALD_TRACE_EXPORTER=otlp needs OTEL_EXPORTER_OTLP_ENDPOINT")
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+def exporter_choice(settings: Settings) -> str:
+    """What `trace_exporter` means with this configuration: otlp, local, console or none."""
+    if settings.trace_exporter == "auto":
+        return "otlp" if settings.otlp_endpoint else "local"
+    return settings.trace_exporter
 
-    return OTLPSpanExporter(endpoint=settings.otlp_endpoint)
+
+def stores_locally(settings: Settings) -> bool:
+    """Whether this configuration writes spans to the local trace store."""
+    choice = exporter_choice(settings)
+    return choice == "local" or (choice == "otlp" and settings.trace_local_copy)
+
+
+def _processors(settings: Settings) -> list[SpanProcessor]:
+    choice = exporter_choice(settings)
+    processors: list[SpanProcessor] = []
+    if choice == "console":
+        processors.append(BatchSpanProcessor(ConsoleSpanExporter()))
+    elif choice == "otlp":
+        if not settings.otlp_endpoint:
+            raise ConfigError("HERALD_TRACE_EXPORTER=otlp needs OTEL_EXPORTER_OTLP_ENDPOINT")
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        processors.append(BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint)))
+    if stores_locally(settings):
+        processors.append(local_store_processor(settings))
+    return processors
 
 
 def setup_tracing(service: str, settings: Settings) -> TracerProvider:
@@ -45,9 +62,8 @@ def setup_tracing(service: str, settings: Settings) -> TracerProvider:
         resource=Resource.create({"service.name": f"herald-{service}"}),
         sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)),
     )
-    exporter = _exporter(settings)
-    if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+    for processor in _processors(settings):
+        provider.add_span_processor(processor)
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         trace.set_tracer_provider(provider)  # the first service of the process owns the global
     if settings.trace_redis:

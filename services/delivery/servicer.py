@@ -32,6 +32,7 @@ from services.delivery.queue_store import QueueStore
 from services.delivery.ratelimit import RateLimiter
 from services.delivery.registration import RegistrationClient
 from services.delivery.send import SendService
+from services.delivery.traces import TraceReader
 from services.delivery.workers import WorkerPool
 
 ISSUE = "issue #5"
@@ -61,6 +62,7 @@ class DeliveryServicer(delivery_service_pb2_grpc.DeliveryServiceServicer):
         self.enqueuer = EnqueueService(self.queue, self.dispatcher, runtime.redis, self.options)
         self.records = NotificationRecords(self.queue)
         self.outcomes = OutcomeStream(self.queue)
+        self.traces = TraceReader(runtime.redis, runtime.settings)
         self.metrics = DeliveryMetrics(runtime.metrics.meter)
         self.dispatcher.use_metrics(self.metrics)
         self.sampler = QueueSampler(self.queue)
@@ -184,6 +186,11 @@ class DeliveryServicer(delivery_service_pb2_grpc.DeliveryServiceServicer):
         self, request: DS.CancelNotificationsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> DS.CancelNotificationsResponse:
         return await self.records.cancel(_own_app(request))
+
+    async def GetTrace(
+        self, request: DS.GetTraceRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> DS.GetTraceResponse:
+        return await self.traces.get(request)
 
 
 AppScoped = TypeVar(

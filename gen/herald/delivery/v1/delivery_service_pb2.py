@@ -26,62 +26,67 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from herald.delivery.v1 import credentials_pb2 as herald_dot_delivery_dot_v1_dot_credentials__pb2
 from herald.delivery.v1 import notification_pb2 as herald_dot_delivery_dot_v1_dot_notification__pb2
+from herald.delivery.v1 import trace_pb2 as herald_dot_delivery_dot_v1_dot_trace__pb2
 from herald.type.v1 import error_pb2 as herald_dot_type_dot_v1_dot_error__pb2
 from herald.type.v1 import platform_pb2 as herald_dot_type_dot_v1_dot_platform__pb2
 from herald.type.v1 import push_options_pb2 as herald_dot_type_dot_v1_dot_push__options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)herald/delivery/v1/delivery_service.proto\x12\x12herald.delivery.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$herald/delivery/v1/credentials.proto\x1a%herald/delivery/v1/notification.proto\x1a\x1aherald/type/v1/error.proto\x1a\x1dherald/type/v1/platform.proto\x1a!herald/type/v1/push_options.proto\"d\n\x15PutCredentialsRequest\x12\x34\n\x0b\x63redentials\x18\x01 \x01(\x0b\x32\x1f.herald.delivery.v1.Credentials\x12\x15\n\rvalidate_only\x18\x02 \x01(\x08\"`\n\x16PutCredentialsResponse\x12\x34\n\x0b\x63redentials\x18\x01 \x01(\x0b\x32\x1f.herald.delivery.v1.Credentials\x12\x10\n\x08replaced\x18\x02 \x01(\x08\"\x8e\x01\n\x15GetCredentialsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12*\n\x08provider\x18\x02 \x01(\x0e\x32\x18.herald.type.v1.Provider\x12\x39\n\x10\x61pns_environment\x18\x03 \x01(\x0e\x32\x1f.herald.type.v1.ApnsEnvironment\"N\n\x16GetCredentialsResponse\x12\x34\n\x0b\x63redentials\x18\x01 \x01(\x0b\x32\x1f.herald.delivery.v1.Credentials\"O\n\x16ListCredentialsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"h\n\x17ListCredentialsResponse\x12\x34\n\x0b\x63redentials\x18\x01 \x03(\x0b\x32\x1f.herald.delivery.v1.Credentials\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x91\x01\n\x18\x44\x65leteCredentialsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12*\n\x08provider\x18\x02 \x01(\x0e\x32\x18.herald.type.v1.Provider\x12\x39\n\x10\x61pns_environment\x18\x03 \x01(\x0e\x32\x1f.herald.type.v1.ApnsEnvironment\"L\n\x19\x44\x65leteCredentialsResponse\x12/\n\x0b\x64\x65lete_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\x0e\x45nqueueRequest\x12\x37\n\rnotifications\x18\x01 \x03(\x0b\x32 .herald.delivery.v1.Notification\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"[\n\x0f\x45nqueueResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.herald.delivery.v1.EnqueueResult\x12\x14\n\x0cqueued_count\x18\x02 \x01(\x05\"R\n\rEnqueueResult\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.herald.type.v1.ItemError\"\x85\x01\n\x0bSendRequest\x12\x36\n\x0cnotification\x18\x01 \x01(\x0b\x32 .herald.delivery.v1.Notification\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"?\n\x0cSendResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.herald.delivery.v1.SendResult\"\xc9\x02\n\nSendResult\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12*\n\x08platform\x18\x03 \x01(\x0e\x32\x18.herald.type.v1.Platform\x12\x30\n\x07outcome\x18\x04 \x01(\x0e\x32\x1f.herald.type.v1.DeliveryOutcome\x12\x17\n\x0fprovider_status\x18\x05 \x01(\x05\x12\x17\n\x0fprovider_reason\x18\x06 \x01(\t\x12\x0f\n\x07\x61pns_id\x18\x07 \x01(\t\x12\x18\n\x10\x66\x63m_message_name\x18\x08 \x01(\t\x12*\n\x07latency\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x05\x65rror\x18\n \x01(\x0b\x32\x19.herald.type.v1.ItemError\"\xaa\x01\n\x15StreamOutcomesRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x31\n\x08outcomes\x18\x03 \x03(\x0e\x32\x1f.herald.type.v1.DeliveryOutcome\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\t\x12\x15\n\rfrom_earliest\x18\x05 \x01(\x08\x12\x12\n\nbatch_size\x18\x06 \x01(\x05\"\\\n\x16StreamOutcomesResponse\x12\x32\n\x08outcomes\x18\x01 \x03(\x0b\x32 .herald.delivery.v1.OutcomeEvent\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"1\n\x16GetNotificationRequest\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\"Q\n\x17GetNotificationResponse\x12\x36\n\x0cnotification\x18\x01 \x01(\x0b\x32 .herald.delivery.v1.Notification\"\xf1\x01\n\x18ListNotificationsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x04 \x01(\t\x12\x31\n\x08outcomes\x18\x05 \x03(\x0e\x32\x1f.herald.type.v1.DeliveryOutcome\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\x12\x32\n\x04view\x18\x08 \x01(\x0e\x32$.herald.delivery.v1.NotificationView\"m\n\x19ListNotificationsResponse\x12\x37\n\rnotifications\x18\x01 \x03(\x0b\x32 .herald.delivery.v1.Notification\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"[\n\x1a\x43\x61ncelNotificationsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x18\n\x10notification_ids\x18\x03 \x03(\t\"6\n\x1b\x43\x61ncelNotificationsResponse\x12\x17\n\x0f\x63\x61ncelled_count\x18\x01 \x01(\x03\x32\xa1\x08\n\x0f\x44\x65liveryService\x12g\n\x0ePutCredentials\x12).herald.delivery.v1.PutCredentialsRequest\x1a*.herald.delivery.v1.PutCredentialsResponse\x12g\n\x0eGetCredentials\x12).herald.delivery.v1.GetCredentialsRequest\x1a*.herald.delivery.v1.GetCredentialsResponse\x12j\n\x0fListCredentials\x12*.herald.delivery.v1.ListCredentialsRequest\x1a+.herald.delivery.v1.ListCredentialsResponse\x12p\n\x11\x44\x65leteCredentials\x12,.herald.delivery.v1.DeleteCredentialsRequest\x1a-.herald.delivery.v1.DeleteCredentialsResponse\x12R\n\x07\x45nqueue\x12\".herald.delivery.v1.EnqueueRequest\x1a#.herald.delivery.v1.EnqueueResponse\x12I\n\x04Send\x12\x1f.herald.delivery.v1.SendRequest\x1a .herald.delivery.v1.SendResponse\x12i\n\x0eStreamOutcomes\x12).herald.delivery.v1.StreamOutcomesRequest\x1a*.herald.delivery.v1.StreamOutcomesResponse0\x01\x12j\n\x0fGetNotification\x12*.herald.delivery.v1.GetNotificationRequest\x1a+.herald.delivery.v1.GetNotificationResponse\x12p\n\x11ListNotifications\x12,.herald.delivery.v1.ListNotificationsRequest\x1a-.herald.delivery.v1.ListNotificationsResponse\x12v\n\x13\x43\x61ncelNotifications\x12..herald.delivery.v1.CancelNotificationsRequest\x1a/.herald.delivery.v1.CancelNotificationsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)herald/delivery/v1/delivery_service.proto\x12\x12herald.delivery.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$herald/delivery/v1/credentials.proto\x1a%herald/delivery/v1/notification.proto\x1a\x1eherald/delivery/v1/trace.proto\x1a\x1aherald/type/v1/error.proto\x1a\x1dherald/type/v1/platform.proto\x1a!herald/type/v1/push_options.proto\"d\n\x15PutCredentialsRequest\x12\x34\n\x0b\x63redentials\x18\x01 \x01(\x0b\x32\x1f.herald.delivery.v1.Credentials\x12\x15\n\rvalidate_only\x18\x02 \x01(\x08\"`\n\x16PutCredentialsResponse\x12\x34\n\x0b\x63redentials\x18\x01 \x01(\x0b\x32\x1f.herald.delivery.v1.Credentials\x12\x10\n\x08replaced\x18\x02 \x01(\x08\"\x8e\x01\n\x15GetCredentialsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12*\n\x08provider\x18\x02 \x01(\x0e\x32\x18.herald.type.v1.Provider\x12\x39\n\x10\x61pns_environment\x18\x03 \x01(\x0e\x32\x1f.herald.type.v1.ApnsEnvironment\"N\n\x16GetCredentialsResponse\x12\x34\n\x0b\x63redentials\x18\x01 \x01(\x0b\x32\x1f.herald.delivery.v1.Credentials\"O\n\x16ListCredentialsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"h\n\x17ListCredentialsResponse\x12\x34\n\x0b\x63redentials\x18\x01 \x03(\x0b\x32\x1f.herald.delivery.v1.Credentials\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x91\x01\n\x18\x44\x65leteCredentialsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12*\n\x08provider\x18\x02 \x01(\x0e\x32\x18.herald.type.v1.Provider\x12\x39\n\x10\x61pns_environment\x18\x03 \x01(\x0e\x32\x1f.herald.type.v1.ApnsEnvironment\"L\n\x19\x44\x65leteCredentialsResponse\x12/\n\x0b\x64\x65lete_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\x0e\x45nqueueRequest\x12\x37\n\rnotifications\x18\x01 \x03(\x0b\x32 .herald.delivery.v1.Notification\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"[\n\x0f\x45nqueueResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.herald.delivery.v1.EnqueueResult\x12\x14\n\x0cqueued_count\x18\x02 \x01(\x05\"R\n\rEnqueueResult\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.herald.type.v1.ItemError\"\x85\x01\n\x0bSendRequest\x12\x36\n\x0cnotification\x18\x01 \x01(\x0b\x32 .herald.delivery.v1.Notification\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"?\n\x0cSendResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.herald.delivery.v1.SendResult\"\xc9\x02\n\nSendResult\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12*\n\x08platform\x18\x03 \x01(\x0e\x32\x18.herald.type.v1.Platform\x12\x30\n\x07outcome\x18\x04 \x01(\x0e\x32\x1f.herald.type.v1.DeliveryOutcome\x12\x17\n\x0fprovider_status\x18\x05 \x01(\x05\x12\x17\n\x0fprovider_reason\x18\x06 \x01(\t\x12\x0f\n\x07\x61pns_id\x18\x07 \x01(\t\x12\x18\n\x10\x66\x63m_message_name\x18\x08 \x01(\t\x12*\n\x07latency\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x05\x65rror\x18\n \x01(\x0b\x32\x19.herald.type.v1.ItemError\"\xaa\x01\n\x15StreamOutcomesRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x31\n\x08outcomes\x18\x03 \x03(\x0e\x32\x1f.herald.type.v1.DeliveryOutcome\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\t\x12\x15\n\rfrom_earliest\x18\x05 \x01(\x08\x12\x12\n\nbatch_size\x18\x06 \x01(\x05\"\\\n\x16StreamOutcomesResponse\x12\x32\n\x08outcomes\x18\x01 \x03(\x0b\x32 .herald.delivery.v1.OutcomeEvent\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"1\n\x16GetNotificationRequest\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\"Q\n\x17GetNotificationResponse\x12\x36\n\x0cnotification\x18\x01 \x01(\x0b\x32 .herald.delivery.v1.Notification\"\xf1\x01\n\x18ListNotificationsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x04 \x01(\t\x12\x31\n\x08outcomes\x18\x05 \x03(\x0e\x32\x1f.herald.type.v1.DeliveryOutcome\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\x12\x32\n\x04view\x18\x08 \x01(\x0e\x32$.herald.delivery.v1.NotificationView\"m\n\x19ListNotificationsResponse\x12\x37\n\rnotifications\x18\x01 \x03(\x0b\x32 .herald.delivery.v1.Notification\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"[\n\x1a\x43\x61ncelNotificationsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\x18\n\x10notification_ids\x18\x03 \x03(\t\"6\n\x1b\x43\x61ncelNotificationsResponse\x12\x17\n\x0f\x63\x61ncelled_count\x18\x01 \x01(\x03\"#\n\x0fGetTraceRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\"e\n\x10GetTraceResponse\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12,\n\x05spans\x18\x02 \x03(\x0b\x32\x1d.herald.delivery.v1.TraceSpan\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x32\xf8\x08\n\x0f\x44\x65liveryService\x12g\n\x0ePutCredentials\x12).herald.delivery.v1.PutCredentialsRequest\x1a*.herald.delivery.v1.PutCredentialsResponse\x12g\n\x0eGetCredentials\x12).herald.delivery.v1.GetCredentialsRequest\x1a*.herald.delivery.v1.GetCredentialsResponse\x12j\n\x0fListCredentials\x12*.herald.delivery.v1.ListCredentialsRequest\x1a+.herald.delivery.v1.ListCredentialsResponse\x12p\n\x11\x44\x65leteCredentials\x12,.herald.delivery.v1.DeleteCredentialsRequest\x1a-.herald.delivery.v1.DeleteCredentialsResponse\x12R\n\x07\x45nqueue\x12\".herald.delivery.v1.EnqueueRequest\x1a#.herald.delivery.v1.EnqueueResponse\x12I\n\x04Send\x12\x1f.herald.delivery.v1.SendRequest\x1a .herald.delivery.v1.SendResponse\x12i\n\x0eStreamOutcomes\x12).herald.delivery.v1.StreamOutcomesRequest\x1a*.herald.delivery.v1.StreamOutcomesResponse0\x01\x12j\n\x0fGetNotification\x12*.herald.delivery.v1.GetNotificationRequest\x1a+.herald.delivery.v1.GetNotificationResponse\x12p\n\x11ListNotifications\x12,.herald.delivery.v1.ListNotificationsRequest\x1a-.herald.delivery.v1.ListNotificationsResponse\x12v\n\x13\x43\x61ncelNotifications\x12..herald.delivery.v1.CancelNotificationsRequest\x1a/.herald.delivery.v1.CancelNotificationsResponse\x12U\n\x08GetTrace\x12#.herald.delivery.v1.GetTraceRequest\x1a$.herald.delivery.v1.GetTraceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'herald.delivery.v1.delivery_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PUTCREDENTIALSREQUEST']._serialized_start=301
-  _globals['_PUTCREDENTIALSREQUEST']._serialized_end=401
-  _globals['_PUTCREDENTIALSRESPONSE']._serialized_start=403
-  _globals['_PUTCREDENTIALSRESPONSE']._serialized_end=499
-  _globals['_GETCREDENTIALSREQUEST']._serialized_start=502
-  _globals['_GETCREDENTIALSREQUEST']._serialized_end=644
-  _globals['_GETCREDENTIALSRESPONSE']._serialized_start=646
-  _globals['_GETCREDENTIALSRESPONSE']._serialized_end=724
-  _globals['_LISTCREDENTIALSREQUEST']._serialized_start=726
-  _globals['_LISTCREDENTIALSREQUEST']._serialized_end=805
-  _globals['_LISTCREDENTIALSRESPONSE']._serialized_start=807
-  _globals['_LISTCREDENTIALSRESPONSE']._serialized_end=911
-  _globals['_DELETECREDENTIALSREQUEST']._serialized_start=914
-  _globals['_DELETECREDENTIALSREQUEST']._serialized_end=1059
-  _globals['_DELETECREDENTIALSRESPONSE']._serialized_start=1061
-  _globals['_DELETECREDENTIALSRESPONSE']._serialized_end=1137
-  _globals['_ENQUEUEREQUEST']._serialized_start=1139
-  _globals['_ENQUEUEREQUEST']._serialized_end=1232
-  _globals['_ENQUEUERESPONSE']._serialized_start=1234
-  _globals['_ENQUEUERESPONSE']._serialized_end=1325
-  _globals['_ENQUEUERESULT']._serialized_start=1327
-  _globals['_ENQUEUERESULT']._serialized_end=1409
-  _globals['_SENDREQUEST']._serialized_start=1412
-  _globals['_SENDREQUEST']._serialized_end=1545
-  _globals['_SENDRESPONSE']._serialized_start=1547
-  _globals['_SENDRESPONSE']._serialized_end=1610
-  _globals['_SENDRESULT']._serialized_start=1613
-  _globals['_SENDRESULT']._serialized_end=1942
-  _globals['_STREAMOUTCOMESREQUEST']._serialized_start=1945
-  _globals['_STREAMOUTCOMESREQUEST']._serialized_end=2115
-  _globals['_STREAMOUTCOMESRESPONSE']._serialized_start=2117
-  _globals['_STREAMOUTCOMESRESPONSE']._serialized_end=2209
-  _globals['_GETNOTIFICATIONREQUEST']._serialized_start=2211
-  _globals['_GETNOTIFICATIONREQUEST']._serialized_end=2260
-  _globals['_GETNOTIFICATIONRESPONSE']._serialized_start=2262
-  _globals['_GETNOTIFICATIONRESPONSE']._serialized_end=2343
-  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_start=2346
-  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_end=2587
-  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_start=2589
-  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_end=2698
-  _globals['_CANCELNOTIFICATIONSREQUEST']._serialized_start=2700
-  _globals['_CANCELNOTIFICATIONSREQUEST']._serialized_end=2791
-  _globals['_CANCELNOTIFICATIONSRESPONSE']._serialized_start=2793
-  _globals['_CANCELNOTIFICATIONSRESPONSE']._serialized_end=2847
-  _globals['_DELIVERYSERVICE']._serialized_start=2850
-  _globals['_DELIVERYSERVICE']._serialized_end=3907
+  _globals['_PUTCREDENTIALSREQUEST']._serialized_start=333
+  _globals['_PUTCREDENTIALSREQUEST']._serialized_end=433
+  _globals['_PUTCREDENTIALSRESPONSE']._serialized_start=435
+  _globals['_PUTCREDENTIALSRESPONSE']._serialized_end=531
+  _globals['_GETCREDENTIALSREQUEST']._serialized_start=534
+  _globals['_GETCREDENTIALSREQUEST']._serialized_end=676
+  _globals['_GETCREDENTIALSRESPONSE']._serialized_start=678
+  _globals['_GETCREDENTIALSRESPONSE']._serialized_end=756
+  _globals['_LISTCREDENTIALSREQUEST']._serialized_start=758
+  _globals['_LISTCREDENTIALSREQUEST']._serialized_end=837
+  _globals['_LISTCREDENTIALSRESPONSE']._serialized_start=839
+  _globals['_LISTCREDENTIALSRESPONSE']._serialized_end=943
+  _globals['_DELETECREDENTIALSREQUEST']._serialized_start=946
+  _globals['_DELETECREDENTIALSREQUEST']._serialized_end=1091
+  _globals['_DELETECREDENTIALSRESPONSE']._serialized_start=1093
+  _globals['_DELETECREDENTIALSRESPONSE']._serialized_end=1169
+  _globals['_ENQUEUEREQUEST']._serialized_start=1171
+  _globals['_ENQUEUEREQUEST']._serialized_end=1264
+  _globals['_ENQUEUERESPONSE']._serialized_start=1266
+  _globals['_ENQUEUERESPONSE']._serialized_end=1357
+  _globals['_ENQUEUERESULT']._serialized_start=1359
+  _globals['_ENQUEUERESULT']._serialized_end=1441
+  _globals['_SENDREQUEST']._serialized_start=1444
+  _globals['_SENDREQUEST']._serialized_end=1577
+  _globals['_SENDRESPONSE']._serialized_start=1579
+  _globals['_SENDRESPONSE']._serialized_end=1642
+  _globals['_SENDRESULT']._serialized_start=1645
+  _globals['_SENDRESULT']._serialized_end=1974
+  _globals['_STREAMOUTCOMESREQUEST']._serialized_start=1977
+  _globals['_STREAMOUTCOMESREQUEST']._serialized_end=2147
+  _globals['_STREAMOUTCOMESRESPONSE']._serialized_start=2149
+  _globals['_STREAMOUTCOMESRESPONSE']._serialized_end=2241
+  _globals['_GETNOTIFICATIONREQUEST']._serialized_start=2243
+  _globals['_GETNOTIFICATIONREQUEST']._serialized_end=2292
+  _globals['_GETNOTIFICATIONRESPONSE']._serialized_start=2294
+  _globals['_GETNOTIFICATIONRESPONSE']._serialized_end=2375
+  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_start=2378
+  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_end=2619
+  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_start=2621
+  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_end=2730
+  _globals['_CANCELNOTIFICATIONSREQUEST']._serialized_start=2732
+  _globals['_CANCELNOTIFICATIONSREQUEST']._serialized_end=2823
+  _globals['_CANCELNOTIFICATIONSRESPONSE']._serialized_start=2825
+  _globals['_CANCELNOTIFICATIONSRESPONSE']._serialized_end=2879
+  _globals['_GETTRACEREQUEST']._serialized_start=2881
+  _globals['_GETTRACEREQUEST']._serialized_end=2916
+  _globals['_GETTRACERESPONSE']._serialized_start=2918
+  _globals['_GETTRACERESPONSE']._serialized_end=3019
+  _globals['_DELIVERYSERVICE']._serialized_start=3022
+  _globals['_DELIVERYSERVICE']._serialized_end=4166
 # @@protoc_insertion_point(module_scope)

@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from herald.delivery.v1 import credentials_pb2 as _credentials_pb2
 from herald.delivery.v1 import notification_pb2 as _notification_pb2
+from herald.delivery.v1 import trace_pb2 as _trace_pb2
 from herald.type.v1 import error_pb2 as _error_pb2
 from herald.type.v1 import platform_pb2 as _platform_pb2
 from herald.type.v1 import push_options_pb2 as _push_options_pb2
@@ -723,3 +724,61 @@ class CancelNotificationsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelNotificationsResponse: _TypeAlias = CancelNotificationsResponse  # noqa: Y015
+
+@_typing.final
+class GetTraceRequest(_message.Message):
+    """The request of GetTrace."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRACE_ID_FIELD_NUMBER: _builtins.int
+    trace_id: _builtins.str
+    """Required. The trace id: 32 hex digits, as in Notification.trace_id and
+    DeliveryAttempt.trace_id.
+    """
+    def __init__(
+        self,
+        *,
+        trace_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["trace_id", b"trace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTraceRequest: _TypeAlias = GetTraceRequest  # noqa: Y015
+
+@_typing.final
+class GetTraceResponse(_message.Message):
+    """The response of GetTrace."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRACE_ID_FIELD_NUMBER: _builtins.int
+    SPANS_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    trace_id: _builtins.str
+    """Output only. The trace id, in lowercase."""
+    truncated: _builtins.bool
+    """Output only. Whether the trace reached the store's cap of spans per trace
+    (HERALD_TRACE_STORE_MAX_SPANS): spans that came later were not kept.
+    """
+    @_builtins.property
+    def spans(self) -> _containers.RepeatedCompositeFieldContainer[_trace_pb2.TraceSpan]:
+        """Output only. The stored spans, ordered by start time."""
+
+    def __init__(
+        self,
+        *,
+        trace_id: _builtins.str = ...,
+        spans: _abc.Iterable[_trace_pb2.TraceSpan] | None = ...,
+        truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["spans", b"spans", "trace_id", b"trace_id", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTraceResponse: _TypeAlias = GetTraceResponse  # noqa: Y015

@@ -92,6 +92,11 @@ class DeliveryServiceStub:
                 request_serializer=herald_dot_delivery_dot_v1_dot_delivery__service__pb2.CancelNotificationsRequest.SerializeToString,
                 response_deserializer=herald_dot_delivery_dot_v1_dot_delivery__service__pb2.CancelNotificationsResponse.FromString,
                 _registered_method=True)
+        self.GetTrace = channel.unary_unary(
+                '/herald.delivery.v1.DeliveryService/GetTrace',
+                request_serializer=herald_dot_delivery_dot_v1_dot_delivery__service__pb2.GetTraceRequest.SerializeToString,
+                response_deserializer=herald_dot_delivery_dot_v1_dot_delivery__service__pb2.GetTraceResponse.FromString,
+                _registered_method=True)
 
 
 class DeliveryServiceServicer:
@@ -205,6 +210,22 @@ class DeliveryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTrace(self, request, context):
+        """Returns the spans of one trace that the services' local trace store holds (for
+        `herald trace`), ordered by start time, from every service that took part. The
+        store keeps spans when tracing exports locally (HERALD_TRACE_EXPORTER auto without
+        an OTLP endpoint, local, or HERALD_TRACE_LOCAL_COPY with OTLP), for
+        HERALD_TRACE_STORE_TTL_SECONDS after the trace's latest span. An app key may read
+        a trace only when its spans name the key's app and no other; the admin key reads
+        every trace. Returns INVALID_ARGUMENT (INVALID_ARGUMENT) with a field violation
+        if trace_id is not 32 hex digits; NOT_FOUND (TRACE_NOT_FOUND) if no span of the
+        trace is stored (never recorded, export not local, or expired); PERMISSION_DENIED
+        (APP_ACCESS_DENIED) if an app key's trace names another app or none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeliveryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -257,6 +278,11 @@ def add_DeliveryServiceServicer_to_server(servicer, server):
                     servicer.CancelNotifications,
                     request_deserializer=herald_dot_delivery_dot_v1_dot_delivery__service__pb2.CancelNotificationsRequest.FromString,
                     response_serializer=herald_dot_delivery_dot_v1_dot_delivery__service__pb2.CancelNotificationsResponse.SerializeToString,
+            ),
+            'GetTrace': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrace,
+                    request_deserializer=herald_dot_delivery_dot_v1_dot_delivery__service__pb2.GetTraceRequest.FromString,
+                    response_serializer=herald_dot_delivery_dot_v1_dot_delivery__service__pb2.GetTraceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -537,6 +563,33 @@ class DeliveryService:
             '/herald.delivery.v1.DeliveryService/CancelNotifications',
             herald_dot_delivery_dot_v1_dot_delivery__service__pb2.CancelNotificationsRequest.SerializeToString,
             herald_dot_delivery_dot_v1_dot_delivery__service__pb2.CancelNotificationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.delivery.v1.DeliveryService/GetTrace',
+            herald_dot_delivery_dot_v1_dot_delivery__service__pb2.GetTraceRequest.SerializeToString,
+            herald_dot_delivery_dot_v1_dot_delivery__service__pb2.GetTraceResponse.FromString,
             options,
             channel_credentials,
             insecure,

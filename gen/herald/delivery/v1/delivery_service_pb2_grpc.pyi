@@ -101,6 +101,18 @@ class DeliveryServiceStub:
     at that moment finish. Idempotent. Returns INVALID_ARGUMENT (INVALID_ARGUMENT) if
     app_id is empty, or if both campaign_id and notification_ids are.
     """
+    GetTrace: _grpc.UnaryUnaryMultiCallable[_delivery_service_pb2.GetTraceRequest, _delivery_service_pb2.GetTraceResponse]
+    """Returns the spans of one trace that the services' local trace store holds (for
+    `herald trace`), ordered by start time, from every service that took part. The
+    store keeps spans when tracing exports locally (HERALD_TRACE_EXPORTER auto without
+    an OTLP endpoint, local, or HERALD_TRACE_LOCAL_COPY with OTLP), for
+    HERALD_TRACE_STORE_TTL_SECONDS after the trace's latest span. An app key may read
+    a trace only when its spans name the key's app and no other; the admin key reads
+    every trace. Returns INVALID_ARGUMENT (INVALID_ARGUMENT) with a field violation
+    if trace_id is not 32 hex digits; NOT_FOUND (TRACE_NOT_FOUND) if no span of the
+    trace is stored (never recorded, export not local, or expired); PERMISSION_DENIED
+    (APP_ACCESS_DENIED) if an app key's trace names another app or none.
+    """
 
 @_typing.type_check_only
 class DeliveryServiceAsyncStub(DeliveryServiceStub):
@@ -174,6 +186,18 @@ class DeliveryServiceAsyncStub(DeliveryServiceStub):
     (outcome CANCELLED); Campaign calls it on CancelCampaign. Notifications being sent
     at that moment finish. Idempotent. Returns INVALID_ARGUMENT (INVALID_ARGUMENT) if
     app_id is empty, or if both campaign_id and notification_ids are.
+    """
+    GetTrace: _aio.UnaryUnaryMultiCallable[_delivery_service_pb2.GetTraceRequest, _delivery_service_pb2.GetTraceResponse]  # type: ignore[assignment]
+    """Returns the spans of one trace that the services' local trace store holds (for
+    `herald trace`), ordered by start time, from every service that took part. The
+    store keeps spans when tracing exports locally (HERALD_TRACE_EXPORTER auto without
+    an OTLP endpoint, local, or HERALD_TRACE_LOCAL_COPY with OTLP), for
+    HERALD_TRACE_STORE_TTL_SECONDS after the trace's latest span. An app key may read
+    a trace only when its spans name the key's app and no other; the admin key reads
+    every trace. Returns INVALID_ARGUMENT (INVALID_ARGUMENT) with a field violation
+    if trace_id is not 32 hex digits; NOT_FOUND (TRACE_NOT_FOUND) if no span of the
+    trace is stored (never recorded, export not local, or expired); PERMISSION_DENIED
+    (APP_ACCESS_DENIED) if an app key's trace names another app or none.
     """
 
 class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -305,6 +329,24 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         (outcome CANCELLED); Campaign calls it on CancelCampaign. Notifications being sent
         at that moment finish. Idempotent. Returns INVALID_ARGUMENT (INVALID_ARGUMENT) if
         app_id is empty, or if both campaign_id and notification_ids are.
+        """
+
+    @_abc_1.abstractmethod
+    def GetTrace(
+        self,
+        request: _delivery_service_pb2.GetTraceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_service_pb2.GetTraceResponse, _abc.Awaitable[_delivery_service_pb2.GetTraceResponse]]:
+        """Returns the spans of one trace that the services' local trace store holds (for
+        `herald trace`), ordered by start time, from every service that took part. The
+        store keeps spans when tracing exports locally (HERALD_TRACE_EXPORTER auto without
+        an OTLP endpoint, local, or HERALD_TRACE_LOCAL_COPY with OTLP), for
+        HERALD_TRACE_STORE_TTL_SECONDS after the trace's latest span. An app key may read
+        a trace only when its spans name the key's app and no other; the admin key reads
+        every trace. Returns INVALID_ARGUMENT (INVALID_ARGUMENT) with a field violation
+        if trace_id is not 32 hex digits; NOT_FOUND (TRACE_NOT_FOUND) if no span of the
+        trace is stored (never recorded, export not local, or expired); PERMISSION_DENIED
+        (APP_ACCESS_DENIED) if an app key's trace names another app or none.
         """
 
 def add_DeliveryServiceServicer_to_server(servicer: DeliveryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

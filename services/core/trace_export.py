@@ -1,0 +1,126 @@
+"""A span exporter that writes into the local trace store (services/core/trace_store.py).
+
+It runs where every SDK exporter runs: in the BatchSpanProcessor's background thread,
+so it uses the synchronous Redis client and never touches the services' event loops.
+One pipeline per batch (per trace: RPUSH, LTRIM to the cap, EXPIRE). The processor
+queues at most `max_queue_size` spans and drops beyond that, so a slow or absent Redis
+costs lost spans, never a slower RPC. A failure is logged once (until the next success)
+and the batch is dropped: spans are diagnostics, not data worth retrying for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from services.core.config import Settings
+from services.core.trace_store import encode, trace_id_hex, trace_key
+
+log = logging.getLogger("herald.tracing")
+
+# Seconds a Redis command of the exporter may take: a stuck Redis must not hold the
+# processor's thread (and its full queue) for long.
+REDIS_TIMEOUT_SECONDS = 2.0
+# `herald trace` right after a send should find the spans, so the store is written
+# every second rather than the SDK's 5 s (OTEL_BSP_SCHEDULE_DELAY still wins).
+SCHEDULE_DELAY_MS = 1000
+# Traces known to be at the cap: their later spans are dropped here, without a write.
+FULL_TRACES_REMEMBERED = 10_000
+
+
+class RedisSpanExporter(SpanExporter):
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._ttl = settings.trace_store_ttl_seconds
+        self._cap = settings.trace_store_max_spans
+        self._client: Any = None  # made on the first export: a cluster client connects at once
+        self._failing = False
+        self._full: OrderedDict[str, None] = OrderedDict()
+
+    def _redis(self) -> Any:
+        if self._client is None:
+            options: dict[str, Any] = {
+                "socket_timeout": REDIS_TIMEOUT_SECONDS,
+                "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+            }
+            url = self._settings.redis_url
+            if self._settings.redis_cluster:
+                self._client = redis.RedisCluster.from_url(url, **options)
+            else:
+                self._client = redis.Redis.from_url(url, max_connections=2, **options)
+        return self._client
+
+    def _by_trace(self, spans: Sequence[ReadableSpan]) -> dict[str, list[str]]:
+        grouped: dict[str, list[str]] = {}
+        for span in spans:
+            if span.context is None:
+                continue
+            trace_id = trace_id_hex(span.context.trace_id)
+            if trace_id not in self._full:
+                grouped.setdefault(trace_id, []).append(encode(span))
+        return grouped
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        grouped = self._by_trace(spans)
+        if not grouped:
+            return SpanExportResult.SUCCESS
+        # The processor already suppresses instrumentation around export; this keeps
+        # the store's own Redis commands out of the traces whoever calls export.
+        with suppress_instrumentation():
+            try:
+                lengths = self._write(grouped)
+            except (redis.RedisError, OSError) as error:
+                if not self._failing:
+                    log.warning(
+                        "spans not stored: the trace store's Redis failed; spans are "
+                        "dropped until it answers again",
+                        extra={"error": f"{type(error).__name__}: {error}"},
+                    )
+                    self._failing = True
+                self._client = None  # reconnect next time (a cluster may have moved)
+                return SpanExportResult.FAILURE
+        if self._failing:
+            log.info("spans stored again: the trace store's Redis answers")
+            self._failing = False
+        for trace_id, length in lengths.items():
+            if length >= self._cap:
+                self._remember_full(trace_id)
+        return SpanExportResult.SUCCESS
+
+    def _write(self, grouped: dict[str, list[str]]) -> dict[str, int]:
+        pipe = self._redis().pipeline(transaction=False)
+        for trace_id, items in grouped.items():
+            key = trace_key(trace_id)
+            pipe.rpush(key, *items)
+            pipe.ltrim(key, 0, self._cap - 1)
+            pipe.expire(key, self._ttl)
+        replies = pipe.execute()
+        # Every third reply is an RPUSH's: the list's length after the push.
+        return {trace_id: int(replies[3 * i]) for i, trace_id in enumerate(grouped)}
+
+    def _remember_full(self, trace_id: str) -> None:
+        self._full[trace_id] = None
+        if len(self._full) > FULL_TRACES_REMEMBERED:
+            self._full.popitem(last=False)
+
+    def shutdown(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True  # nothing is buffered here; the processor holds the queue
+
+
+def local_store_processor(settings: Settings) -> BatchSpanProcessor:
+    """The batch processor (its own thread) that feeds the local trace store."""
+    delay = None if os.environ.get("OTEL_BSP_SCHEDULE_DELAY") else SCHEDULE_DELAY_MS
+    return BatchSpanProcessor(RedisSpanExporter(settings), schedule_delay_millis=delay)
