@@ -15,6 +15,7 @@ from redis.exceptions import ResponseError
 
 from services.core.redis import RedisClient, load_script
 from services.delivery import queue_keys as keys
+from services.delivery.coalescer import Coalescer
 from services.delivery.options import DeliveryOptions
 
 SCRIPTS = "services.delivery.scripts"
@@ -45,6 +46,15 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """What `begin_attempts.lua` said about one entry: GO (with the notification's bytes),
+    DONE, BUSY, CANCELLED or GONE."""
+
+    status: str
+    payload: bytes | None
+
+
+@dataclass(frozen=True)
 class Finish:
     attempt: int
     attempt_bytes: bytes
@@ -70,8 +80,9 @@ class QueueStore:
         self.redis = redis
         self.options = options
         self.shards = options.queue_shards
-        self._begin = load_script(redis, SCRIPTS, "begin_attempt.lua")
-        self._finish = load_script(redis, SCRIPTS, "finish_attempt.lua")
+        self._begin = load_script(redis, SCRIPTS, "begin_attempts.lua")
+        self._finish = load_script(redis, SCRIPTS, "finish_attempts.lua")
+        self._finishes: Coalescer[int, tuple[str, str, Finish, int]] = Coalescer(self._finish_batch)
         self._move = load_script(redis, SCRIPTS, "move_due.lua")
         self._cancel = load_script(redis, SCRIPTS, "cancel_queued.lua")
 
@@ -234,14 +245,29 @@ class QueueStore:
     async def begin(
         self, entry: Entry, worker: str, now_ms: int, lease_ms: int | None = None
     ) -> tuple[str, bytes | None]:
+        claim = (await self.begin_many(entry.shard, [entry], worker, now_ms, lease_ms))[0]
+        return claim.status, claim.payload
+
+    async def begin_many(
+        self,
+        shard: int,
+        entries: list[Entry],
+        worker: str,
+        now_ms: int,
+        lease_ms: int | None = None,
+    ) -> list[Claim]:
+        """Claim the attempts of entries of one shard (a read batch) in one script call."""
         if lease_ms is None:
             lease_ms = int(self.options.reclaim_seconds * 1000)
         answer: Any = await self._begin(
-            keys=[keys.record(entry.shard, entry.notification_id)],
-            args=[worker, entry.attempt, now_ms, lease_ms],
+            keys=[keys.record(shard, entry.notification_id) for entry in entries],
+            args=[worker, now_ms, lease_ms, *(entry.attempt for entry in entries)],
         )
-        status = answer[0].decode() if isinstance(answer[0], bytes) else str(answer[0])
-        return status, (answer[1] if len(answer) > 1 else None)
+        claims = []
+        for status, payload in zip(answer[::2], answer[1::2], strict=True):
+            name = status.decode() if isinstance(status, bytes) else str(status)
+            claims.append(Claim(name, payload if name == "GO" else None))
+        return claims
 
     async def drop_leases(self, entries: list[Entry], worker: str) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -249,26 +275,33 @@ class QueueStore:
             pipe.hdel(keys.record(entry.shard, entry.notification_id), "lw", "lu")
         await execute(pipe)
 
-    async def ack(self, entry: Entry) -> None:
+    async def ack(self, shard: int, entry_ids: list[str]) -> None:
+        """Acknowledge and delete entries of one shard that need no send."""
+        if not entry_ids:
+            return
         pipe = self.redis.pipeline(transaction=True)
-        pipe.xack(keys.stream(entry.shard), keys.GROUP, entry.entry_id)
-        pipe.xdel(keys.stream(entry.shard), entry.entry_id)
+        pipe.xack(keys.stream(shard), keys.GROUP, *entry_ids)
+        pipe.xdel(keys.stream(shard), *entry_ids)
         await execute(pipe)
 
     async def finish(
         self, shard: int, notification_id: str, entry_id: str, done: Finish, now_ms: int
     ) -> None:
+        """Record one answered attempt (finish_attempts.lua); returns once it is written.
+        Attempts of a shard answered meanwhile are written by the same script call."""
+        await self._finishes.add(shard, (notification_id, entry_id, done, now_ms))
+
+    async def _finish_batch(self, shard: int, items: list[tuple[str, str, Finish, int]]) -> None:
+        now_ms = max(item[3] for item in items)  # update time and outcome trim point
         retention_ms = self.options.outcomes_retention_seconds * 1000
-        await self._finish(
-            keys=[
-                keys.record(shard, notification_id),
-                keys.stream(shard),
-                keys.retries(shard),
-                keys.outcomes(shard),
-                keys.outcomes_watermark(shard),
-            ],
-            args=[
-                keys.GROUP,
+        args: list[Any] = [
+            keys.GROUP,
+            max(0, now_ms - retention_ms),
+            self.options.record_ttl_seconds,
+            now_ms,
+        ]
+        for notification_id, entry_id, done, _ in items:
+            args += [
                 entry_id,
                 done.attempt,
                 done.attempt_bytes,
@@ -280,10 +313,16 @@ class QueueStore:
                 done.event_bytes,
                 done.app_id,
                 done.campaign_id,
-                max(0, now_ms - retention_ms),
-                self.options.record_ttl_seconds,
-                now_ms,
+            ]
+        await self._finish(
+            keys=[
+                keys.stream(shard),
+                keys.retries(shard),
+                keys.outcomes(shard),
+                keys.outcomes_watermark(shard),
+                *(keys.record(shard, item[0]) for item in items),
             ],
+            args=args,
         )
 
     async def postpone(self, entry: Entry, due_ms: int) -> None:

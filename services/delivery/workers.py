@@ -6,6 +6,10 @@ items as there are free send slots, so nothing waits in a process's memory that 
 could send); one mover (due retries back to the streams) and one reclaimer (XAUTOCLAIM) for all
 shards. At close: stop reading, let in-flight sends finish within the grace, give the
 rest back (marked idle, so another process reclaims them at once).
+
+Redis work is per batch, not per item (it was most of a push's CPU): a read batch is
+claimed with one script call (`begin_attempts.lua`), and answered attempts are recorded
+by one call per shard for all answered meanwhile (QueueStore.finish coalesces).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from services.delivery import queue_tracing, records, tokens
 from services.delivery.attempt import AttemptResult
 from services.delivery.dispatch import Dispatcher
 from services.delivery.options import DeliveryOptions
-from services.delivery.queue_store import Entry, QueueStore
+from services.delivery.queue_store import Claim, Entry, QueueStore
 from services.delivery.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -80,7 +84,8 @@ class WorkerPool:
         self.capacity = _Capacity(options.worker_concurrency)
         self._redis_slots = asyncio.Semaphore(REDIS_SLOTS)
         self._loops: list[asyncio.Task[None]] = []
-        self._inflight: dict[asyncio.Task[None], Entry] = {}
+        self._inflight: dict[asyncio.Task[None], Entry] = {}  # one task per item sending
+        self._claiming: dict[asyncio.Task[None], list[Entry]] = {}  # batches being claimed
         self._stopping = False
         self._closed = False
         self.sent = 0  # attempts sent by this process (tests, bench)
@@ -100,10 +105,13 @@ class WorkerPool:
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
-        pending = list(self._inflight)
+        if self._claiming:  # claims are one Redis call: let them finish and spawn
+            await asyncio.wait(list(self._claiming), timeout=grace)
+        pending = list(self._inflight) + list(self._claiming)
         if pending:
             _done, late = await asyncio.wait(pending, timeout=grace)
             unfinished = [self._inflight[t] for t in late if t in self._inflight]
+            unfinished += [e for t in late if t in self._claiming for e in self._claiming[t]]
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
@@ -117,7 +125,7 @@ class WorkerPool:
     def crash(self) -> None:
         """Stop dead, as a killed process would: no acknowledgement, no hand-back (tests)."""
         self._closed = self._stopping = True
-        for task in [*self._loops, *self._inflight]:
+        for task in [*self._loops, *self._claiming, *self._inflight]:
             task.cancel()
 
     async def _give_back(self, entries: list[Entry]) -> None:
@@ -197,18 +205,54 @@ class WorkerPool:
                 self._spawn(entries)
 
     def _spawn(self, entries: list[Entry]) -> None:
-        for entry in entries:
-            task = asyncio.create_task(self._handle(entry))
-            self._inflight[task] = entry
-            task.add_done_callback(self._done)
+        """Claim the entries (one shard's read) with one script call, then send each."""
+        if not entries:
+            return
+        task = asyncio.create_task(self._claim(entries))
+        self._claiming[task] = entries
+        task.add_done_callback(self._claimed)
+
+    def _claimed(self, task: asyncio.Task[None]) -> None:
+        self._claiming.pop(task, None)
+
+    async def _claim(self, entries: list[Entry]) -> None:
+        shard = entries[0].shard
+        try:
+            async with self._redis_slots:
+                claims = await self.store.begin_many(
+                    shard, entries, self.worker_id, int(time.time() * 1000)
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Left pending: reclaimed after the timeout, by this process or another.
+            log.warning("claiming %d items of shard %d failed", len(entries), shard, exc_info=True)
+            await self.capacity.give_back(len(entries))
+            return
+        settled: list[str] = []  # DONE, CANCELLED or GONE (record expired): nothing to send
+        for entry, claim in zip(entries, claims, strict=True):
+            if claim.status == "GO" and claim.payload is not None:
+                task = asyncio.create_task(self._handle(entry, claim))
+                self._inflight[task] = entry
+                task.add_done_callback(self._done)
+                continue
+            if claim.status != "BUSY":  # BUSY: another live worker's finish acknowledges it
+                settled.append(entry.entry_id)
+            await self.capacity.give_back(1)
+        if settled:
+            try:
+                async with self._redis_slots:
+                    await self.store.ack(shard, settled)
+            except Exception:
+                log.warning("acknowledging %d settled items failed", len(settled), exc_info=True)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)
 
     # -- one item -----------------------------------------------------------------------
-    async def _handle(self, entry: Entry) -> None:
+    async def _handle(self, entry: Entry, claim: Claim) -> None:
         try:
-            await self._process(entry)
+            await self._process(entry, claim.payload or b"")
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -218,14 +262,7 @@ class WorkerPool:
             if not self._closed:
                 await self.capacity.give_back(1)
 
-    async def _process(self, entry: Entry) -> None:
-        async with self._redis_slots:
-            status, payload = await self.store.begin(entry, self.worker_id, int(time.time() * 1000))
-            if status == "BUSY":
-                return  # another live worker holds the lease; its finish acknowledges the entry
-            if status != "GO" or payload is None:
-                await self.store.ack(entry)  # DONE, CANCELLED or GONE (record expired)
-                return
+    async def _process(self, entry: Entry, payload: bytes) -> None:
         notification = notification_pb2.Notification.FromString(payload)
         provider = tokens.provider_of(notification.token)
         # The wait must leave the lease room for the send itself: a longer one goes back
@@ -274,7 +311,8 @@ class WorkerPool:
             span_id=span_id,
             now=now,
         )
-        async with self._redis_slots:
-            await self.store.finish(
-                entry.shard, entry.notification_id, entry.entry_id, done, int(now * 1000)
-            )
+        # No Redis slot held: finishes of a shard share one call (one connection), and
+        # holding a slot while waiting for the batch would cap the batch at the slots.
+        await self.store.finish(
+            entry.shard, entry.notification_id, entry.entry_id, done, int(now * 1000)
+        )
