@@ -1,28 +1,22 @@
 """OpenTelemetry metrics, exposed for Prometheus on each service's own port.
 
-Every service gets RPC rate, latency and status from `MetricsInterceptor`
-(`herald_rpc_server_duration_seconds{rpc_service, rpc_method, rpc_grpc_status_code}`, a
-histogram whose count is the rate); services add their own instruments through
-`Runtime.metrics.meter` (queue depth, sends by outcome, pool state, ...). Each process
+Every service gets RPC rate, latency and status from the RPC wrapper (rpc_wrapper.py
+records `herald_rpc_server_duration_seconds{rpc_service, rpc_method,
+rpc_grpc_status_code}`, a histogram whose count is the rate); services add their own
+instruments through `Runtime.metrics.meter` (queue depth, sends by outcome, pool state, ...). Each process
 has its own registry, so several services in one process (the tests) never collide.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import grpc
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, start_http_server
-
-from services.core.handlers import Behavior, Decorator, WrappingInterceptor, answer, answers
 
 # RPC latencies worth telling apart: sub-millisecond Redis hits up to slow provider calls.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -62,58 +56,3 @@ class Metrics:
             self._http.server_close()
             self._http = None
         self.provider.shutdown()
-
-
-class MetricsInterceptor(WrappingInterceptor):
-    """Records each call's latency and final status code."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
-
-    def decorators(self, method: str) -> tuple[Decorator, Decorator]:
-        service, _, rpc = method.lstrip("/").partition("/")
-        record = self._recorder(service, rpc)
-
-        def answer_once(behavior: Behavior, _: bool) -> Behavior:
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started = time.perf_counter()
-                try:
-                    result = await answer(behavior(request, context))
-                except BaseException as error:
-                    record(started, _code_of(error, context))
-                    raise
-                record(started, grpc.StatusCode.OK)
-                return result
-
-            return unary
-
-        def answer_stream(behavior: Behavior, _: bool) -> Behavior:
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                started = time.perf_counter()
-                try:
-                    async for item in answers(behavior(request, context)):
-                        yield item
-                except BaseException as error:
-                    record(started, _code_of(error, context))
-                    raise
-                record(started, grpc.StatusCode.OK)
-
-            return stream
-
-        return answer_once, answer_stream
-
-    def _recorder(self, service: str, rpc: str) -> Callable[[float, grpc.StatusCode], None]:
-        def record(started: float, code: grpc.StatusCode) -> None:
-            self.metrics.rpc_duration.record(
-                time.perf_counter() - started,
-                {"rpc.service": service, "rpc.method": rpc, "rpc.grpc.status_code": code.name},
-            )
-
-        return record
-
-
-def _code_of(error: BaseException, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
-    if isinstance(error, asyncio.CancelledError):
-        return grpc.StatusCode.CANCELLED
-    code = context.code() if isinstance(error, grpc.aio.AbortError) else None
-    return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN

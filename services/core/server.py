@@ -1,9 +1,10 @@
 """The server bootstrap every Herald service runs on.
 
 A service describes itself with a `ServiceSpec` (its name, its gRPC service, how to
-build its servicer from the `Runtime`). `start_server` gives it a grpc.aio server with
-the tracing and error interceptors, the standard health service and reflection, bound
-to the configured port (port 0 in tests). `main` adds configuration checks, JSON logs
+build its servicer from the `Runtime`). `start_server` gives it a grpc.aio server whose
+handlers are wrapped with tracing, metrics, error mapping and auth (rpc_wrapper.py),
+the standard health service and reflection, bound to the configured port (port 0 in
+tests). `main` adds configuration checks, JSON logs
 and graceful shutdown: on SIGTERM the health status turns NOT_SERVING, new calls are
 refused, and in-flight calls get `shutdown_grace_seconds` to finish.
 """
@@ -34,9 +35,9 @@ from services.core.auth import (
     identity_key_verifier,
 )
 from services.core.config import ConfigError, Settings, load_settings
-from services.core.interceptors import ErrorInterceptor
 from services.core.logs import configure_logging
-from services.core.metrics import Metrics, MetricsInterceptor
+from services.core.metrics import Metrics
+from services.core.rpc_wrapper import RpcWrapper, WrappingRegistrar
 from services.core.supervisor import WORKER_VAR, supervise
 
 log = logging.getLogger("herald.server")
@@ -92,7 +93,7 @@ class ServiceSpec:
 
     name: str  # "registration": also the prefix of its port and address settings
     full_name: str  # "herald.registration.v1.RegistrationService"
-    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    add_to_server: Callable[[Any, Any], None]  # (servicer, server or WrappingRegistrar)
     build_servicer: Callable[[Runtime], Awaitable[Any]]
     needs_redis: bool = True
 
@@ -138,15 +139,9 @@ async def start_server(
         identity_key_verifier(lambda: runtime.channel("identity")),
         settings.api_key_cache_seconds,
     )
+    # No grpc.aio interceptors: every handler is wrapped once, here, with tracing,
+    # request id, metrics and error mapping around the auth checks (rpc_wrapper.py).
     server = grpc.aio.server(
-        # Order matters: spans see every outcome; the error interceptor turns the auth
-        # interceptor's refusals into statuses like any other domain error.
-        interceptors=[
-            *telemetry.server_interceptors(provider),
-            MetricsInterceptor(runtime.metrics),
-            ErrorInterceptor(),
-            AuthInterceptor(settings, keys),
-        ],
         options=[
             # Several processes of one service share the port only when asked to; otherwise
             # a second process on a taken port must fail rather than silently share it.
@@ -159,16 +154,18 @@ async def start_server(
             ("grpc.max_connection_age_grace_ms", 30 * 1000),
         ],
     )
-    spec.add_to_server(servicer, server)
+    registrar = WrappingRegistrar(
+        server, RpcWrapper(provider, runtime.metrics, AuthInterceptor(settings, keys))
+    )
+    spec.add_to_server(servicer, registrar)
     health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
+    health_pb2_grpc.add_HealthServicer_to_server(health, registrar)
+    registrar.enable_reflection(
         (
             spec.full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
-        ),
-        server,
+        )
     )
     wanted = settings.port_of(spec.name) if port is None else port
     try:
