@@ -18,7 +18,7 @@ from services.core.errors import Aborted, FailedPrecondition, NotFound, Validato
 from services.registration import changes, record
 from services.registration.apps import AppDirectory
 from services.registration.changes import Mutation
-from services.registration.model import UNREGISTERED, DeviceRecord, Token
+from services.registration.model import IOS, UNREGISTERED, WEB, DeviceRecord, Token
 from services.registration.store import (
     CONFIRMED,
     IndexEntry,
@@ -62,6 +62,13 @@ def _concurrent(app_id: str, device_id: str) -> Aborted:
     )
 
 
+class _Unread:
+    """Marks "the caller has not read the record" (None means "read: absent")."""
+
+
+UNREAD = _Unread()
+
+
 class _SecretNeeded(Exception):
     """Raised inside a change function: the stored record turned out to need the secret."""
 
@@ -97,6 +104,7 @@ class Devices:
         app_id: str,
         device_id: str,
         change: Callable[[DeviceRecord | None], Mutation],
+        first_read: bytes | None | _Unread = UNREAD,
     ) -> tuple[DeviceRecord | None, Mutation]:
         """Applies `change` to the stored record with compare-and-set; returns (old, result).
 
@@ -104,9 +112,15 @@ class Devices:
         (pending) and add the new user's index member, 2. read the index values this
         write makes stale, 3. compare-and-set the record, 4. confirm the token claim
         (a failed confirm means another device claimed the token meanwhile: this device
-        gives it up), 5. release exactly the values read in 2."""
-        for _ in range(MAX_ATTEMPTS):
-            raw = await self.store.get(app_id, device_id)
+        gives it up), 5. release exactly the values read in 2.
+
+        `first_read` is the stored record when the caller just read it (the flush
+        script returns it), saving the first read."""
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt == 0 and not isinstance(first_read, _Unread):
+                raw = first_read
+            else:
+                raw = await self.store.get(app_id, device_id)
             old = record.unpack(raw) if raw else None
             mutation = change(old)
             if not mutation.write or (old is None and mutation.new is None):
@@ -186,7 +200,9 @@ class Devices:
         """Makes `device_id` the token's only holder (the newest registration owns it);
         returns (digest, the pending value written), confirmed after the record write."""
         digest = token_digest(app_id, token.value)
-        entry = await self.store.token_entry(app_id, digest)
+        # Optimistic: most claims are of a token no device holds, and the claim script
+        # answers with the entry it found instead, so no read comes first.
+        entry: IndexEntry | None = None
         for _ in range(MAX_ATTEMPTS):
             if entry is not None and entry.device_id != device_id:
                 await self.strip_token(
@@ -227,6 +243,9 @@ class Devices:
             await self.apps.require_client_secret(app_id, client_secret)
             verified = True
         now = now_ms()
+        flushed, stored = await self._flush(app_id, given, token, now)
+        if flushed is not None:
+            return flushed
 
         def change(old: DeviceRecord | None) -> Mutation:
             if not verified and stores_new_token_on_bound_device(old, token):
@@ -234,7 +253,7 @@ class Devices:
             return changes.register(old, given, token, now)
 
         try:
-            _, mutation = await self.mutate(app_id, given.device_id, change)
+            _, mutation = await self.mutate(app_id, given.device_id, change, stored)
         except _SecretNeeded:
             # The device is bound to a user and this call would put another token on
             # it: without the secret anyone knowing the device id could redirect that
@@ -246,6 +265,38 @@ class Devices:
         return RegisterResult(
             mutation.new, mutation.created, mutation.token_update, mutation.previous_user_id
         )
+
+    async def _flush(
+        self, app_id: str, given: DeviceInput, token: Token | None, now: int
+    ) -> tuple[RegisterResult | None, bytes | None | _Unread]:
+        """A session-start flush that changes nothing but last_seen (and the token's
+        confirm time), in one script call: (its result, None) when it was one, else
+        (None, the stored record the script returned, for `mutate`).
+
+        The script applies exactly what changes.register does when the stored record
+        already says everything the call says: same platform and token (and APNs
+        environment), no other status, no other text, no other user. Web devices take
+        the general path (a Web denial ends the subscription, see changes.py)."""
+        if given.platform == WEB:
+            return None, UNREAD
+        written, stored = await self.store.flush(
+            app_id,
+            given.device_id,
+            record.flush_arguments(
+                given.device_id,
+                given.platform,
+                given.authorization_status,
+                given.apns_environment if given.platform == IOS and token is not None else 0,
+                (given.os_version, given.app_version, given.locale, given.time_zone, given.user_id),
+                token,
+                now,
+            ),
+        )
+        if written is None:
+            return None, stored
+        new = record.unpack(written)
+        update = changes.TOKEN_UNCHANGED if new.token is not None else changes.TOKEN_ABSENT
+        return RegisterResult(new, False, update, ""), None
 
     async def update_permission(
         self,

@@ -126,6 +126,38 @@ def unpack_entry(data: bytes) -> ChangeEntry:
     )
 
 
+def stored_token(token: Token | None) -> bytes:
+    """A token as the record stores it (APNs: the raw bytes of its hex)."""
+    if token is None:
+        return b""
+    return bytes.fromhex(token.value) if token.kind == APNS else token.value.encode()
+
+
+def flush_arguments(
+    device_id: str,
+    platform: int,
+    authorization_status: int,
+    apns_environment: int,
+    texts: tuple[str, str, str, str, str],
+    token: Token | None,
+    now_ms: int,
+) -> list[bytes | str | int]:
+    """ARGV of scripts/flush_device.lua, which reads this layout: what the stored record
+    must already say (0 and "" = whatever it says) for a flush to change only times.
+
+    `texts` are os_version, app_version, locale, time_zone, user_id, in record order."""
+    return [
+        device_id,
+        platform,
+        authorization_status,
+        apns_environment,
+        *texts,
+        token.kind if token is not None else 0,
+        stored_token(token),
+        now_ms.to_bytes(6, "big"),
+    ]
+
+
 def pack(record: DeviceRecord) -> bytes:
     token = record.token
     out = _Writer()
@@ -154,14 +186,9 @@ def pack(record: DeviceRecord) -> bytes:
         record.user_id,
     ):
         out.str8(text)
-    if token is None:
-        out.bytes16(b"")
-    elif token.kind == APNS:
-        out.bytes16(bytes.fromhex(token.value))
-    else:
-        out.bytes16(token.value.encode())
-        if token.kind == WEB_PUSH:
-            out.parts.append(token.p256dh + token.auth)
+    out.bytes16(stored_token(token))
+    if token is not None and token.kind == WEB_PUSH:
+        out.parts.append(token.p256dh + token.auth)
     entries = record.log[-DEVICE_LOG_CAP:]
     out.parts.append(_U8.pack(len(entries)))
     for entry in entries:

@@ -135,6 +135,7 @@ class RegistrationStore:
     def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
         self._cas = load_script(redis, SCRIPTS, "cas_devices.lua")
+        self._flush = load_script(redis, SCRIPTS, "flush_device.lua")
         self._claim = load_script(redis, SCRIPTS, "token_claim.lua")
         self._claim_free = load_script(redis, SCRIPTS, "token_claim_free.lua")
         self._set_index = load_script(redis, SCRIPTS, "compare_and_set_fields.lua")
@@ -160,6 +161,18 @@ class RegistrationStore:
     async def get(self, app_id: str, device_id: str) -> bytes | None:
         raw = await self.redis.hget(devices_key(app_id, device_shard(device_id)), device_id)
         return _as_bytes(raw)
+
+    async def flush(
+        self, app_id: str, device_id: str, arguments: Sequence[bytes | str | int]
+    ) -> tuple[bytes | None, bytes | None]:
+        """The one-round-trip flush (scripts/flush_device.lua, arguments from
+        record.flush_arguments): (the record written, None) when the stored record
+        already said what the call says, else (None, the stored record or None)."""
+        wrote, raw = await self._flush(
+            keys=[devices_key(app_id, device_shard(device_id))], args=list(arguments)
+        )
+        data = _as_bytes(raw) or None
+        return (data, None) if wrote else (None, data)
 
     async def get_many(self, app_id: str, device_ids: Sequence[str]) -> list[bytes | None]:
         """Records of several devices of one app, in the order asked (None if absent)."""
