@@ -1,6 +1,8 @@
 """One gRPC channel per service, the caller's credentials as metadata, and every
 failed call turned into a ServerError that names the service and its address.
 
+Channels use TLS when the TLS options ask for it (services/cli/tls.py).
+
 The CLI is a short-lived process, so it uses the synchronous gRPC API: no event loop
 to manage, and server streams (ExportUsers, WatchCampaign) are plain iterators.
 """
@@ -18,6 +20,7 @@ from herald.delivery.v1 import delivery_service_pb2_grpc
 from herald.identity.v1 import identity_service_pb2_grpc
 from herald.registration.v1 import registration_service_pb2_grpc
 from services.cli.errors import ServerError
+from services.cli.tls import ChannelSecurity
 from services.core.status import parse_error
 
 SERVICES = ("registration", "identity", "campaign", "delivery")
@@ -36,6 +39,7 @@ class Client:
     api_key: str = ""
     admin_key: str = ""
     timeout: float = 30.0
+    security: ChannelSecurity = field(default_factory=ChannelSecurity)
     _channels: dict[str, grpc.Channel] = field(default_factory=dict)
 
     def _metadata(self) -> list[tuple[str, str]]:
@@ -51,12 +55,18 @@ class Client:
     def _stub(self, service: str) -> Any:
         channel = self._channels.get(service)
         if channel is None:
-            channel = grpc.insecure_channel(self.addresses[service])
+            address, options = self.addresses[service], list(self.security.options)
+            if self.security.credentials is None:
+                channel = grpc.insecure_channel(address, options=options)
+            else:
+                channel = grpc.secure_channel(address, self.security.credentials, options=options)
             self._channels[service] = channel
         return _STUBS[service](channel)
 
     def _error(self, error: grpc.RpcError, service: str, method: str) -> ServerError:
-        return ServerError(parse_error(error), service, self.addresses[service], method)
+        return ServerError(
+            parse_error(error), service, self.addresses[service], method, tls=self.security.tls
+        )
 
     def call(self, service: str, method: str, request: Any, timeout: float | None = None) -> Any:
         """A unary call; raises ServerError on any non-OK status."""

@@ -37,12 +37,15 @@ class UsageError(CliError):
 class ServerError(CliError):
     """A service answered a call with an error status (or could not be reached)."""
 
-    def __init__(self, details: ErrorDetails, service: str, address: str, method: str) -> None:
+    def __init__(
+        self, details: ErrorDetails, service: str, address: str, method: str, tls: bool = False
+    ) -> None:
         super().__init__(details.message)
         self.details = details
         self.service = service
         self.address = address
         self.method = method
+        self.tls = tls  # whether the channel used TLS: the hint for a failed connection
 
     @property
     def unreachable(self) -> bool:

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from services.cli import apps, campaigns, credentials, demo, devices, send, trace, users
+from services.cli import apps, campaigns, credentials, demo, devices, send, tls, trace, users
 from services.cli.client import SERVICES, Client
 from services.cli.context import Context, Handler
 from services.cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, CliError, UsageError
@@ -25,7 +25,8 @@ Manage and debug a Herald installation: apps and provider credentials, devices a
 users, pushes, campaigns and per-notification traces.
 
 Service addresses default to the HERALD_<SERVICE>_ADDRESS settings (the same ones the
-services read; `make run` listens on 127.0.0.1:50051-50054).
+services read; `make run` listens on 127.0.0.1:50051-50054). TLS follows the services'
+HERALD_TLS_CA_FILE / _CERT_FILE / _KEY_FILE / _SERVER_NAME (or --tls-* options).
 """
 
 EPILOG = """\
@@ -66,6 +67,36 @@ def _global_options(parser: argparse.ArgumentParser, top: bool) -> None:
         "--admin-key",
         default=default(os.environ.get("HERALD_ADMIN_KEY", "")),
         help="operator key for app management, sent as x-admin-key (HERALD_ADMIN_KEY)",
+    )
+    secure = parser.add_argument_group("TLS (the services' HERALD_TLS_* variables work too)")
+    secure.add_argument(
+        "--tls-ca",
+        metavar="PEM",
+        dest="ca_file",
+        default=default(None),
+        help="trust this CA for the services' certificates; turns TLS on (HERALD_TLS_CA_FILE)",
+    )
+    secure.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        dest="cert_file",
+        default=default(None),
+        help="client certificate for mTLS, with --tls-key (HERALD_TLS_CERT_FILE)",
+    )
+    secure.add_argument(
+        "--tls-key",
+        metavar="PEM",
+        dest="key_file",
+        default=default(None),
+        help="the client certificate's private key (HERALD_TLS_KEY_FILE)",
+    )
+    secure.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        dest="server_name",
+        default=default(None),
+        help="the name to check in the services' certificates when addresses are IPs "
+        "(HERALD_TLS_SERVER_NAME)",
     )
     group.add_argument(
         "--timeout",
@@ -139,6 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Output(json_mode=args.json)
     try:
         addresses = resolve_addresses({s: getattr(args, f"{s}_address") for s in SERVICES})
+        security = tls.security(
+            tls.from_environment({name: getattr(args, name) for name in tls.SOURCES})
+        )
     except UsageError as error:
         out.error(error)
         return EXIT_USAGE
@@ -147,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         api_key=args.api_key,
         admin_key=args.admin_key,
         timeout=args.timeout,
+        security=security,
     )
     handler: Handler = args.handler
     try:

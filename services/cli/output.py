@@ -122,11 +122,7 @@ def error_text(error: CliError) -> str:
         return f"error: {error}"
     details = error.details
     if error.unreachable:
-        return (
-            f"error: {_code(error)}: cannot reach the {error.service} service at "
-            f"{error.address} ({details.message or 'no answer'}).\n"
-            f"  Is the stack running (`make run`)? Or point --{error.service} at it."
-        )
+        return _unreachable_text(error)
     if details.code == grpc.StatusCode.UNIMPLEMENTED:
         return _unimplemented_text(error)
     head = f"error: {_code(error)}"
@@ -138,6 +134,36 @@ def error_text(error: CliError) -> str:
         lines.append(f"  retry after {details.retry_after_seconds:g} s")
     lines += [f"  {key}: {value}" for key, value in sorted(details.metadata.items())]
     return "\n".join(lines)
+
+
+# What gRPC's message says when the TLS handshake, not the network, failed.
+_TLS_FAILURE_MARKERS = ("handshake", "ssl_error", "certificate", "tsi_", "verification")
+
+
+def _unreachable_text(error: ServerError) -> str:
+    """No answer: say whether TLS is the likely cause (a handshake failed, or a plain
+    channel met a TLS listener) and which option fixes it."""
+    message = error.details.message or "no answer"
+    where = f"the {error.service} service at {error.address}"
+    if error.tls and any(marker in message.lower() for marker in _TLS_FAILURE_MARKERS):
+        return (
+            f"error: {_code(error)}: cannot reach {where}: the TLS handshake failed "
+            f"({message}).\n"
+            "  Check --tls-ca (the CA that signed the service's certificate), "
+            "--tls-server-name (a name in it) and, for mTLS, --tls-cert/--tls-key; "
+            "or the service does not use TLS (drop --tls-ca / HERALD_TLS_CA_FILE)."
+        )
+    hint = (
+        "  The channel uses TLS: a service that wants a client certificate (mTLS) closes "
+        "the connection without one (--tls-cert/--tls-key); a service without TLS cannot "
+        "answer it (drop --tls-ca / HERALD_TLS_CA_FILE)."
+        if error.tls
+        else "  If the service uses TLS, pass --tls-ca (HERALD_TLS_CA_FILE)."
+    )
+    return (
+        f"error: {_code(error)}: cannot reach {where} ({message}).\n"
+        f"  Is the stack running (`make run`)? Or point --{error.service} at it.\n{hint}"
+    )
 
 
 def _unimplemented_text(error: ServerError) -> str:

@@ -98,15 +98,19 @@ def cli_env(addresses: dict[str, str]) -> dict[str, str]:
 
 
 async def run_cli(
-    *args: str, addresses: dict[str, str] | None = None, stdin: str | None = None
+    *args: str,
+    addresses: dict[str, str] | None = None,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> Result:
+    """`herald <args>`; `env` adds variables (HERALD_* ones included) to the clean set."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "services.cli",
         *args,
         cwd=REPO,
-        env=cli_env(addresses or {}),
+        env={**cli_env(addresses or {}), **(env or {})},
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
