@@ -110,6 +110,15 @@ async def _seed(services: Services, devices: int, users: int) -> None:
         assert answer.failed_count == 0, answer.errors[:3]
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its reaped children so far (/proc/<pid>/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def _peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -117,8 +126,60 @@ def _peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+class Watch:
+    """CPU seconds of the stack's processes between launch and the fan-out's end, and
+    optionally a py-spy recording of each (raw collapsed stacks, for where the
+    per-device microseconds go)."""
+
+    def __init__(self, pids: dict[str, int], py_spy: str | None, out: Path) -> None:
+        self.pids = pids
+        self.py_spy = py_spy
+        self.out = out
+        self.before: dict[str, float] = {}
+        self.spies: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        self.before = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
+        if self.py_spy:
+            self.out.mkdir(parents=True, exist_ok=True)
+            for name, pid in self.pids.items():
+                if name in ("redis", "bench"):
+                    continue
+                self.spies.append(
+                    subprocess.Popen(
+                        [
+                            self.py_spy,
+                            "record",
+                            "--pid",
+                            str(pid),
+                            "--rate",
+                            "200",
+                            "--format",
+                            "raw",
+                            "--nonblocking",
+                            "-o",
+                            str(self.out / f"{name}.txt"),
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+
+    def stop(self) -> dict[str, float]:
+        used = {name: _cpu_seconds(pid) - self.before[name] for name, pid in self.pids.items()}
+        for spy in self.spies:
+            spy.send_signal(signal.SIGINT)
+        for spy in self.spies:
+            spy.wait(timeout=60)
+        return used
+
+
 async def _run(
-    args: argparse.Namespace, services: Services, campaign_port: int, counter: CountingDelivery
+    args: argparse.Namespace,
+    services: Services,
+    campaign_port: int,
+    counter: CountingDelivery,
+    watch: Watch,
 ) -> dict[str, Any]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{campaign_port}") as channel:
         stub: Any = campaign_service_pb2_grpc.CampaignServiceStub(channel)
@@ -135,6 +196,7 @@ async def _run(
             )
         )
         cid = created.campaign.campaign_id
+        watch.start()
         started = time.perf_counter()
         launched = await stub.LaunchCampaign(
             campaign_service_pb2.LaunchCampaignRequest(campaign_id=cid)
@@ -152,6 +214,7 @@ async def _run(
             ):
                 break
         elapsed = time.perf_counter() - started
+        cpu = watch.stop()
         got = await stub.GetCampaign(campaign_service_pb2.GetCampaignRequest(campaign_id=cid))
         report = (
             await stub.GetCampaignReport(
@@ -168,6 +231,13 @@ async def _run(
             "enqueued_at_delivery": counter.count,
             "seconds": round(elapsed, 1),
             "devices_per_second": round(report.targeted / elapsed),
+            # CPU per targeted device in each process; far steadier than devices/s on
+            # a machine other work shares.
+            "cpu_us_per_device": {
+                name: round(seconds * 1e6 / max(1, report.targeted), 1)
+                for name, seconds in cpu.items()
+            },
+            "load_average_at_end": round(os.getloadavg()[0], 2),
         }
 
 
@@ -191,6 +261,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--profile", action="store_true", help="run Campaign under cProfile (campaign.prof)"
     )
+    parser.add_argument(
+        "--py-spy",
+        metavar="BINARY",
+        help="record Campaign, Registration and Identity with this py-spy during the fan-out "
+        "(raw collapsed stacks in --profile-dir)",
+    )
+    parser.add_argument("--profile-dir", type=Path, default=ROOT / "campaign-profiles")
     args = parser.parse_args(argv)
 
     async def run() -> int:
@@ -223,7 +300,19 @@ def main(argv: list[str]) -> int:
                     f"seeded {args.devices} devices / {args.users} users in {time.perf_counter() - seeded:.0f} s",
                     flush=True,
                 )
-                result = await _run(args, services, campaign_port, counter)
+                watch = Watch(
+                    {
+                        "campaign": campaign.pid,
+                        "registration": services.processes[1].pid,
+                        "identity": services.processes[0].pid,
+                        "redis": services.redis.process.pid,  # type: ignore[union-attr]
+                        "bench": os.getpid(),
+                    },
+                    args.py_spy,
+                    args.profile_dir,
+                )
+                print(f"load average {os.getloadavg()[0]:.2f} at launch", flush=True)
+                result = await _run(args, services, campaign_port, counter, watch)
                 result["campaign_peak_rss_mb"] = round(_peak_rss_mb(campaign.pid))
                 print(json.dumps(result, indent=2))
             finally:

@@ -30,6 +30,7 @@ from services.core.errors import HeraldError, Unavailable
 from services.core.status import parse_error
 
 CALL_TIMEOUT = 10.0
+ENQUEUE_METHOD = "/herald.delivery.v1.DeliveryService/Enqueue"
 PROVIDER_PLATFORM = {
     platform_pb2.PROVIDER_APNS: platform_pb2.PLATFORM_IOS,
     platform_pb2.PROVIDER_FCM: platform_pb2.PLATFORM_ANDROID,
@@ -151,6 +152,13 @@ class IdentityClient:
         self, external_ids: Iterable[str], paths: Iterable[str] = ()
     ) -> dict[str, dict[str, Any]]:
         """Users by external id (at most 1,000); unknown ids are absent."""
+        found = await self.user_messages(external_ids, paths)
+        return {external_id: user_context(user) for external_id, user in found.items()}
+
+    async def user_messages(
+        self, external_ids: Iterable[str], paths: Iterable[str] = ()
+    ) -> dict[str, user_pb2.User]:
+        """`users` as the protos (the fan-out reads only the fields its templates use)."""
         ids = list(dict.fromkeys(external_ids))
         if not ids:
             return {}
@@ -159,7 +167,7 @@ class IdentityClient:
         if wanted:
             request.read_mask.CopyFrom(field_mask_pb2.FieldMask(paths=wanted))
         answer = await _call("identity", self.stub.BatchGetUsers, request)
-        return {user.external_id: user_context(user) for user in answer.users}
+        return {user.external_id: user for user in answer.users}
 
 
 class DeliveryClient:
@@ -169,6 +177,16 @@ class DeliveryClient:
     @property
     def stub(self) -> Any:
         return delivery_service_pb2_grpc.DeliveryServiceStub(self._channel())
+
+    async def enqueue_serialized(self, request: bytes) -> delivery_service_pb2.EnqueueResponse:
+        """Enqueue with a request serialized by the caller (the fan-out builds it from
+        bytes, services/campaign/wire.py)."""
+        method = self._channel().unary_unary(
+            ENQUEUE_METHOD,
+            request_serializer=None,  # already bytes
+            response_deserializer=delivery_service_pb2.EnqueueResponse.FromString,
+        )
+        return await _call("delivery", method, request, seconds=30.0)
 
     async def enqueue(
         self, notifications: list[notification_pb2.Notification], request_id: str

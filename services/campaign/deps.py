@@ -22,6 +22,10 @@ class Tuning:
     # 5,000) makes 4x fewer stream messages, BatchGetUsers calls and commit scripts
     # than 500; one batch in memory is still a few MB.
     batch_size: int = 2000
+    # Batches streamed and their users fetched ahead of the one being rendered and
+    # enqueued: Registration and Identity work while Campaign renders, and at most this
+    # many batches more are in memory.
+    prefetch_batches: int = 2
     enqueue_chunk: int = 1000  # notifications per Enqueue (Delivery's maximum)
     poll_seconds: float = 0.2  # how often the scheduler looks for due campaigns
     lease_seconds: float = 10.0  # a crashed holder's campaigns move on after this

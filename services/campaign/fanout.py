@@ -15,26 +15,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from herald.campaign.v1 import campaign_pb2
-from herald.delivery.v1 import notification_pb2
-from herald.registration.v1 import device_pb2
+from herald.identity.v1 import user_pb2
+from herald.registration.v1 import device_pb2, registration_service_pb2
 from services.campaign import audience as audiences
-from services.campaign import schedules
+from services.campaign import schedules, wire
+from services.campaign.clients import user_context
 from services.campaign.deps import Deps
 from services.campaign.messages import CompiledMessage
 from services.campaign.recipients import (
     CREDENTIALS_MISSING,
     FREQUENCY_CAPPED,
+    PAYLOAD_TOO_LARGE,
+    TEMPLATE_RENDER_ERROR,
+    context_of,
     prepare,
     user_fields,
 )
+from services.campaign.templates import TemplateRenderError
 from services.campaign.throttle import STOP_CHECK_SECONDS, Stopped, Throttle
 from services.core.errors import HeraldError
 
@@ -51,13 +57,29 @@ CANCELLED = "CANCELLED"
 IDEMPOTENCY_NAMESPACE = uuid.UUID("0b7a3f0e-6c1d-4f57-9a55-5f1f3b1f6a01")
 
 
+# A rendered notification (serialized), its device, and the device's platform.
+Outgoing = tuple[bytes, device_pb2.AudienceDevice, int]
+# A streamed batch and its users being fetched; None after the last one.
+Ahead = (
+    tuple[
+        registration_service_pb2.StreamAudienceResponse, "asyncio.Future[dict[str, user_pb2.User]]"
+    ]
+    | None
+)
+
+
+def _context(device: device_pb2.AudienceDevice, user: user_pb2.User | None) -> dict[str, Any]:
+    """The full template context, built only when a render is not cached."""
+    return context_of(device, device.platform, user_context(user) if user is not None else None)
+
+
 @dataclass
 class Batch:
     """What one batch decided; committed atomically with the cursor."""
 
     counters: Counter[str] = field(default_factory=Counter)
     hold: list[tuple[int, bytes]] = field(default_factory=list)
-    ready: list[tuple[device_pb2.AudienceDevice, Mapping[str, Any] | None]] = field(
+    ready: list[tuple[device_pb2.AudienceDevice, user_pb2.User | None]] = field(
         default_factory=list
     )
 
@@ -93,6 +115,9 @@ class Fanout:
             self.message, self.audience, need_zone or self.audience.needs_user
         )
         self.needs_users = self.user_paths is None or bool(self.user_paths)
+        # Sent now, whatever the recipient's zone: no due time to work out per device.
+        self.immediate = not need_zone
+        self.fast = wire.FastMessage.build(self.message, self.id)
         self.throttle = (
             Throttle(campaign.throttle.messages_per_minute, lambda: self.deps.clock)
             if campaign.HasField("throttle")
@@ -120,14 +145,46 @@ class Fanout:
         if query is None:  # the filter can match nobody
             await self._commit(Batch(), cursor=None, resolved=True)
             return
-        async for response in self.deps.registration.stream_audience(
-            query, cursor, self.deps.tuning.batch_size
-        ):
-            if await self.should_stop():
-                raise Stopped()
-            batch = await self._decide(list(response.devices))
-            await self._send_then_commit(batch, response.cursor)
+        # The next batches' devices and users are fetched while this one is rendered
+        # and enqueued (at most `prefetch_batches` ahead, so memory stays flat): the
+        # three processes then work at the same time instead of in turn.
+        ahead: asyncio.Queue[Ahead] = asyncio.Queue(self.deps.tuning.prefetch_batches)
+        reader = asyncio.create_task(self._read_ahead(query, cursor, ahead))
+        try:
+            while (item := await ahead.get()) is not None:
+                response, users = item
+                if await self.should_stop():
+                    raise Stopped()
+                batch = await self._decide(list(response.devices), await users)
+                await self._send_then_commit(batch, response.cursor)
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            while not ahead.empty():
+                left = ahead.get_nowait()
+                if left is not None:
+                    left[1].cancel()
+                    await asyncio.gather(left[1], return_exceptions=True)
         await self._commit(Batch(), cursor=None, resolved=True)
+
+    async def _read_ahead(
+        self,
+        query: registration_service_pb2.AudienceQuery,
+        cursor: str,
+        ahead: asyncio.Queue[Ahead],
+    ) -> None:
+        try:
+            async for response in self.deps.registration.stream_audience(
+                query, cursor, self.deps.tuning.batch_size
+            ):
+                users = asyncio.ensure_future(self._users(response.devices))
+                await ahead.put((response, users))
+        except Exception as error:  # reaches the fan-out through the queue, in order
+            failed: asyncio.Future[dict[str, user_pb2.User]] = asyncio.Future()
+            failed.set_exception(error)
+            await ahead.put((registration_service_pb2.StreamAudienceResponse(), failed))
+            return
+        await ahead.put(None)
 
     async def _send_then_commit(
         self, batch: Batch, cursor: str | None, released: list[bytes] | None = None
@@ -141,17 +198,31 @@ class Fanout:
             raise
         await self._commit(batch, cursor=cursor, resolved=False, released=released)
 
-    async def _decide(self, devices: list[device_pb2.AudienceDevice]) -> Batch:
+    async def _decide(
+        self, devices: list[device_pb2.AudienceDevice], users: dict[str, user_pb2.User]
+    ) -> Batch:
         batch = Batch()
-        users = await self._users(devices)
-        any_app = await self._any_app(devices, users) if self.audience.needs_any_app else {}
+        any_app = await self._any_app(devices) if self.audience.needs_any_app else {}
         now = self.deps.now()
+        # The filter and the local time read the user as a dict; templates do not.
+        wants_view = self.audience.needs_user or not self.immediate
+        views: dict[str, dict[str, Any]] = {}
+        targeted: Counter[int] = Counter()
         for device in devices:
-            user = users.get(device.user_id) if device.user_id else None
-            recipient = audiences.Recipient(device, user, any_app.get(device.user_id))
+            user_id = device.user_id
+            user = users.get(user_id) if user_id else None
+            view = None
+            if wants_view and user is not None:
+                view = views.get(user_id)
+                if view is None:
+                    view = views[user_id] = user_context(user)
+            recipient = audiences.Recipient(device, view, any_app.get(user_id))
             if not self.audience.matches(recipient):
                 continue
-            batch.count("targeted", device.platform)
+            targeted[device.platform] += 1
+            if self.immediate:
+                batch.ready.append((device, user))
+                continue
             zone = recipient.time_zone or self.default_zone
             due = schedules.due_for(self.schedule, zone, now, self.launch, self.max_hold)
             if due.suppressed:
@@ -161,26 +232,28 @@ class Fanout:
                 batch.counters[f"h:{device.platform}"] += 1
             else:
                 batch.ready.append((device, user))
+        for platform, count in targeted.items():
+            batch.count("targeted", platform, count)
         return batch
 
-    async def _users(self, devices: list[device_pb2.AudienceDevice]) -> dict[str, dict[str, Any]]:
+    async def _users(
+        self, devices: Iterable[device_pb2.AudienceDevice]
+    ) -> dict[str, user_pb2.User]:
         if not self.needs_users:
             return {}
         ids = list(dict.fromkeys(d.user_id for d in devices if d.user_id))
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[str, user_pb2.User] = {}
         # BatchGetUsers takes 1,000 ids a call: the calls of one batch go concurrently.
         for part in await asyncio.gather(
             *(
-                self.deps.identity.users(ids[start : start + 1000], self.user_paths or ())
+                self.deps.identity.user_messages(ids[start : start + 1000], self.user_paths or ())
                 for start in range(0, len(ids), 1000)
             )
         ):
             found.update(part)
         return found
 
-    async def _any_app(
-        self, devices: list[device_pb2.AudienceDevice], users: Mapping[str, Any]
-    ) -> dict[str, bool]:
+    async def _any_app(self, devices: list[device_pb2.AudienceDevice]) -> dict[str, bool]:
         wanted = {d.user_id for d in devices if d.user_id and d.capability != audiences.FOREGROUND}
         limit = asyncio.Semaphore(self.deps.tuning.users_concurrency)
 
@@ -205,31 +278,52 @@ class Fanout:
                 self.id,
                 self.deps.now_ms(),
             )
-        outgoing: list[tuple[notification_pb2.Notification, int]] = []
+        outgoing: list[Outgoing] = []
         renders = 0
+        views: dict[str, dict[str, Any]] = {}
         for device, user in ready:
-            if device.platform not in self.credentials:
-                batch.suppress(CREDENTIALS_MISSING, device.platform)
+            platform = device.platform
+            if platform not in self.credentials:
+                batch.suppress(CREDENTIALS_MISSING, platform)
                 continue
             if (
                 self.campaign.HasField("frequency_cap")
                 and device.user_id
                 and device.user_id not in allowed
             ):
-                batch.suppress(FREQUENCY_CAPPED, device.platform)
+                batch.suppress(FREQUENCY_CAPPED, platform)
                 continue
             renders += 1
+            plan = self.fast.plan(platform) if self.fast is not None else None
+            if plan is not None and self.fast is not None:
+                try:
+                    content = plan.content(
+                        self.fast.key(device, user), functools.partial(_context, device, user)
+                    )
+                except TemplateRenderError:
+                    batch.suppress(TEMPLATE_RENDER_ERROR, platform)
+                    continue
+                if content is wire.TOO_LARGE:
+                    batch.suppress(PAYLOAD_TOO_LARGE, platform)
+                    continue
+                outgoing.append((content + self.fast.device.encode(device), device, platform))
+                continue
+            view = None
+            if user is not None:
+                view = views.get(user.external_id)
+                if view is None:
+                    view = views[user.external_id] = user_context(user)
             prepared = prepare(
                 self.message,
                 device,
-                user,
+                view,
                 campaign_id=self.id,
                 idempotency_key=f"{self.id}:{device.device_id}",
             )
             if prepared.notification is None:
-                batch.suppress(prepared.suppressed, device.platform)
+                batch.suppress(prepared.suppressed, platform)
                 continue
-            outgoing.append((prepared.notification, device.platform))
+            outgoing.append((prepared.notification.SerializeToString(), device, platform))
         self.deps.metrics.renders.add(renders)
         chunk = self.deps.tuning.enqueue_chunk
         if self.throttle is not None:
@@ -243,26 +337,26 @@ class Fanout:
                 await self._enqueue(part, batch)
                 done = start + len(part)
         except Stopped:
-            for _, platform in outgoing[done:]:
-                batch.suppress(CANCELLED, platform)
+            for _, _, unsent_platform in outgoing[done:]:
+                batch.suppress(CANCELLED, unsent_platform)
             raise
 
-    async def _enqueue(
-        self, part: list[tuple[notification_pb2.Notification, int]], batch: Batch
-    ) -> None:
+    async def _enqueue(self, part: list[Outgoing], batch: Batch) -> None:
         # The same recipients always make the same request id, so a replayed batch is
         # recognised by Delivery as a retry (and per-notification idempotency keys
         # cover a batch that changed meanwhile).
         request_id = str(
-            uuid.uuid5(IDEMPOTENCY_NAMESPACE, "\n".join(n.idempotency_key for n, _ in part))
+            uuid.uuid5(
+                IDEMPOTENCY_NAMESPACE, "\n".join(f"{self.id}:{d.device_id}" for _, d, _ in part)
+            )
         )
-        notifications = [n for n, _ in part]
+        request = wire.enqueue_request([n for n, _, _ in part], request_id)
         loop = asyncio.get_running_loop()
         failing_since = loop.time()
         delay = 0.2
         while True:
             try:
-                answer = await self.deps.delivery.enqueue(notifications, request_id)
+                answer = await self.deps.delivery.enqueue_serialized(request)
                 break
             except HeraldError as error:
                 if error.reason not in RETRYABLE:
@@ -278,11 +372,14 @@ class Fanout:
                 delay = min(delay * 2, 2.0)
                 if await self.should_stop():
                     raise Stopped() from None
-        for (_, platform), result in zip(part, answer.results, strict=False):
+        sent: Counter[int] = Counter()
+        for (_, _, platform), result in zip(part, answer.results, strict=False):
             if result.HasField("error") and result.error.reason:
                 batch.suppress(result.error.reason, platform)
             else:
-                batch.count("sent", platform)
+                sent[platform] += 1
+        for platform, count in sent.items():
+            batch.count("sent", platform, count)
 
     async def _commit(
         self, batch: Batch, cursor: str | None, resolved: bool, released: list[bytes] | None = None

@@ -74,6 +74,7 @@ class CompiledMessage:
     def __init__(self, message: push_message_pb2.PushMessage, prefix: str = "message") -> None:
         self.message = message
         self._renders: dict[tuple[Any, ...], Rendered] = {}
+        self._texts: Mapping[str, str] | None = None  # set during render(texts=...)
         self._all_paths: tuple[tuple[str, ...], ...] | None = None
         self.prefix = prefix
         self.violations: list[FieldViolation] = []
@@ -136,6 +137,11 @@ class CompiledMessage:
         return replace(hit, notification=fresh)
 
     @property
+    def paths(self) -> tuple[tuple[str, ...], ...]:
+        """Every variable path the message's templates read (a render depends on these)."""
+        return self._paths
+
+    @property
     def _paths(self) -> tuple[tuple[str, ...], ...]:
         if self._all_paths is None:
             found = {path for template in self.fields.values() for path in template.paths}
@@ -152,7 +158,10 @@ class CompiledMessage:
         template = self.fields.get(path)
         if template is None:
             return ""
-        value = template.render(context)
+        if self._texts is not None and path in self._texts:
+            value = self._texts[path]
+        else:
+            value = template.render(context)
         out[path] = value
         return value
 
@@ -162,8 +171,25 @@ class CompiledMessage:
                 return self._text(path, ctx, out)
         return ""
 
-    def render(self, platform: int, context: Mapping[str, Any], campaign_id: str = "") -> Rendered:
-        """Raises TemplateRenderError; the size check is the caller's (Rendered.too_large)."""
+    def render(
+        self,
+        platform: int,
+        context: Mapping[str, Any],
+        campaign_id: str = "",
+        texts: Mapping[str, str] | None = None,
+    ) -> Rendered:
+        """Raises TemplateRenderError; the size check is the caller's (Rendered.too_large).
+
+        `texts` stands in for the rendered value of the fields it names (the fan-out's
+        fast path, services/campaign/wire.py, renders with markers to see where each
+        templated field lands)."""
+        self._texts = texts
+        try:
+            return self._render(platform, context, campaign_id)
+        finally:
+            self._texts = None
+
+    def _render(self, platform: int, context: Mapping[str, Any], campaign_id: str) -> Rendered:
         m = self.message
         used: dict[str, str] = {}
         data = {
