@@ -26,6 +26,9 @@ class Tuning:
     # enqueued: Registration and Identity work while Campaign renders, and at most this
     # many batches more are in memory.
     prefetch_batches: int = 2
+    # Users remembered per fan-out (their masked fields, serialized: ~200 bytes each,
+    # so ~40 MB at the limit) so a user's other devices need no BatchGetUsers; 0: off.
+    known_users: int = 200_000
     enqueue_chunk: int = 1000  # notifications per Enqueue (Delivery's maximum)
     poll_seconds: float = 0.2  # how often the scheduler looks for due campaigns
     lease_seconds: float = 10.0  # a crashed holder's campaigns move on after this

@@ -117,7 +117,16 @@ class Fanout:
         self.needs_users = self.user_paths is None or bool(self.user_paths)
         # Sent now, whatever the recipient's zone: no due time to work out per device.
         self.immediate = not need_zone
-        self.fast = wire.FastMessage.build(self.message, self.id)
+        # A user with several devices is read from Identity once per fan-out, not once
+        # per device: what the templates read (the read mask keeps it to a few
+        # attributes) is kept serialized, for at most `tuning.known_users` users. Not
+        # when every field is read (attribute filters): those users are too large.
+        self.known_users: dict[str, bytes] | None = (
+            {} if self.user_paths and deps.tuning.known_users else None
+        )
+        self.fast = wire.FastMessage.build(
+            self.message, self.id, masked=self.user_paths is not None
+        )
         self.throttle = (
             Throttle(campaign.throttle.messages_per_minute, lambda: self.deps.clock)
             if campaign.HasField("throttle")
@@ -237,12 +246,23 @@ class Fanout:
         return batch
 
     async def _users(
-        self, devices: Iterable[device_pb2.AudienceDevice]
+        self, devices: Iterable[device_pb2.AudienceDevice], remembered: bool = True
     ) -> dict[str, user_pb2.User]:
+        """The devices' users; `remembered`: from `known_users` where there (the
+        audience stream); recipients held for hours are read afresh."""
         if not self.needs_users:
             return {}
-        ids = list(dict.fromkeys(d.user_id for d in devices if d.user_id))
+        wanted = dict.fromkeys(d.user_id for d in devices if d.user_id)
         found: dict[str, user_pb2.User] = {}
+        known = self.known_users if remembered else None
+        if known is not None:
+            for user_id in list(wanted):
+                raw = known.get(user_id)
+                if raw is not None:
+                    del wanted[user_id]
+                    if raw:  # b"": Identity has no such user
+                        found[user_id] = user_pb2.User.FromString(raw)
+        ids = list(wanted)
         # BatchGetUsers takes 1,000 ids a call: the calls of one batch go concurrently.
         for part in await asyncio.gather(
             *(
@@ -251,6 +271,10 @@ class Fanout:
             )
         ):
             found.update(part)
+        if known is not None and len(known) < self.deps.tuning.known_users:
+            for user_id in ids:
+                user = found.get(user_id)
+                known[user_id] = user.SerializeToString() if user is not None else b""
         return found
 
     async def _any_app(self, devices: list[device_pb2.AudienceDevice]) -> dict[str, bool]:
@@ -411,7 +435,7 @@ class Fanout:
             if members:
                 devices = [device_pb2.AudienceDevice.FromString(m) for m in members]
                 batch = Batch()
-                users = await self._users(devices)
+                users = await self._users(devices, remembered=False)
                 for device in devices:
                     batch.counters[f"h:{device.platform}"] -= 1
                     batch.ready.append(

@@ -41,10 +41,11 @@ from services.campaign.recipients import RESERVED_NAMES
 
 N = notification_pb2.Notification
 PAYLOADS = ("apns", "fcm", "web_push")
-# Distinct renders kept per platform (a key of attribute values and ~200 bytes): a
+# Distinct renders kept per platform (a key of attribute values and ~200 bytes, so
+# ~30 MB at the limit): a
 # template keyed on something unique per device (device.device_id) fills it once and
 # then renders every time, at the cost of its Liquid templates only.
-CACHE_LIMIT = 50_000
+CACHE_LIMIT = 100_000
 TOO_LARGE = b""  # what `content` answers for a payload over the provider's limit
 _MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"  # private-use: never JSON-escaped
 
@@ -63,14 +64,21 @@ def _key(number: int, wire_type: int) -> bytes:
     return _varint(number << 3 | wire_type)
 
 
+_SHORT = [_varint(n) for n in range(1 << 14)]  # every length below 16 KB, pre-encoded
+
+
+def _length(n: int) -> bytes:
+    return _SHORT[n] if n < 16384 else _varint(n)
+
+
 def length_delimited(number: int, payload: bytes) -> bytes:
     """A string, bytes or embedded message field."""
-    return _key(number, 2) + _varint(len(payload)) + payload
+    return _key(number, 2) + _length(len(payload)) + payload
 
 
 def enqueue_request(notifications: list[bytes], request_id: str) -> bytes:
     """A serialized EnqueueRequest (notifications = 1, request_id = 2)."""
-    parts = [length_delimited(1, n) for n in notifications]
+    parts = [b"\n" + _length(len(n)) + n for n in notifications]  # b"\n": field 1, bytes
     parts.append(length_delimited(2, request_id.encode()))
     return b"".join(parts)
 
@@ -84,6 +92,11 @@ _CAMPAIGN_ID = N.DESCRIPTOR.fields_by_name["campaign_id"].number
 _IDEMPOTENCY_KEY = N.DESCRIPTOR.fields_by_name["idempotency_key"].number
 
 
+_DEVICE_ID_TAG, _TOKEN_TAG, _USER_ID_TAG, _IDEMPOTENCY_KEY_TAG = (
+    _key(number, 2) for number in (_DEVICE_ID, _TOKEN, _USER_ID, _IDEMPOTENCY_KEY)
+)
+
+
 class DeviceFields:
     """The device's part of its notification: app, device, user, token, environment,
     campaign and the idempotency key "<campaign_id>:<device_id>"."""
@@ -94,21 +107,31 @@ class DeviceFields:
         self._apps: dict[str, bytes] = {}
 
     def encode(self, device: device_pb2.AudienceDevice) -> bytes:
+        # Per device and in the hot loop: pre-encoded tags and lengths, one join.
         app = self._apps.get(device.app_id)
         if app is None:
             app = self._apps[device.app_id] = length_delimited(_APP_ID, device.app_id.encode())
         device_id = device.device_id.encode()
+        token = device.token.SerializeToString()
+        key = self.key_prefix + device_id
         parts = [
             app,
-            length_delimited(_DEVICE_ID, device_id),
-            length_delimited(_TOKEN, device.token.SerializeToString()),
+            _DEVICE_ID_TAG,
+            _length(len(device_id)),
+            device_id,
+            _TOKEN_TAG,
+            _length(len(token)),
+            token,
             self.campaign,
-            length_delimited(_IDEMPOTENCY_KEY, self.key_prefix + device_id),
+            _IDEMPOTENCY_KEY_TAG,
+            _length(len(key)),
+            key,
         ]
         if device.user_id:
-            parts.append(length_delimited(_USER_ID, device.user_id.encode()))
+            user_id = device.user_id.encode()
+            parts += (_USER_ID_TAG, _length(len(user_id)), user_id)
         if device.apns_environment:
-            parts.append(_APNS_ENVIRONMENT + _varint(device.apns_environment))
+            parts += (_APNS_ENVIRONMENT, _varint(device.apns_environment))
         return b"".join(parts)
 
 
@@ -176,6 +199,7 @@ def _reader(path: tuple[str, ...]) -> Reader | None:
         found = u.attributes.fields.get(head)
         return None if found is None else _descend(value_of(found), rest)
 
+    attribute.reads_attribute = True  # type: ignore[attr-defined]
     return attribute
 
 
@@ -294,19 +318,39 @@ class FastMessage:
     """A campaign's message on the fast path; `plan(platform)` is None where the
     general path must render (see the module docstring)."""
 
-    def __init__(self, message: CompiledMessage, campaign_id: str, readers: list[Reader]) -> None:
+    def __init__(
+        self,
+        message: CompiledMessage,
+        campaign_id: str,
+        readers: list[Reader],
+        attribute_readers: int,
+        masked: bool,
+    ) -> None:
         self.message = message
         self.campaign_id = campaign_id
-        self.readers = readers
         self.device = DeviceFields(campaign_id)
         self._plans: dict[int, PlatformPlan | None] = {}
+        # When Identity answers only the attributes the templates read (a read mask),
+        # those attributes' serialized bytes stand for their values in the cache key:
+        # one serialization instead of reading each value. Equal bytes are equal
+        # values; equal values that serialize differently only cost a cache miss.
+        self.by_attribute_bytes = masked and attribute_readers > 0
+        self.readers = (
+            [r for r in readers if not getattr(r, "reads_attribute", False)]
+            if self.by_attribute_bytes
+            else readers
+        )
 
     @classmethod
-    def build(cls, message: CompiledMessage, campaign_id: str) -> FastMessage | None:
+    def build(
+        cls, message: CompiledMessage, campaign_id: str, masked: bool = False
+    ) -> FastMessage | None:
+        """`masked`: users are fetched with a read mask of the template's attributes."""
         readers = [_reader(path) for path in message.paths]
         if any(reader is None for reader in readers):
             return None
-        return cls(message, campaign_id, readers)  # type: ignore[arg-type]
+        attribute_readers = sum(1 for r in readers if getattr(r, "reads_attribute", False))
+        return cls(message, campaign_id, readers, attribute_readers, masked)  # type: ignore[arg-type]
 
     def plan(self, platform: int) -> PlatformPlan | None:
         if platform not in self._plans:
@@ -315,4 +359,7 @@ class FastMessage:
 
     def key(self, device: device_pb2.AudienceDevice, user: user_pb2.User | None) -> tuple[Any, ...]:
         """The values the message's templates read for this recipient."""
+        if self.by_attribute_bytes:
+            attributes = user.attributes.SerializeToString() if user is not None else None
+            return (attributes, *(_key_part(read(device, user)) for read in self.readers))
         return tuple(_key_part(read(device, user)) for read in self.readers)

@@ -66,8 +66,14 @@ def _general(message: CompiledMessage, device: Any, user: user_pb2.User | None) 
     )
 
 
-def _fast(message: CompiledMessage, device: Any, user: user_pb2.User | None) -> bytes | None:
-    fast = wire.FastMessage.build(message, CAMPAIGN)
+def _fast(
+    message: CompiledMessage,
+    device: Any,
+    user: user_pb2.User | None,
+    masked: bool = False,
+    fast: wire.FastMessage | None = None,
+) -> bytes | None:
+    fast = fast or wire.FastMessage.build(message, CAMPAIGN, masked)
     assert fast is not None
     plan = fast.plan(device.platform)
     assert plan is not None
@@ -131,25 +137,29 @@ USERS = {
 @pytest.mark.parametrize("message_name", MESSAGES)
 @pytest.mark.parametrize("user_name", USERS)
 @pytest.mark.parametrize("platform", [IOS, ANDROID, WEB])
+@pytest.mark.parametrize("masked", [False, True], ids=["values key", "attribute bytes key"])
 def test_fast_path_builds_the_same_notification(
-    message_name: str, user_name: str, platform: int
+    message_name: str, user_name: str, platform: int, masked: bool
 ) -> None:
     message = CompiledMessage(MESSAGES[message_name])
     user = USERS[user_name]
     device = _device(platform, user_id="u1" if user is not None else "")
     expected = _general(message, device, user).notification
-    built = _fast(message, device, user)
+    fast = wire.FastMessage.build(message, CAMPAIGN, masked)
+    built = _fast(message, device, user, fast=fast)
     assert built is not None
     got = notification_pb2.Notification.FromString(built)
     assert got == expected
     # Twice: the second answer comes from the cache and must not differ.
-    assert notification_pb2.Notification.FromString(_fast(message, device, user) or b"") == expected
+    again = _fast(message, device, user, fast=fast) or b""
+    assert notification_pb2.Notification.FromString(again) == expected
 
 
 def test_same_values_from_different_users_share_one_render_but_keep_their_device_fields() -> None:
     message = CompiledMessage(MESSAGES["two attributes"])
-    fast = wire.FastMessage.build(message, CAMPAIGN)
+    fast = wire.FastMessage.build(message, CAMPAIGN, masked=True)
     assert fast is not None
+    assert fast.by_attribute_bytes
     plan = fast.plan(IOS)
     assert plan is not None
     first, second = _device(IOS, "u1", "d-1"), _device(IOS, "u2", "d-2")
