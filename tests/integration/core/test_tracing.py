@@ -10,7 +10,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from services.core.config import ConfigError, load_settings
-from services.core.telemetry import _exporter
+from services.core.telemetry import _processors, exporter_choice, stores_locally
+from services.core.trace_export import RedisSpanExporter
 from tests.integration.core import probe
 from tests.integration.core.probe import PROBE_SPEC, Request
 
@@ -50,12 +51,44 @@ async def test_a_call_between_services_is_one_trace_with_client_and_server_spans
     ]
 
 
-def test_the_exporter_follows_configuration():
-    assert _exporter(load_settings(trace_exporter="none")) is None
-    assert _exporter(load_settings(trace_exporter="auto", otlp_endpoint="")) is None
-    assert isinstance(_exporter(load_settings(trace_exporter="console")), ConsoleSpanExporter)
-    otlp = _exporter(load_settings(trace_exporter="auto", otlp_endpoint="http://127.0.0.1:4317"))
-    assert isinstance(otlp, OTLPSpanExporter)
-    otlp.shutdown()
+@pytest.mark.parametrize(
+    ("given", "choice", "local"),
+    [
+        ({"trace_exporter": "none"}, "none", False),
+        ({"trace_exporter": "auto", "otlp_endpoint": ""}, "local", True),
+        ({"trace_exporter": "local", "otlp_endpoint": "http://127.0.0.1:4317"}, "local", True),
+        ({"trace_exporter": "console"}, "console", False),
+        ({"trace_exporter": "auto", "otlp_endpoint": "http://127.0.0.1:4317"}, "otlp", False),
+        (
+            {
+                "trace_exporter": "auto",
+                "otlp_endpoint": "http://127.0.0.1:4317",
+                "trace_local_copy": True,
+            },
+            "otlp",
+            True,
+        ),
+    ],
+)
+def test_the_exporter_follows_configuration(given, choice, local):
+    settings = load_settings(**given)
+    processors = _processors(settings)
+    try:
+        assert exporter_choice(settings) == choice
+        assert stores_locally(settings) is local
+        exporters = [type(p._batch_processor._exporter) for p in processors]
+        expected = {
+            "none": [],
+            "console": [ConsoleSpanExporter],
+            "otlp": [OTLPSpanExporter],
+            "local": [],
+        }[choice] + ([RedisSpanExporter] if local else [])
+        assert exporters == expected
+    finally:
+        for processor in processors:
+            processor.shutdown()
+
+
+def test_otlp_without_an_endpoint_stops_the_service_at_start():
     with pytest.raises(ConfigError, match="needs OTEL_EXPORTER_OTLP_ENDPOINT"):
-        _exporter(load_settings(trace_exporter="otlp", otlp_endpoint=""))
+        _processors(load_settings(trace_exporter="otlp", otlp_endpoint=""))
