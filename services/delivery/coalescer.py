@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable
+from contextvars import Context
 from typing import Generic, TypeVar
 
 Key = TypeVar("Key", bound=Hashable)
@@ -35,7 +36,8 @@ class Coalescer(Generic[Key, Item]):
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(key, []).append((item, future))
         if key not in self._running:
-            self._running[key] = asyncio.create_task(self._drain(key))
+            # A fresh context: the batch serves many callers, so it joins none's trace.
+            self._running[key] = asyncio.create_task(self._drain(key), context=Context())
         # The write goes on if this caller is cancelled (a finished send is recorded).
         await asyncio.shield(future)
 

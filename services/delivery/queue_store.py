@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from redis.exceptions import ResponseError
 
 from services.core.redis import RedisClient, load_script
@@ -314,16 +315,17 @@ class QueueStore:
                 done.app_id,
                 done.campaign_id,
             ]
-        await self._finish(
-            keys=[
-                keys.stream(shard),
-                keys.retries(shard),
-                keys.outcomes(shard),
-                keys.outcomes_watermark(shard),
-                *(keys.record(shard, item[0]) for item in items),
-            ],
-            args=args,
-        )
+        with suppress_instrumentation():  # one call for many traces: no span for it
+            await self._finish(
+                keys=[
+                    keys.stream(shard),
+                    keys.retries(shard),
+                    keys.outcomes(shard),
+                    keys.outcomes_watermark(shard),
+                    *(keys.record(shard, item[0]) for item in items),
+                ],
+                args=args,
+            )
 
     async def postpone(self, entry: Entry, due_ms: int) -> None:
         """Put the same attempt back in the schedule (no send happened: rate budget)."""

@@ -72,17 +72,21 @@ def attempt_span(
 
 
 def annotate(span: trace.Span, result: AttemptResult) -> None:
-    span.set_attribute("http.response.status_code", result.status)
-    span.set_attribute("herald.provider_reason", result.reason)
-    span.set_attribute("herald.action", result.action.name)
-    span.set_attribute("herald.connection_id", result.connection_id)
+    # One set_attributes call: the SDK takes its lock and checks limits once, not per key.
+    attributes: dict[str, Any] = {
+        "http.response.status_code": result.status,
+        "herald.provider_reason": result.reason,
+        "herald.action": result.action.name,
+        "herald.connection_id": result.connection_id,
+    }
     if result.provider_id:
         name = {"apns": "apns.id", "fcm": "fcm.message_name"}.get(
             result.provider, "webpush.location"
         )
-        span.set_attribute(f"herald.{name}", result.provider_id)
+        attributes[f"herald.{name}"] = result.provider_id
     if result.next_retry_delay_seconds is not None:
-        span.set_attribute("herald.next_retry_seconds", result.next_retry_delay_seconds)
+        attributes["herald.next_retry_seconds"] = result.next_retry_delay_seconds
+    span.set_attributes(attributes)
     if result.action.name not in ("DELIVERED", "RETRY"):
         span.set_status(trace.Status(trace.StatusCode.ERROR, result.reason or str(result.status)))
 

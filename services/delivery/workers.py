@@ -20,8 +20,10 @@ import os
 import socket
 import time
 import uuid
+from contextvars import Context
 
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from herald.delivery.v1 import notification_pb2
 from services.delivery import queue_tracing, records, tokens
@@ -93,9 +95,13 @@ class WorkerPool:
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
         await self.store.ensure_groups()
-        self._loops.append(asyncio.create_task(self._read_loop(), name="dlv-read"))
-        self._loops.append(asyncio.create_task(self._move_loop(), name="dlv-move"))
-        self._loops.append(asyncio.create_task(self._reclaim_loop(), name="dlv-reclaim"))
+        # The loops' Redis commands (reads, claims, moves, reclaims) serve many traces at
+        # once: no per-command spans for them (they cost more CPU than the send they
+        # prepare). Each item's send runs in a fresh context (see _claim).
+        with suppress_instrumentation():
+            self._loops.append(asyncio.create_task(self._read_loop(), name="dlv-read"))
+            self._loops.append(asyncio.create_task(self._move_loop(), name="dlv-move"))
+            self._loops.append(asyncio.create_task(self._reclaim_loop(), name="dlv-reclaim"))
 
     async def close(self, grace: float) -> None:
         """Stop taking items, let in-flight sends finish within `grace`, give back the rest."""
@@ -232,7 +238,9 @@ class WorkerPool:
         settled: list[str] = []  # DONE, CANCELLED or GONE (record expired): nothing to send
         for entry, claim in zip(entries, claims, strict=True):
             if claim.status == "GO" and claim.payload is not None:
-                task = asyncio.create_task(self._handle(entry, claim))
+                # A fresh context: not the loop's (instrumentation suppressed), so the
+                # send's own calls (Registration) carry the notification's trace.
+                task = asyncio.create_task(self._handle(entry, claim), context=Context())
                 self._inflight[task] = entry
                 task.add_done_callback(self._done)
                 continue

@@ -12,7 +12,7 @@ their answers; no new stream is opened here afterwards.
 Cost per request (docs/benchmarks/delivery.md): h2 is pure Python, so what it does per
 stream is most of a send's CPU. Writes are coalesced (one TLS write per loop pass, not
 one per request); header blocks are HPACK-encoded without Huffman coding and without
-h2's generic outbound validation/normalisation (our names are fixed lowercase literals;
+h2's generic header validation/normalisation (our names are fixed lowercase literals;
 `_check_values` keeps the one check that matters for caller-supplied values).
 """
 
@@ -90,6 +90,9 @@ class H2Connection(asyncio.Protocol):
                 header_encoding="utf-8",
                 validate_outbound_headers=False,
                 normalize_outbound_headers=False,
+                # We read :status, apns-id, location and retry-after only, each parsed
+                # defensively; h2's generic checks of every answer header cost more.
+                validate_inbound_headers=False,
             )
         )
         self._h2.encoder = _PlainEncoder()
