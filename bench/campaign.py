@@ -1,13 +1,26 @@
 """`make bench ARGS=campaign`: fan-out throughput and memory of one Campaign process.
 
 Starts its own redis-server and Identity, Registration and Campaign as separate
-processes (tracing exporter `none`, Redis spans off, log level WARNING); Delivery is a
-counting Enqueue endpoint inside this process (it answers each batch with ids and
-counts them), so the figure is Campaign's side of the fan-out: StreamAudience batches
-from Registration, BatchGetUsers from Identity, the audience filter, Liquid rendering
-with two attributes, and Enqueue calls of 1,000 notifications. Campaign's peak RSS is
-read from /proc (VmHWM). `--devices` / `--users` size the audience (devices are
-imported with ImportDevices; users are upserted with 64 calls in flight).
+processes (tracing exporter `none`, Redis spans off, log level WARNING). By default
+Delivery is a counting Enqueue endpoint inside this process (it answers each batch
+with ids and counts them), so the figure is Campaign's side of the fan-out:
+StreamAudience batches from Registration, BatchGetUsers from Identity, the audience
+filter, Liquid rendering with two attributes, and Enqueue calls of 1,000
+notifications; timed from LaunchCampaign to the fan-out's end (every targeted device
+enqueued or suppressed).
+
+`--real-delivery` puts the real Delivery service (queue, workers, outcomes) in its
+place, sending to nginx as the cheap HTTP/2 APNs endpoint Delivery's own benchmark
+uses (bench/campaign_delivery.py; every device is then an iOS device), and times
+LaunchCampaign to the last provider answer counted in the campaign's report, checking
+sent = delivered + bounced + failed.
+
+Printed: devices/s, CPU microseconds per device of each process (Campaign,
+Registration, Identity, redis-server, Delivery and nginx or this process), the load
+average, and Campaign's peak RSS (VmHWM). `--devices` / `--users` size the audience
+(devices imported with ImportDevices; users upserted with 64 calls in flight);
+`--py-spy BINARY` records Campaign, Registration, Identity (and Delivery) during the
+run as raw collapsed stacks in `--profile-dir`.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2, struct_pb2
 
+from bench.campaign_delivery import RealDelivery
 from bench.registration import Services, _create_app, _wait_serving, device_fields
 from herald.campaign.v1 import (
     campaign_pb2,
@@ -75,7 +89,7 @@ class CountingDelivery(delivery_service_pb2_grpc.DeliveryServiceServicer):
         yield delivery_service_pb2.StreamOutcomesResponse()
 
 
-async def _seed(services: Services, devices: int, users: int) -> None:
+async def _seed(services: Services, devices: int, users: int, ios_only: bool = False) -> None:
     async with grpc.aio.insecure_channel(services.target("identity")) as channel:
         identity: Any = identity_service_pb2_grpc.IdentityServiceStub(channel)
         queue = iter(range(users))
@@ -100,7 +114,10 @@ async def _seed(services: Services, devices: int, users: int) -> None:
             for start in range(0, devices, 5000):
                 batch = []
                 for i in range(start, min(devices, start + 5000)):
-                    fields = device_fields(i, "d")
+                    # device_fields alternates Android and iOS; odd numbers are iOS.
+                    fields = device_fields(2 * i + 1 if ios_only else i, "d")
+                    if ios_only:  # the benchmark's APNs credentials are the sandbox's
+                        fields["apns_environment"] = platform_pb2.APNS_ENVIRONMENT_DEVELOPMENT
                     fields["user_id"] = f"u{i % users}"
                     fields["authorization_status"] = platform_pb2.AUTHORIZATION_STATUS_AUTHORIZED
                     batch.append(rpb.ImportedDevice(**fields))
@@ -131,7 +148,7 @@ class Watch:
     optionally a py-spy recording of each (raw collapsed stacks, for where the
     per-device microseconds go)."""
 
-    def __init__(self, pids: dict[str, int], py_spy: str | None, out: Path) -> None:
+    def __init__(self, pids: dict[str, list[int]], py_spy: str | None, out: Path) -> None:
         self.pids = pids
         self.py_spy = py_spy
         self.out = out
@@ -139,12 +156,13 @@ class Watch:
         self.spies: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
-        self.before = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.before = self._cpu()
         if self.py_spy:
             self.out.mkdir(parents=True, exist_ok=True)
-            for name, pid in self.pids.items():
-                if name in ("redis", "bench"):
+            for name, pids in self.pids.items():
+                if name in ("redis", "bench", "nginx"):
                     continue
+                pid = pids[-1]  # a supervised service: its (only) worker
                 self.spies.append(
                     subprocess.Popen(
                         [
@@ -165,8 +183,12 @@ class Watch:
                     )
                 )
 
+    def _cpu(self) -> dict[str, float]:
+        return {name: sum(map(_cpu_seconds, pids)) for name, pids in self.pids.items()}
+
     def stop(self) -> dict[str, float]:
-        used = {name: _cpu_seconds(pid) - self.before[name] for name, pid in self.pids.items()}
+        after = self._cpu()
+        used = {name: after[name] - self.before[name] for name in self.pids}
         for spy in self.spies:
             spy.send_signal(signal.SIGINT)
         for spy in self.spies:
@@ -178,7 +200,7 @@ async def _run(
     args: argparse.Namespace,
     services: Services,
     campaign_port: int,
-    counter: CountingDelivery,
+    counter: CountingDelivery | None,
     watch: Watch,
 ) -> dict[str, Any]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{campaign_port}") as channel:
@@ -203,16 +225,20 @@ async def _run(
         )
         # The fan-out is done when the audience is resolved and every targeted device
         # was enqueued or suppressed. COMPLETED comes later (after Delivery's outcomes,
-        # which this counting endpoint never sends), so it is not what is timed here.
+        # which the counting endpoint never sends), so with it the fan-out's end is
+        # timed; with the real Delivery, the last provider answer in the report.
         request = campaign_service_pb2.WatchCampaignRequest(
             campaign_id=cid, min_interval=duration_pb2.Duration(nanos=100_000_000)
         )
+        fanned_out = 0.0
         async for answer in stub.WatchCampaign(request):
             p = answer.progress
-            if p.state in (5, 6) or (
-                p.audience_resolved and p.targeted and p.sent + p.suppressed == p.targeted
-            ):
+            if p.state in (5, 6):
                 break
+            if p.audience_resolved and p.targeted and p.sent + p.suppressed == p.targeted:
+                fanned_out = fanned_out or time.perf_counter() - started
+                if counter is not None or p.delivered + p.bounced + p.failed == p.sent:
+                    break
         elapsed = time.perf_counter() - started
         cpu = watch.stop()
         got = await stub.GetCampaign(campaign_service_pb2.GetCampaignRequest(campaign_id=cid))
@@ -221,14 +247,15 @@ async def _run(
                 campaign_service_pb2.GetCampaignReportRequest(campaign_id=cid)
             )
         ).report
-        return {
+        result = {
             "devices": args.devices,
             "users": args.users,
             "state": campaign_pb2.CampaignState.Name(got.campaign.state),
             "estimated": launched.estimated_devices,
             "targeted": report.targeted,
+            "suppressed": report.suppressed,
             "sent": report.sent,
-            "enqueued_at_delivery": counter.count,
+            "seconds_to_fan_out_end": round(fanned_out, 1),
             "seconds": round(elapsed, 1),
             "devices_per_second": round(report.targeted / elapsed),
             # CPU per targeted device in each process; far steadier than devices/s on
@@ -239,6 +266,18 @@ async def _run(
             },
             "load_average_at_end": round(os.getloadavg()[0], 2),
         }
+        if counter is not None:
+            result["enqueued_at_delivery"] = counter.count
+        else:
+            answered = report.delivered + report.bounced + report.failed
+            result.update(
+                delivered=report.delivered,
+                bounced=report.bounced,
+                failed=report.failed,
+                report_adds_up=report.sent == answered
+                and report.targeted == report.sent + report.suppressed,
+            )
+        return result
 
 
 def _spawn_campaign(env: dict[str, str], log: Path, profile: bool) -> subprocess.Popen[bytes]:
@@ -268,16 +307,37 @@ def main(argv: list[str]) -> int:
         "(raw collapsed stacks in --profile-dir)",
     )
     parser.add_argument("--profile-dir", type=Path, default=ROOT / "campaign-profiles")
+    parser.add_argument(
+        "--real-delivery",
+        action="store_true",
+        help="the real Delivery service against nginx; time to the last provider answer",
+    )
+    parser.add_argument(
+        "--delivery-concurrency", type=int, default=200, help="Delivery's sends in flight"
+    )
     args = parser.parse_args(argv)
+    return asyncio.run(_bench(args))
 
-    async def run() -> int:
-        counter = CountingDelivery()  # type: ignore[abstract]
-        server = grpc.aio.server()
-        delivery_service_pb2_grpc.add_DeliveryServiceServicer_to_server(counter, server)
-        delivery_port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        with tempfile.TemporaryDirectory() as workdir:
-            services = Services(Path(workdir), [], trace_redis=False).start()
+
+async def _bench(args: argparse.Namespace) -> int:
+    counter: CountingDelivery | None = None
+    server: grpc.aio.Server | None = None
+    with tempfile.TemporaryDirectory() as workdir:
+        services = Services(Path(workdir), [], trace_redis=False).start()
+        real: RealDelivery | None = None
+        campaign: subprocess.Popen[bytes] | None = None
+        try:
+            if args.real_delivery:
+                real = await RealDelivery(
+                    Path(workdir), services.redis.url, args.delivery_concurrency, 1
+                ).start(APP)
+                delivery_address = real.address
+            else:
+                counter = CountingDelivery()  # type: ignore[abstract]
+                server = grpc.aio.server()
+                delivery_service_pb2_grpc.add_DeliveryServiceServicer_to_server(counter, server)
+                delivery_address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+                await server.start()
             campaign_port = free_port()
             env = {
                 **os.environ,
@@ -288,41 +348,40 @@ def main(argv: list[str]) -> int:
                 "HERALD_CAMPAIGN_PORT": str(campaign_port),
                 "HERALD_IDENTITY_ADDRESS": services.target("identity"),
                 "HERALD_REGISTRATION_ADDRESS": services.target("registration"),
-                "HERALD_DELIVERY_ADDRESS": f"127.0.0.1:{delivery_port}",
+                "HERALD_DELIVERY_ADDRESS": delivery_address,
             }
             campaign = _spawn_campaign(env, Path(workdir) / "campaign.log", args.profile)
-            try:
-                _wait_serving(campaign_port, "herald.campaign.v1.CampaignService")
-                _create_app(services, APP)
-                seeded = time.perf_counter()
-                await _seed(services, args.devices, args.users)
-                print(
-                    f"seeded {args.devices} devices / {args.users} users in {time.perf_counter() - seeded:.0f} s",
-                    flush=True,
-                )
-                watch = Watch(
-                    {
-                        "campaign": campaign.pid,
-                        "registration": services.processes[1].pid,
-                        "identity": services.processes[0].pid,
-                        "redis": services.redis.process.pid,  # type: ignore[union-attr]
-                        "bench": os.getpid(),
-                    },
-                    args.py_spy,
-                    args.profile_dir,
-                )
-                print(f"load average {os.getloadavg()[0]:.2f} at launch", flush=True)
-                result = await _run(args, services, campaign_port, counter, watch)
-                result["campaign_peak_rss_mb"] = round(_peak_rss_mb(campaign.pid))
-                print(json.dumps(result, indent=2))
-            finally:
+            _wait_serving(campaign_port, "herald.campaign.v1.CampaignService")
+            _create_app(services, APP)
+            seeded = time.perf_counter()
+            await _seed(services, args.devices, args.users, ios_only=args.real_delivery)
+            print(
+                f"seeded {args.devices} devices / {args.users} users in "
+                f"{time.perf_counter() - seeded:.0f} s",
+                flush=True,
+            )
+            pids = {
+                "campaign": [campaign.pid],
+                "registration": [services.processes[1].pid],
+                "identity": [services.processes[0].pid],
+                "redis": [services.redis.process.pid],  # type: ignore[union-attr]
+                **(real.pids() if real is not None else {"bench": [os.getpid()]}),
+            }
+            watch = Watch(pids, args.py_spy, args.profile_dir)
+            print(f"load average {os.getloadavg()[0]:.2f} at launch", flush=True)
+            result = await _run(args, services, campaign_port, counter, watch)
+            result["campaign_peak_rss_mb"] = round(_peak_rss_mb(campaign.pid))
+            print(json.dumps(result, indent=2))
+        finally:
+            if campaign is not None:
                 campaign.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)
                 campaign.wait(timeout=30)
-                services.stop()
+            if real is not None:
+                await real.stop()
+            services.stop()
+    if server is not None:
         await server.stop(0)
-        return 0
-
-    return asyncio.run(run())
+    return 0
 
 
 if __name__ == "__main__":
