@@ -137,7 +137,7 @@ class Settings(BaseSettings):
     trace_local_copy: bool = False
     # The local store: a trace's spans are kept this long after its latest span arrived,
     # and at most this many per trace (the first ones: the root and the early structure).
-    trace_store_ttl_seconds: int = Field(default=86_400, ge=60, le=30 * 86_400)
+    trace_store_ttl_seconds: int = Field(default=6 * 3600, ge=60, le=30 * 86_400)
     trace_store_max_spans: int = Field(default=2_000, ge=10, le=100_000)
     # Fraction of new traces recorded (parent-based: a traced caller is always followed).
     trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)

@@ -36,6 +36,22 @@ SCHEDULE_DELAY_MS = 1000
 FULL_TRACES_REMEMBERED = 10_000
 
 
+# Root spans that would each be a one-span trace nobody looks up, one every few
+# seconds forever: a background loop's Redis command outside any trace (queue polls,
+# samplers) and the probes' health checks.
+_REDIS_SCOPE = "opentelemetry.instrumentation.redis"
+_PROBE_RPCS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def worth_storing(span: ReadableSpan) -> bool:
+    if span.parent is not None:
+        return True
+    scope = span.instrumentation_scope
+    if scope is not None and scope.name.startswith(_REDIS_SCOPE):
+        return False
+    return not span.name.startswith(_PROBE_RPCS)
+
+
 class RedisSpanExporter(SpanExporter):
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -61,7 +77,7 @@ class RedisSpanExporter(SpanExporter):
     def _by_trace(self, spans: Sequence[ReadableSpan]) -> dict[str, list[str]]:
         grouped: dict[str, list[str]] = {}
         for span in spans:
-            if span.context is None:
+            if span.context is None or not worth_storing(span):
                 continue
             trace_id = trace_id_hex(span.context.trace_id)
             if trace_id not in self._full:

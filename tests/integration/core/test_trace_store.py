@@ -136,3 +136,34 @@ def test_an_unreachable_redis_drops_spans_logs_once_and_recovers(store_settings,
     assert len([m for m in messages if m.startswith("spans not stored")]) == 1
     assert any(m.startswith("spans stored again") for m in messages)
     assert len(stored) == 1
+
+
+async def test_lone_background_redis_commands_and_health_checks_are_not_stored(
+    redis, store_settings
+):
+    provider = _tracer(RedisSpanExporter(store_settings))
+    redis_scope = provider.get_tracer("opentelemetry.instrumentation.redis")
+    try:
+        # A queue poll outside any trace: a root Redis span, one every few seconds forever.
+        with redis_scope.start_as_current_span("XREADGROUP", kind=SpanKind.CLIENT) as poll:
+            pass
+        with provider.get_tracer("t").start_as_current_span(
+            "/grpc.health.v1.Health/Check", kind=SpanKind.SERVER
+        ) as probe:
+            pass
+        # The same command inside a call's trace is part of the story.
+        with (
+            provider.get_tracer("t").start_as_current_span("Enqueue") as call,
+            redis_scope.start_as_current_span("XADD", kind=SpanKind.CLIENT),
+        ):
+            pass
+        stored = {
+            name: (await read_trace(redis, trace_id_hex(span.get_span_context().trace_id)))[0]
+            for name, span in (("poll", poll), ("probe", probe), ("call", call))
+        }
+    finally:
+        provider.shutdown()
+
+    assert stored["poll"] == []
+    assert stored["probe"] == []
+    assert [s.name for s in stored["call"]] == ["Enqueue", "XADD"]
