@@ -1,7 +1,7 @@
 """The gRPC edge of the Delivery service: proto in, domain call, proto out.
 
-Credentials (Put/Get/List/Delete), Send, and the queue: Enqueue, StreamOutcomes,
-GetNotification, ListNotifications, CancelNotifications. The servicer also owns the
+Credentials (Put/Get/List/Delete), Send, the queue: Enqueue, StreamOutcomes,
+GetNotification, ListNotifications, CancelNotifications, and GetTrace (traces.py). The servicer also owns the
 process's queue workers: `start()` (called by the spec's build) starts them, `close()`
 (awaited by the bootstrap at shutdown) stops them gracefully.
 """
