@@ -106,7 +106,16 @@ async def _register_load(args: argparse.Namespace) -> dict[str, Any]:
         latencies.append(time.perf_counter() - scheduled)
 
     started = time.perf_counter()
-    if args.rate:
+    if args.once:
+        # Warm-up: every device of the pool once, so the measured phases are flushes.
+        queue = iter(requests)
+
+        async def creator() -> None:
+            for request in queue:
+                await call(request, time.perf_counter())
+
+        await asyncio.gather(*(creator() for _ in range(args.concurrency)))
+    elif args.rate:
         interval = 1.0 / args.rate
         tasks = set()
         n = 0
@@ -180,6 +189,7 @@ def load_main(argv: list[str]) -> int:
     parser.add_argument("--pool", type=int, default=20_000, help="distinct devices")
     parser.add_argument("--count", type=int, default=100_000, help="devices to import")
     parser.add_argument("--worker", type=int, default=0)
+    parser.add_argument("--once", action="store_true", help="register each pool device once")
     args = parser.parse_args(argv)
     import uvloop
 
@@ -201,7 +211,20 @@ class Services:
         redis_extra: list[str],
         registration_processes: int = 1,
         trace_redis: bool = True,
+        unix_socket: bool = False,
     ) -> None:
+        # A Unix socket spares the services the receiving half of loopback TCP, which
+        # Linux runs in the sender's system call: closer to what a client pays when
+        # Redis runs on another machine.
+        self.socket = (workdir / "redis.sock").resolve() if unix_socket else None
+        if self.socket is not None:
+            redis_extra = [
+                *redis_extra,
+                "--unixsocket",
+                str(self.socket),
+                "--unixsocketperm",
+                "700",
+            ]
         self.redis = EmbeddedRedis(workdir / "redis", extra=redis_extra)
         self.registration_processes = registration_processes
         self.trace_redis = trace_redis
@@ -213,7 +236,7 @@ class Services:
         self.redis.start()
         env = {
             **os.environ,
-            "REDIS_URL": self.redis.url,
+            "REDIS_URL": f"unix://{self.socket}?db=0" if self.socket else self.redis.url,
             "HERALD_TRACE_EXPORTER": "none",
             "HERALD_LOG_LEVEL": "WARNING",
             "HERALD_TRACE_REDIS": "true" if self.trace_redis else "false",
@@ -255,8 +278,59 @@ class Services:
                 process.kill()
         self.redis.stop()
 
+    def redis_pid(self) -> int:
+        client = redis.Redis.from_url(self.redis.url)
+        pid = int(client.info("server")["process_id"])
+        client.close()
+        return pid
+
     def target(self, name: str) -> str:
         return f"127.0.0.1:{self.ports[name]}"
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and all its descendants (the supervisor's workers),
+    from /proc: far less sensitive than throughput to what else runs on the machine."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = (task / "children").read_text().split()
+                pending += [int(child) for child in children]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+class CpuMeter:
+    """CPU seconds Registration, Identity and redis-server spent during one phase."""
+
+    def __init__(self, services: Services) -> None:
+        self.pids = {
+            "registration": services.processes[1].pid,
+            "identity": services.processes[0].pid,
+            "redis": services.redis_pid(),
+        }
+        self.start = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def spent(self) -> dict[str, float]:
+        return {name: _cpu_seconds(pid) - self.start[name] for name, pid in self.pids.items()}
+
+
+def _cpu_report(label: str, spent: dict[str, float], items: int) -> None:
+    per_item = {name: seconds * 1e6 / max(1, items) for name, seconds in spent.items()}
+    load = os.getloadavg()
+    print(
+        f"  {label} CPU per item: Registration {per_item['registration']:.0f} µs, "
+        f"redis-server {per_item['redis']:.0f} µs, Identity {per_item['identity']:.0f} µs "
+        f"(load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})",
+        flush=True,
+    )
 
 
 def _wait_serving(port: int, service: str, within: float = 30) -> None:
@@ -365,16 +439,25 @@ def main(argv: list[str]) -> int:
         help="extra redis-server argument (repeat), e.g. --redis-arg=--hash-max-ziplist-value "
         "--redis-arg=1024",
     )
+    parser.add_argument(
+        "--redis-unix-socket",
+        action="store_true",
+        help="the services reach redis-server by a Unix socket instead of loopback TCP",
+    )
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="herald-bench-registration-"))
     services = Services(
-        workdir, args.redis_arg, args.registration_processes, args.trace_redis == "true"
+        workdir,
+        args.redis_arg,
+        args.registration_processes,
+        args.trace_redis == "true",
+        args.redis_unix_socket,
     ).start()
     print(
         f"Registration processes {args.registration_processes}, trace_redis "
         f"{args.trace_redis}, load processes {args.load_processes}, import streams "
-        f"{args.import_streams}",
+        f"{args.import_streams}, Redis by {'Unix socket' if args.redis_unix_socket else 'TCP'}",
         flush=True,
     )
     try:
@@ -383,10 +466,17 @@ def main(argv: list[str]) -> int:
         target = services.target("registration")
         budget = args.seconds + 120
         common = ["--target", target, "--app-id", "bench", "--mode", "register"]
-        # Warm-up: creates the devices so the measured phases see session-start flushes
-        # (the steady state: most registrations repeat a known token).
-        _run_load(args.load_processes, [*common, "--seconds", "3"], budget)
-        _register_report(
+        # Warm-up: registers every device of each load process's pool once (new
+        # devices: the token claim path), so the measured phases see session-start
+        # flushes (the steady state: most registrations repeat a known token).
+        meter = CpuMeter(services)
+        created = _register_report(
+            "RegisterDevice new devices (warm-up)",
+            _run_load(args.load_processes, [*common, "--once", "--seconds", "600"], 900),
+        )
+        _cpu_report("new devices", meter.spent(), int(created["calls"]))
+        meter = CpuMeter(services)
+        flushes = _register_report(
             "RegisterDevice max",
             _run_load(
                 args.load_processes,
@@ -394,8 +484,10 @@ def main(argv: list[str]) -> int:
                 budget,
             ),
         )
+        _cpu_report("max", meter.spent(), int(flushes["calls"]))
         per_process_rate = args.rate / args.load_processes
-        _register_report(
+        meter = CpuMeter(services)
+        fixed = _register_report(
             f"RegisterDevice at {args.rate:.0f}/s",
             _run_load(
                 args.load_processes,
@@ -403,9 +495,11 @@ def main(argv: list[str]) -> int:
                 budget,
             ),
         )
+        _cpu_report(f"at {args.rate:.0f}/s", meter.spent(), int(fixed["calls"]))
 
         client = redis.Redis.from_url(services.redis.url)
         before = int(client.info("memory")["used_memory"])
+        meter = CpuMeter(services)
         streams = _run_load(
             args.import_streams,
             [
@@ -425,6 +519,7 @@ def main(argv: list[str]) -> int:
             "failed": sum(s["failed"] for s in streams),
             "seconds": max(s["seconds"] for s in streams),
         }
+        _cpu_report("import", meter.spent(), imported["created"])
         after = int(client.info("memory")["used_memory"])
         print(
             f"ImportDevices: {imported['created'] / imported['seconds']:,.0f} devices/s "

@@ -104,7 +104,7 @@ class Devices:
         app_id: str,
         device_id: str,
         change: Callable[[DeviceRecord | None], Mutation],
-        first_read: bytes | None | _Unread = UNREAD,
+        first_read: bytes | _Unread | None = UNREAD,
     ) -> tuple[DeviceRecord | None, Mutation]:
         """Applies `change` to the stored record with compare-and-set; returns (old, result).
 
@@ -268,7 +268,7 @@ class Devices:
 
     async def _flush(
         self, app_id: str, given: DeviceInput, token: Token | None, now: int
-    ) -> tuple[RegisterResult | None, bytes | None | _Unread]:
+    ) -> tuple[RegisterResult | None, bytes | _Unread | None]:
         """A session-start flush that changes nothing but last_seen (and the token's
         confirm time), in one script call: (its result, None) when it was one, else
         (None, the stored record the script returned, for `mutate`).
