@@ -105,15 +105,21 @@ class Template:
 
 
 def lookup(context: Mapping[str, Any], path: tuple[str, ...]) -> str:
+    """The memo key of one path: what a render reading it depends on."""
+    return json.dumps(resolve(context, path), sort_keys=True, default=str)
+
+
+def resolve(context: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     value: Any = context
-    for part in path:
-        if isinstance(value, Mapping):
-            value = value.get(part)
-        else:
-            value = None
-            break
+    for index, part in enumerate(path):
+        if not isinstance(value, Mapping):
+            # A string or list with parts left (`city.size`, `tags.first`): Liquid reads
+            # those from the value itself, so the whole value is what the render
+            # depends on (marked, so it never equals a value at the full path).
+            return ["partial", index, value]
+        value = value.get(part)
     # A stable, type-preserving key: "1" and 1 render differently in some filters.
-    return json.dumps(value, sort_keys=True, default=str)
+    return value
 
 
 def compile_template(source: str) -> Template:

@@ -152,8 +152,11 @@ def value_of(value: struct_pb2.Value) -> Any:
 
 
 def _descend(value: Any, rest: tuple[str, ...]) -> Any:
-    for part in rest:
-        value = value.get(part) if isinstance(value, Mapping) else None
+    # As templates.resolve: below a string or list, the whole value is the key.
+    for index, part in enumerate(rest):
+        if not isinstance(value, Mapping):
+            return ["partial", index, value]
+        value = value.get(part)
     return value
 
 

@@ -180,6 +180,28 @@ def test_same_values_from_different_users_share_one_render_but_keep_their_device
     ]
 
 
+def test_properties_of_a_string_or_list_render_for_each_value_not_from_the_cache() -> None:
+    # `city.size` reads the string itself: a cache keyed on "city.size" alone would
+    # give every later user the first user's length.
+    message = CompiledMessage(
+        push_message_pb2.PushMessage(
+            content=push_message_pb2.Content(title="x", body="{{ city.size }} {{ tags.first }}")
+        )
+    )
+    fast = wire.FastMessage.build(message, CAMPAIGN)
+    assert fast is not None
+    device = _device(ANDROID)
+    bodies = []
+    for city, tags in (("Paris", ["a", "b"]), ("Oslo", ["c"]), ("Rome", [])):
+        user = _user(city=city, tags=tags)
+        general = _general(message, device, user).notification
+        built = _fast(message, device, user, fast=fast)
+        assert built is not None
+        assert notification_pb2.Notification.FromString(built) == general
+        bodies.append(general.fcm.body)
+    assert bodies == ["5 a", "4 c", "4 "]
+
+
 def test_a_payload_over_the_provider_limit_is_too_large_on_both_paths() -> None:
     message = CompiledMessage(
         push_message_pb2.PushMessage(
