@@ -10,7 +10,8 @@ its time budget.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,59 @@ def _problem(error: LiquidError, source: str) -> TemplateProblem:
     return TemplateProblem(line, column, str(getattr(error, "message", "") or error))
 
 
+# The shape most push texts have: literal text and `{{ name }}` or
+# `{{ name | default: 'text' }}` outputs, nothing else.
+_OUTPUT = re.compile(
+    r"\{\{\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*"
+    r"(?:\|\s*default\s*:\s*(?:'([^']*)'|\"([^\"]*)\")\s*)?\}\}"
+)
+
+_LITERALS = frozenset({"true", "false", "nil", "null", "empty", "blank"})
+_SPECIAL = frozenset({"size", "first", "last"})  # computed from the value by Liquid
+
+
+def simple_renderer(source: str) -> Callable[[Mapping[str, Any]], str | None] | None:
+    """A plain-Python renderer for templates of that shape, or None for any other.
+
+    It answers only what it renders exactly as Liquid does (text values, and nil or
+    missing ones, with or without `default`); for anything else (numbers, booleans,
+    lists, objects) it answers None and the caller renders with Liquid. A fan-out
+    renders each distinct combination of values once, so this is what a million
+    users with different names cost."""
+    parts: list[str | tuple[tuple[str, ...], str | None]] = []
+    position = 0
+    for match in _OUTPUT.finditer(source):
+        parts.append(source[position : match.start()])
+        default = match.group(2) if match.group(2) is not None else match.group(3)
+        parts.append((tuple(match.group(1).split(".")), default))
+        position = match.end()
+    parts.append(source[position:])
+    for part in parts:
+        if isinstance(part, str):
+            if "{" in part or "}" in part:
+                return None  # tags, other filters or whitespace control: Liquid's job
+        elif part[0][0] in _LITERALS or _SPECIAL.intersection(part[0]) or "\\" in (part[1] or ""):
+            return None  # `{{ true }}`, `{{ tags.size }}`, escapes: Liquid's job
+
+    def render(context: Mapping[str, Any]) -> str | None:
+        out: list[str] = []
+        for part in parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            path, default = part
+            value = resolve(context, path)
+            if value is None or value == "":
+                out.append(default if default is not None else "")
+            elif type(value) is str:
+                out.append(value)
+            else:
+                return None
+        return "".join(out)
+
+    return render
+
+
 class Template:
     """One compiled text field."""
 
@@ -65,6 +119,7 @@ class Template:
         self._compiled: Any = None
         self._paths: tuple[tuple[str, ...], ...] = ()
         self._memo: dict[tuple[str, ...], str] = {}
+        self._simple: Callable[[Mapping[str, Any]], str | None] | None = None
         if "{" not in source:  # no {{ }} and no {% %}: a constant
             return
         try:
@@ -75,6 +130,7 @@ class Template:
             tuple(str(part) for part in segments)
             for segments in self._compiled.global_variable_segments()
         )
+        self._simple = simple_renderer(source)
 
     @property
     def constant(self) -> bool:
@@ -91,6 +147,10 @@ class Template:
     def render(self, context: Mapping[str, Any]) -> str:
         if self._compiled is None:
             return self.source
+        if self._simple is not None:
+            simple = self._simple(context)
+            if simple is not None:
+                return simple
         key = tuple(lookup(context, path) for path in self._paths)
         cached = self._memo.get(key)
         if cached is not None:
