@@ -509,7 +509,7 @@ async def _bench(args: argparse.Namespace) -> int:
                     print(f"    Herald / aioapns = {ratio:.2f}x (target ≥ 3x)")
                     if not best:
                         best = herald
-                        half = herald["per_second"] / 2
+                        half = args.latency_rate or herald["per_second"] / 2
                         latency = await _herald_latency(node, half, args.latency_seconds)
                         print(
                             f"    latency at half the max rate ({latency['rate']:.0f}/s offered, "
@@ -563,6 +563,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--latency-seconds", type=float, default=15.0)
     parser.add_argument("--rss-count", type=int, default=150_000)
     parser.add_argument("--no-nginx", action="store_true")
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        default=0.0,
+        help="offered rate of the latency run (default: half the measured maximum)",
+    )
     parser.add_argument(
         "--no-sandbox", action="store_true", help="only the nginx endpoint (short runs)"
     )

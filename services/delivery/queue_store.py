@@ -81,6 +81,7 @@ class QueueStore:
         self.redis = redis
         self.options = options
         self.shards = options.queue_shards
+        self._append = load_script(redis, SCRIPTS, "append_items.lua")
         self._begin = load_script(redis, SCRIPTS, "begin_attempts.lua")
         self._finish = load_script(redis, SCRIPTS, "finish_attempts.lua")
         self._finishes: Coalescer[int, tuple[str, str, Finish, int]] = Coalescer(self._finish_batch)
@@ -124,23 +125,17 @@ class QueueStore:
         return depth, oldest
 
     async def append(self, shard: int, items: list[NewItem], now_ms: int) -> None:
-        """Records, indexes and stream entries of one shard in one MULTI/EXEC: an item is
-        never queued without its record, nor recorded without being queued."""
-        ttl = self.options.record_ttl_seconds
-        pipe = self.redis.pipeline(transaction=True)
-        touched: set[str] = set()
+        """Records, indexes and stream entries of one shard in one script call
+        (append_items.lua, atomic): an item is never queued without its record, nor
+        recorded without being queued."""
+        script_keys = [keys.stream(shard)]
+        args: list[Any] = [now_ms, self.options.record_ttl_seconds]
         for item in items:
-            record = keys.record(shard, item.notification_id)
-            pipe.hset(record, mapping={"n": item.payload, "o": QUEUED, "cr": now_ms})
-            pipe.expire(record, ttl)
-            for index in self._indexes(shard, item):
-                pipe.zadd(index, {item.notification_id: now_ms})
-                touched.add(index)
-            pipe.xadd(keys.stream(shard), {"i": item.notification_id, "a": 1, "q": now_ms})
-        for index in touched:  # keep indexes bounded by the record TTL
-            pipe.zremrangebyscore(index, "-inf", now_ms - ttl * 1000)
-            pipe.expire(index, ttl)
-        await execute(pipe)
+            indexes = self._indexes(shard, item)
+            script_keys.append(keys.record(shard, item.notification_id))
+            script_keys += indexes
+            args += [item.notification_id, item.payload, len(indexes)]
+        await self._append(keys=script_keys, args=args)
 
     async def open_direct(
         self, shard: int, item: NewItem, now_ms: int, owner: str, lease_until_ms: int
