@@ -49,6 +49,8 @@ def identifier_to_proto(kind: IdentifierKind, value: str) -> user_pb2.UserIdenti
 
 
 def user_to_proto(user: User, read_mask: Sequence[str] = ()) -> user_pb2.User:
+    if read_mask:
+        return _project(user, read_mask)
     message = user_pb2.User(
         external_id=user.external_id,
         email=user.email,
@@ -60,14 +62,15 @@ def user_to_proto(user: User, read_mask: Sequence[str] = ()) -> user_pb2.User:
     )
     if user.attributes:
         message.attributes.CopyFrom(dict_to_struct(user.attributes))
-    if not read_mask:
-        return message
-    return _project(message, user, read_mask)
+    return message
 
 
-def _project(full: user_pb2.User, user: User, read_mask: Sequence[str]) -> user_pb2.User:
-    """Only the masked fields (the external id always), for BatchGetUsers' read_mask."""
-    projected = user_pb2.User(external_id=user.external_id)
+def _project(user: User, read_mask: Sequence[str]) -> user_pb2.User:
+    """Only the masked fields (the external id always), for BatchGetUsers' read_mask.
+
+    Built directly rather than cut out of the full message: a campaign asks for a few
+    fields of every user of its audience, and the attributes are the costly part."""
+    fields: dict[str, Any] = {"external_id": user.external_id}
     picked_attributes: dict[str, Any] = {}
     for path in read_mask:
         if path.startswith(ATTRIBUTE_PREFIX):
@@ -76,10 +79,13 @@ def _project(full: user_pb2.User, user: User, read_mask: Sequence[str]) -> user_
                 picked_attributes[key] = user.attributes[key]
         elif path == "attributes":
             picked_attributes.update(user.attributes)
-        elif path in ("create_time", "update_time"):
-            getattr(projected, path).CopyFrom(getattr(full, path))
-        else:
-            setattr(projected, path, getattr(full, path))
+        elif path == "create_time":
+            fields[path] = timestamp(user.create_us)
+        elif path == "update_time":
+            fields[path] = timestamp(user.update_us)
+        elif path != "external_id":
+            fields[path] = getattr(user, path)  # email, phone, time_zone, locale
+    projected = user_pb2.User(**fields)
     if picked_attributes:
         projected.attributes.CopyFrom(dict_to_struct(picked_attributes))
     return projected

@@ -51,6 +51,30 @@ def _reservation_key(kind: Unique, value: str) -> str:
     return keys.email_owner(value) if kind is Unique.EMAIL else keys.phone_owner(value)
 
 
+# Every field a user record can hold (see _fields_of); HMGET of these answers a plain
+# list, which costs the client far less than HGETALL's field/value pairs made a dict.
+RECORD_FIELDS = ("e", "p", "a", "tz", "lc", "ct", "ut", "v")
+
+
+def _user_from_values(external_id: str, values: Sequence[Any]) -> User | None:
+    """A user from HMGET of RECORD_FIELDS; None when the record does not exist (every
+    write sets the version, write_user.lua)."""
+    email, phone, attributes_json, time_zone, locale, created, updated, version = values
+    if version is None:
+        return None
+    return User(
+        external_id=external_id,
+        email=_text(email),
+        phone=_text(phone),
+        attributes=attributes.deserialise(_text(attributes_json)),
+        time_zone=_text(time_zone),
+        locale=_text(locale),
+        create_us=int(created or 0),
+        update_us=int(updated or 0),
+        version=int(version or 0),
+    )
+
+
 def _user_from(external_id: str, raw: Mapping[Any, Any]) -> User:
     fields = {_text(key): _text(value) for key, value in raw.items()}
     return User(
@@ -99,11 +123,11 @@ class UserStore:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for external_id in external_ids:
-                pipe.hgetall(keys.user(external_id))
+                pipe.hmget(keys.user(external_id), RECORD_FIELDS)
             answers = await pipe.execute()
         return [
-            _user_from(external_id, raw) if raw else None
-            for external_id, raw in zip(external_ids, answers, strict=True)
+            _user_from_values(external_id, values)
+            for external_id, values in zip(external_ids, answers, strict=True)
         ]
 
     async def write(self, user: User, expected_version: int) -> int:

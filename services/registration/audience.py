@@ -73,7 +73,7 @@ class AudienceQuery:
     seen_after_ms: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # one per device an audience streams: no frozen-init cost
 class Matched:
     app_id: str
     shard: int

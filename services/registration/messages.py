@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf import timestamp_pb2
 
 from herald.registration.v1 import device_pb2, registration_service_pb2
@@ -137,13 +139,36 @@ def device_message(
     )
 
 
+def _token_fields(token: Token | None) -> dict[str, Any] | None:
+    """A PushToken as constructor fields: upb builds the nested messages in C, about
+    twice as fast as building them as Python objects and copying them in."""
+    if token is None:
+        return None
+    if token.kind == APNS:
+        return {"apns": {"device_token": token.value}}
+    if token.kind == FCM:
+        return {"fcm": {"registration_token": token.value}}
+    return {
+        "web_push": {
+            "endpoint": token.value,
+            "p256dh": encode_base64url(token.p256dh),
+            "auth": encode_base64url(token.auth),
+        }
+    }
+
+
+def _timestamp_fields(ms: int) -> dict[str, int] | None:
+    return {"seconds": ms // 1000, "nanos": ms % 1000 * 1_000_000} if ms else None
+
+
 def audience_device(app_id: str, device_id: str, rec: DeviceRecord) -> device_pb2.AudienceDevice:
+    # Built for every device of a campaign's audience: nested messages as fields (above).
     capability, provisional = rules.capability(rec)
     return device_pb2.AudienceDevice(
         app_id=app_id,
         device_id=device_id,
         platform=rec.platform,  # type: ignore[arg-type]
-        token=token_message(rec.token),
+        token=_token_fields(rec.token),  # type: ignore[arg-type]
         apns_environment=rec.apns_environment,  # type: ignore[arg-type]
         user_id=rec.user_id,
         capability=capability,  # type: ignore[arg-type]
@@ -151,7 +176,7 @@ def audience_device(app_id: str, device_id: str, rec: DeviceRecord) -> device_pb
         locale=rec.locale,
         time_zone=rec.time_zone,
         app_version=rec.app_version,
-        last_seen_time=timestamp(rec.last_seen_ms),
+        last_seen_time=_timestamp_fields(rec.last_seen_ms),  # type: ignore[arg-type]
     )
 
 

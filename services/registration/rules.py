@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 from services.registration.model import (
@@ -36,6 +37,7 @@ ANDROID_RUNTIME_PERMISSION_MAJOR = 13
 _LEADING_NUMBER = re.compile(r"^(\d{1,4})")
 
 
+@functools.lru_cache(maxsize=4096)  # few distinct versions; audiences ask per device
 def os_major(os_version: str) -> int | None:
     """The major version ("14" of "14.1"), or None when it does not start with a number."""
     match = _LEADING_NUMBER.match(os_version)

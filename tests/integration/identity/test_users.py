@@ -262,6 +262,38 @@ async def test_batch_get_users_in_request_order_with_a_read_mask(identity):
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "BATCH_TOO_LARGE")
 
 
+async def test_batch_get_users_masks_and_full_answers_agree_with_get_user(identity):
+    await _upsert(
+        identity,
+        external_id="c",
+        email="c@example.com",
+        phone="+33612345678",
+        locale="fr-FR",
+        attributes=_attributes(first_name="Cy", tier=3),
+    )
+    full = (await identity.GetUser(pb.GetUserRequest(external_id="c"))).user
+    unmasked = await identity.BatchGetUsers(pb.BatchGetUsersRequest(external_ids=["c"]))
+    assert list(unmasked.users) == [full]
+    masked = await identity.BatchGetUsers(
+        pb.BatchGetUsersRequest(
+            external_ids=["c"],
+            read_mask=field_mask_pb2.FieldMask(
+                paths=["email", "phone", "locale", "create_time", "attributes"]
+            ),
+        )
+    )
+    (user,) = masked.users
+    assert (user.external_id, user.email, user.phone, user.locale) == (
+        "c",
+        "c@example.com",
+        "+33612345678",
+        "fr-FR",
+    )
+    assert user.create_time == full.create_time
+    assert not user.HasField("update_time")
+    assert user.attributes == full.attributes
+
+
 async def test_delete_user_without_devices_frees_its_identifiers(stack):
     identity = identity_service_pb2_grpc.IdentityServiceStub(stack["identity"])
     await _upsert(identity, external_id="kim", email="kim@example.com")
