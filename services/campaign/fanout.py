@@ -19,17 +19,16 @@ import functools
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from herald.campaign.v1 import campaign_pb2
-from herald.identity.v1 import user_pb2
 from herald.registration.v1 import device_pb2, registration_service_pb2
 from services.campaign import audience as audiences
 from services.campaign import schedules, wire
 from services.campaign.clients import user_context
 from services.campaign.deps import Deps
+from services.campaign.fanout_users import FanoutUsers, user_of
 from services.campaign.messages import CompiledMessage
 from services.campaign.recipients import (
     CREDENTIALS_MISSING,
@@ -61,16 +60,15 @@ IDEMPOTENCY_NAMESPACE = uuid.UUID("0b7a3f0e-6c1d-4f57-9a55-5f1f3b1f6a01")
 Outgoing = tuple[bytes, device_pb2.AudienceDevice, int]
 # A streamed batch and its users being fetched; None after the last one.
 Ahead = (
-    tuple[
-        registration_service_pb2.StreamAudienceResponse, "asyncio.Future[dict[str, user_pb2.User]]"
-    ]
+    tuple[registration_service_pb2.StreamAudienceResponse, "asyncio.Future[dict[str, bytes]]"]
     | None
 )
 
 
-def _context(device: device_pb2.AudienceDevice, user: user_pb2.User | None) -> dict[str, Any]:
+def _context(device: device_pb2.AudienceDevice, stored: bytes | None) -> dict[str, Any]:
     """The full template context, built only when a render is not cached."""
-    return context_of(device, device.platform, user_context(user) if user is not None else None)
+    user = user_context(user_of(device.user_id, stored)) if stored is not None else None
+    return context_of(device, device.platform, user)
 
 
 @dataclass
@@ -79,9 +77,8 @@ class Batch:
 
     counters: Counter[str] = field(default_factory=Counter)
     hold: list[tuple[int, bytes]] = field(default_factory=list)
-    ready: list[tuple[device_pb2.AudienceDevice, user_pb2.User | None]] = field(
-        default_factory=list
-    )
+    # Each ready device with its user (fanout_users: serialized, None if it has none).
+    ready: list[tuple[device_pb2.AudienceDevice, bytes | None]] = field(default_factory=list)
 
     def count(self, name: str, platform: int, delta: int = 1) -> None:
         self.counters[name] += delta
@@ -114,16 +111,9 @@ class Fanout:
         self.user_paths = user_fields(
             self.message, self.audience, need_zone or self.audience.needs_user
         )
-        self.needs_users = self.user_paths is None or bool(self.user_paths)
         # Sent now, whatever the recipient's zone: no due time to work out per device.
         self.immediate = not need_zone
-        # A user with several devices is read from Identity once per fan-out, not once
-        # per device: what the templates read (the read mask keeps it to a few
-        # attributes) is kept serialized, for at most `tuning.known_users` users. Not
-        # when every field is read (attribute filters): those users are too large.
-        self.known_users: dict[str, bytes] | None = (
-            {} if self.user_paths and deps.tuning.known_users else None
-        )
+        self.users = FanoutUsers(deps.identity, self.user_paths, deps.tuning.known_users)
         self.fast = wire.FastMessage.build(
             self.message, self.id, masked=self.user_paths is not None
         )
@@ -186,10 +176,10 @@ class Fanout:
             async for response in self.deps.registration.stream_audience(
                 query, cursor, self.deps.tuning.batch_size
             ):
-                users = asyncio.ensure_future(self._users(response.devices))
+                users = asyncio.ensure_future(self.users.fetch(response.devices))
                 await ahead.put((response, users))
         except Exception as error:  # reaches the fan-out through the queue, in order
-            failed: asyncio.Future[dict[str, user_pb2.User]] = asyncio.Future()
+            failed: asyncio.Future[dict[str, bytes]] = asyncio.Future()
             failed.set_exception(error)
             await ahead.put((registration_service_pb2.StreamAudienceResponse(), failed))
             return
@@ -208,7 +198,7 @@ class Fanout:
         await self._commit(batch, cursor=cursor, resolved=False, released=released)
 
     async def _decide(
-        self, devices: list[device_pb2.AudienceDevice], users: dict[str, user_pb2.User]
+        self, devices: list[device_pb2.AudienceDevice], users: dict[str, bytes]
     ) -> Batch:
         batch = Batch()
         any_app = await self._any_app(devices) if self.audience.needs_any_app else {}
@@ -224,7 +214,7 @@ class Fanout:
             if wants_view and user is not None:
                 view = views.get(user_id)
                 if view is None:
-                    view = views[user_id] = user_context(user)
+                    view = views[user_id] = user_context(user_of(user_id, user))
             recipient = audiences.Recipient(device, view, any_app.get(user_id))
             if not self.audience.matches(recipient):
                 continue
@@ -244,38 +234,6 @@ class Fanout:
         for platform, count in targeted.items():
             batch.count("targeted", platform, count)
         return batch
-
-    async def _users(
-        self, devices: Iterable[device_pb2.AudienceDevice], remembered: bool = True
-    ) -> dict[str, user_pb2.User]:
-        """The devices' users; `remembered`: from `known_users` where there (the
-        audience stream); recipients held for hours are read afresh."""
-        if not self.needs_users:
-            return {}
-        wanted = dict.fromkeys(d.user_id for d in devices if d.user_id)
-        found: dict[str, user_pb2.User] = {}
-        known = self.known_users if remembered else None
-        if known is not None:
-            for user_id in list(wanted):
-                raw = known.get(user_id)
-                if raw is not None:
-                    del wanted[user_id]
-                    if raw:  # b"": Identity has no such user
-                        found[user_id] = user_pb2.User.FromString(raw)
-        ids = list(wanted)
-        # BatchGetUsers takes 1,000 ids a call: the calls of one batch go concurrently.
-        for part in await asyncio.gather(
-            *(
-                self.deps.identity.user_messages(ids[start : start + 1000], self.user_paths or ())
-                for start in range(0, len(ids), 1000)
-            )
-        ):
-            found.update(part)
-        if known is not None and len(known) < self.deps.tuning.known_users:
-            for user_id in ids:
-                user = found.get(user_id)
-                known[user_id] = user.SerializeToString() if user is not None else b""
-        return found
 
     async def _any_app(self, devices: list[device_pb2.AudienceDevice]) -> dict[str, bool]:
         wanted = {d.user_id for d in devices if d.user_id and d.capability != audiences.FOREGROUND}
@@ -334,9 +292,9 @@ class Fanout:
                 continue
             view = None
             if user is not None:
-                view = views.get(user.external_id)
+                view = views.get(device.user_id)
                 if view is None:
-                    view = views[user.external_id] = user_context(user)
+                    view = views[device.user_id] = user_context(user_of(device.user_id, user))
             prepared = prepare(
                 self.message,
                 device,
@@ -435,7 +393,7 @@ class Fanout:
             if members:
                 devices = [device_pb2.AudienceDevice.FromString(m) for m in members]
                 batch = Batch()
-                users = await self._users(devices, remembered=False)
+                users = await self.users.fetch(devices, remembered=False)
                 for device in devices:
                     batch.counters[f"h:{device.platform}"] -= 1
                     batch.ready.append(

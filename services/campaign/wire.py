@@ -36,6 +36,7 @@ from herald.delivery.v1 import notification_pb2
 from herald.identity.v1 import user_pb2
 from herald.registration.v1 import device_pb2
 from services.campaign.audience import BUILT_IN
+from services.campaign.fanout_users import user_of
 from services.campaign.messages import PLATFORM_NAMES, CompiledMessage
 from services.campaign.recipients import RESERVED_NAMES
 
@@ -191,7 +192,9 @@ def _reader(path: tuple[str, ...]) -> Reader | None:
             return None
         name = rest[0]
         if name in BUILT_IN:
-            return lambda d, u: _descend(getattr(u, name) if u is not None else "", rest[1:])
+            built_in = lambda d, u: _descend(getattr(u, name) if u is not None else "", rest[1:])  # noqa: E731
+            built_in.reads_user = True  # type: ignore[attr-defined]
+            return built_in
         head, rest = name, rest[1:]
     elif head in RESERVED_NAMES:
         return None
@@ -202,7 +205,7 @@ def _reader(path: tuple[str, ...]) -> Reader | None:
         found = u.attributes.fields.get(head)
         return None if found is None else _descend(value_of(found), rest)
 
-    attribute.reads_attribute = True  # type: ignore[attr-defined]
+    attribute.reads_user = True  # type: ignore[attr-defined]
     return attribute
 
 
@@ -322,47 +325,40 @@ class FastMessage:
     general path must render (see the module docstring)."""
 
     def __init__(
-        self,
-        message: CompiledMessage,
-        campaign_id: str,
-        readers: list[Reader],
-        attribute_readers: int,
-        masked: bool,
+        self, message: CompiledMessage, campaign_id: str, readers: list[Reader], masked: bool
     ) -> None:
         self.message = message
         self.campaign_id = campaign_id
         self.device = DeviceFields(campaign_id)
         self._plans: dict[int, PlatformPlan | None] = {}
-        # When Identity answers only the attributes the templates read (a read mask),
-        # those attributes' serialized bytes stand for their values in the cache key:
-        # one serialization instead of reading each value. Equal bytes are equal
+        # With a read mask, Identity answers only what the templates read, so the
+        # user's stored bytes (services/campaign/fanout_users.py) stand for those
+        # values in the cache key: no per-device parsing. Equal bytes are equal
         # values; equal values that serialize differently only cost a cache miss.
-        self.by_attribute_bytes = masked and attribute_readers > 0
+        self.masked = masked
         self.readers = (
-            [r for r in readers if not getattr(r, "reads_attribute", False)]
-            if self.by_attribute_bytes
-            else readers
+            [r for r in readers if not getattr(r, "reads_user", False)] if masked else readers
         )
 
     @classmethod
     def build(
         cls, message: CompiledMessage, campaign_id: str, masked: bool = False
     ) -> FastMessage | None:
-        """`masked`: users are fetched with a read mask of the template's attributes."""
+        """`masked`: users are fetched with a read mask of the templates' attributes."""
         readers = [_reader(path) for path in message.paths]
         if any(reader is None for reader in readers):
             return None
-        attribute_readers = sum(1 for r in readers if getattr(r, "reads_attribute", False))
-        return cls(message, campaign_id, readers, attribute_readers, masked)  # type: ignore[arg-type]
+        return cls(message, campaign_id, readers, masked)  # type: ignore[arg-type]
 
     def plan(self, platform: int) -> PlatformPlan | None:
         if platform not in self._plans:
             self._plans[platform] = PlatformPlan.probe(self.message, platform, self.campaign_id)
         return self._plans[platform]
 
-    def key(self, device: device_pb2.AudienceDevice, user: user_pb2.User | None) -> tuple[Any, ...]:
-        """The values the message's templates read for this recipient."""
-        if self.by_attribute_bytes:
-            attributes = user.attributes.SerializeToString() if user is not None else None
-            return (attributes, *(_key_part(read(device, user)) for read in self.readers))
+    def key(self, device: device_pb2.AudienceDevice, stored: bytes | None) -> tuple[Any, ...]:
+        """What the message's templates read for this recipient (`stored`: the user as
+        fanout_users keeps it, None for none)."""
+        if self.masked:
+            return (stored, *(_key_part(read(device, None)) for read in self.readers))
+        user = user_of(device.user_id, stored) if stored is not None else None
         return tuple(_key_part(read(device, user)) for read in self.readers)
