@@ -13,13 +13,14 @@ the list keeps the first `trace_store_max_spans` spans and expires
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 
 from services.core.redis import RedisClient, hash_tag
 
@@ -64,9 +65,15 @@ def _value(value: Any) -> Any:
     return [_value(item) for item in value]  # OpenTelemetry allows homogeneous sequences
 
 
+@functools.lru_cache(maxsize=4096)  # attribute names are few; this runs for every one
 def _kept(key: str) -> bool:
     lowered = key.lower()
     return not any(marker in lowered for marker in _SECRET_MARKERS)
+
+
+# Enum `.name` is a property lookup; spans are encoded by the thousand.
+_KIND_NAMES = {kind: kind.name for kind in SpanKind}
+_STATUS_NAMES = {code: code.name for code in StatusCode}
 
 
 def encode(span: ReadableSpan) -> str:
@@ -74,23 +81,28 @@ def encode(span: ReadableSpan) -> str:
     status, msg, attrs; empty ones left out)."""
     context = span.context
     assert context is not None  # a finished SDK span always has one
+    status = span.status.status_code
     data: dict[str, Any] = {
-        "svc": str(span.resource.attributes.get("service.name", "")),
+        "svc": span.resource.attributes.get("service.name", ""),
         "name": span.name,
         "id": format(context.span_id, "016x"),
-        "kind": span.kind.name,
+        "kind": _KIND_NAMES[span.kind],
         "start": span.start_time or 0,
         "end": span.end_time or span.start_time or 0,
-        "status": span.status.status_code.name,
+        "status": _STATUS_NAMES[status],
     }
     if span.parent is not None:
         data["parent"] = format(span.parent.span_id, "016x")
-    if span.status.status_code is StatusCode.ERROR and span.status.description:
+    if status is StatusCode.ERROR and span.status.description:
         data["msg"] = span.status.description[:MAX_VALUE_CHARS]
-    attributes = {k: _value(v) for k, v in (span.attributes or {}).items() if _kept(k)}
-    if attributes:
-        data["attrs"] = attributes
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    if span.attributes:
+        attributes = {k: _value(v) for k, v in span.attributes.items() if _kept(k)}
+        if attributes:
+            data["attrs"] = attributes
+    return _ENCODER.encode(data)
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def decode(raw: bytes | str) -> StoredSpan | None:
