@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from services.core.config import ConfigError, Settings
-from services.core.trace_export import local_store_processor
+from services.core.trace_export import local_store_processor, quiet_queue_full_warnings
 
 _redis_instrumented = False
 
@@ -53,6 +53,8 @@ def _processors(settings: Settings) -> list[SpanProcessor]:
         processors.append(BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint)))
     if stores_locally(settings):
         processors.append(local_store_processor(settings))
+    if processors:
+        quiet_queue_full_warnings()
     return processors
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -136,7 +137,42 @@ class RedisSpanExporter(SpanExporter):
         return True  # nothing is buffered here; the processor holds the queue
 
 
+class OncePerInterval(logging.Filter):
+    """Lets a repeated warning through once per interval.
+
+    The SDK's batch processor warns "Queue full, dropping span" for every span it
+    drops, on the thread that ended the span (an RPC's): under overload that is a log
+    line per span exactly when the process has no time to spare.
+    """
+
+    def __init__(self, prefix: str, interval_seconds: float = 60.0) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.interval = interval_seconds
+        self._next = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.prefix):
+            return True
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.interval
+        return True
+
+
+_queue_full = OncePerInterval("Queue full")
+
+
+def quiet_queue_full_warnings() -> None:
+    """At most one "Queue full" warning a minute from the SDK's span processors."""
+    sdk_logger = logging.getLogger("opentelemetry.sdk._shared_internal")
+    if _queue_full not in sdk_logger.filters:
+        sdk_logger.addFilter(_queue_full)
+
+
 def local_store_processor(settings: Settings) -> BatchSpanProcessor:
     """The batch processor (its own thread) that feeds the local trace store."""
     delay = None if os.environ.get("OTEL_BSP_SCHEDULE_DELAY") else SCHEDULE_DELAY_MS
+    quiet_queue_full_warnings()
     return BatchSpanProcessor(RedisSpanExporter(settings), schedule_delay_millis=delay)

@@ -14,7 +14,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from services.core.config import Settings
 from services.core.embedded_redis import EmbeddedRedis, free_port
-from services.core.trace_export import RedisSpanExporter
+from services.core.trace_export import OncePerInterval, RedisSpanExporter
 from services.core.trace_store import read_trace, trace_id_hex, trace_key
 
 
@@ -167,3 +167,23 @@ async def test_lone_background_redis_commands_and_health_checks_are_not_stored(
     assert stored["poll"] == []
     assert stored["probe"] == []
     assert [s.name for s in stored["call"]] == ["Enqueue", "XADD"]
+
+
+def test_an_overflowing_span_queue_warns_once_per_interval_not_per_span(caplog):
+    # The SDK warns on the RPC's own thread for every dropped span; the filter the
+    # services install lets one through per interval.
+    logger = logging.getLogger("herald.test.span_queue")
+    once = OncePerInterval("Queue full", interval_seconds=3600)
+    logger.addFilter(once)
+    try:
+        with caplog.at_level(logging.WARNING, logger=logger.name):
+            for _ in range(5):
+                logger.warning("Queue full, dropping %s.", "span")
+            logger.warning("another warning")
+    finally:
+        logger.removeFilter(once)
+
+    assert [r.getMessage() for r in caplog.records] == [
+        "Queue full, dropping span.",
+        "another warning",
+    ]
