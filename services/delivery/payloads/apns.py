@@ -69,6 +69,12 @@ def build(
     check.require(
         len(collapse_id.encode()) <= MAX_COLLAPSE_ID, collapse_path, "must be at most 64 bytes"
     )
+    # Both travel as HTTP/2 header values: with a control character or surrounding
+    # space the transport could only refuse the request after it was queued.
+    for value, path in ((apns.topic, f"{p}topic"), (collapse_id, collapse_path)):
+        check.require(
+            _header_safe(value), path, "must not contain control characters or surrounding spaces"
+        )
     if apns.HasField("relevance_score"):
         check.require(
             0.0 <= apns.relevance_score <= 1.0, f"{p}relevance_score", "must be between 0 and 1"
@@ -94,6 +100,10 @@ def build(
         headers.append(("apns-collapse-id", collapse_id))
     token = notification.token.apns.device_token.lower()
     return ProviderRequest(f"/3/device/{token}", tuple(headers), body)
+
+
+def _header_safe(value: str) -> bool:
+    return value.isprintable() and value == value.strip()
 
 
 def _priority(

@@ -150,3 +150,25 @@ async def test_a_full_queue_answers_queue_full_with_a_hint_and_queues_nothing(
     listed = await node.stub.ListNotifications(DS.ListNotificationsRequest(app_id="shop"))
     assert len(listed.notifications) == 3
     assert sandbox.received("apns") == []
+
+
+async def test_an_apns_header_value_with_a_control_character_is_refused_at_enqueue(
+    start_node, sandbox
+):
+    node = await start_node()
+    await node.stub.PutCredentials(DS.PutCredentialsRequest(credentials=apns_credentials(sandbox)))
+    bad_topic = apns_notification(new_device_token(), topic="dev.app\r\nx-injected: 1")
+    bad_collapse = apns_notification(new_device_token(), collapse_id=" spaced ")
+    good = apns_notification(new_device_token(), collapse_id="score-update")
+
+    answer = await node.stub.Enqueue(enqueue_request([bad_topic, bad_collapse, good]))
+
+    first, second, third = answer.results
+    assert answer.queued_count == 1
+    assert (first.error.code, first.error.reason) == (3, "INVALID_ARGUMENT")
+    assert [v.field for v in first.error.field_violations] == ["apns.topic"]
+    assert [v.field for v in second.error.field_violations] == ["apns.collapse_id"]
+    assert [first.notification_id, second.notification_id] == ["", ""]
+    [done] = await wait_final(node.stub, [third.notification_id])
+    assert done.outcome == OUT.DELIVERY_OUTCOME_DELIVERED
+    assert sandbox.received("apns", token=bad_topic.token.apns.device_token) == []

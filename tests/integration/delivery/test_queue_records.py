@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 import grpc
@@ -344,3 +345,50 @@ async def test_queued_410_invalidates_in_registration_unless_reregistered_since(
     assert not removed.device.HasField("token")
     assert removed.device.redacted_token == ""
     assert kept.device.redacted_token != ""
+
+
+async def test_a_burst_answered_together_records_each_attempt_and_one_outcome_each(
+    start_node, sandbox
+):
+    """Workers claim a read batch with one script call and record the attempts answered
+    meanwhile with one call per shard: every notification must still get its own
+    attempt (the provider's apns-id), its own outcome, and its retry scheduled."""
+    node = await start_node()
+    await node.stub.PutCredentials(DS.PutCredentialsRequest(credentials=apns_credentials(sandbox)))
+    good = [new_device_token() for _ in range(120)]
+    dead = [new_device_token() for _ in range(4)]
+    for token in dead:
+        sandbox.apns.set_token(token, "unregistered", unregistered_at_ms=int(time.time() * 1000))
+    busy = new_device_token()
+    sandbox.faults.add(
+        service="apns", token=busy, status=429, reason="TooManyRequests", retry_after=1, times=1
+    )
+    tokens = good + dead + [busy]
+
+    answer = await node.stub.Enqueue(enqueue_request([apns_notification(t) for t in tokens]))
+    ids = [r.notification_id for r in answer.results]
+    done = await wait_final(node.stub, ids)
+    events, _ = await _collect(
+        node.stub, DS.StreamOutcomesRequest(from_earliest=True, batch_size=500), len(ids) + 1
+    )
+
+    by_token = dict(zip(tokens, done, strict=True))
+    accepted = {e["token"]: e["apns_id"] for e in sandbox.received("apns", status=200)}
+    for token in good:
+        record = by_token[token]
+        assert record.outcome == OUT.DELIVERY_OUTCOME_DELIVERED
+        assert [(a.attempt_number, a.provider_status) for a in record.attempts] == [(1, 200)]
+        assert record.attempts[0].apns_id == accepted[token]
+    for token in dead:
+        assert by_token[token].outcome == OUT.DELIVERY_OUTCOME_TOKEN_INVALID
+    retried = by_token[busy]
+    assert retried.outcome == OUT.DELIVERY_OUTCOME_DELIVERED
+    assert [(a.attempt_number, a.provider_status) for a in retried.attempts] == [(1, 429), (2, 200)]
+    finals = Counter(
+        e.notification_id for e in events if e.outcome != OUT.DELIVERY_OUTCOME_RETRYING
+    )
+    assert sorted(finals.values()) == [1] * len(ids)
+    assert [e.outcome for e in events if e.notification_id == retried.notification_id] == [
+        OUT.DELIVERY_OUTCOME_RETRYING,
+        OUT.DELIVERY_OUTCOME_DELIVERED,
+    ]
