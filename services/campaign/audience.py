@@ -197,6 +197,17 @@ class CompiledAudience:
         elif kind == "push_enabled_any_app":
             self.needs_any_app = True
 
+    @property
+    def device_only(self) -> bool:
+        """No filter: whether a device matches depends on the device alone
+        (`matches_device`, no Recipient needed)."""
+        return not self.audience.HasField("filter")
+
+    def matches_device(self, device: device_pb2.AudienceDevice) -> bool:
+        if self.audience.users_only and not device.user_id:
+            return False
+        return self.background or device.capability == FOREGROUND or device.provisional
+
     def matches(self, recipient: Recipient) -> bool:
         device = recipient.device
         if self.audience.users_only and not device.user_id:

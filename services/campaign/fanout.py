@@ -207,6 +207,16 @@ class Fanout:
         wants_view = self.audience.needs_user or not self.immediate
         views: dict[str, dict[str, Any]] = {}
         targeted: Counter[int] = Counter()
+        if self.audience.device_only and self.immediate:  # the common case, kept lean
+            matches = self.audience.matches_device
+            ready = batch.ready
+            for device in devices:
+                if matches(device):
+                    targeted[device.platform] += 1
+                    ready.append((device, users.get(device.user_id)))
+            for platform, count in targeted.items():
+                batch.count("targeted", platform, count)
+            return batch
         for device in devices:
             user_id = device.user_id
             user = users.get(user_id) if user_id else None

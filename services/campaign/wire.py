@@ -115,24 +115,42 @@ class DeviceFields:
         device_id = device.device_id.encode()
         token = device.token.SerializeToString()
         key = self.key_prefix + device_id
+        user_id = device.user_id.encode()
+        environment = device.apns_environment
+        if len(token) >= 16384 or len(key) >= 16384 or len(user_id) >= 16384:
+            return self._encode_long(device)
+        short = _SHORT
+        return b"".join(
+            (
+                app,
+                _DEVICE_ID_TAG,
+                short[len(device_id)],
+                device_id,
+                _TOKEN_TAG,
+                short[len(token)],
+                token,
+                self.campaign,
+                _IDEMPOTENCY_KEY_TAG,
+                short[len(key)],
+                key,
+                _USER_ID_TAG + short[len(user_id)] + user_id if user_id else b"",
+                _APNS_ENVIRONMENT + _varint(environment) if environment else b"",
+            )
+        )
+
+    def _encode_long(self, device: device_pb2.AudienceDevice) -> bytes:
+        """`encode` for fields of 16 KB or more (never seen from real providers)."""
         parts = [
-            app,
-            _DEVICE_ID_TAG,
-            _length(len(device_id)),
-            device_id,
-            _TOKEN_TAG,
-            _length(len(token)),
-            token,
+            self._apps[device.app_id],
+            length_delimited(_DEVICE_ID, device.device_id.encode()),
+            length_delimited(_TOKEN, device.token.SerializeToString()),
             self.campaign,
-            _IDEMPOTENCY_KEY_TAG,
-            _length(len(key)),
-            key,
+            length_delimited(_IDEMPOTENCY_KEY, self.key_prefix + device.device_id.encode()),
         ]
         if device.user_id:
-            user_id = device.user_id.encode()
-            parts += (_USER_ID_TAG, _length(len(user_id)), user_id)
+            parts.append(length_delimited(_USER_ID, device.user_id.encode()))
         if device.apns_environment:
-            parts += (_APNS_ENVIRONMENT, _varint(device.apns_environment))
+            parts.append(_APNS_ENVIRONMENT + _varint(device.apns_environment))
         return b"".join(parts)
 
 
