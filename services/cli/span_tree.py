@@ -56,6 +56,39 @@ def ordered(spans: Sequence[trace_pb2.TraceSpan]) -> list[tuple[int, trace_pb2.T
     return out
 
 
+NOTIFICATION_ATTRIBUTE = "herald.notification_id"
+
+
+def focus(
+    spans: Sequence[trace_pb2.TraceSpan], notification_id: str, span_ids: Sequence[str] = ()
+) -> list[trace_pb2.TraceSpan]:
+    """The spans about one notification when the trace also carries others (a
+    campaign's trace holds every recipient's attempts): its attempt spans (named by the
+    attribute or by the record's span ids), everything under them, and the chain of
+    spans above them up to the root. A trace of this notification alone is kept whole."""
+    own = {s.span_id for s in spans if s.attributes.get(NOTIFICATION_ATTRIBUTE) == notification_id}
+    own |= set(span_ids) & {s.span_id for s in spans}
+    others = any(
+        s.attributes.get(NOTIFICATION_ATTRIBUTE, notification_id) != notification_id for s in spans
+    )
+    if not others or not own:
+        return list(spans)
+    parents = {s.span_id: s.parent_span_id for s in spans}
+    kept = set(own)
+    for span_id in own:  # the chain up to the root
+        parent = parents.get(span_id, "")
+        while parent in parents and parent not in kept:
+            kept.add(parent)
+            parent = parents[parent]
+    grew = True
+    while grew:  # and everything below the notification's own spans
+        below = {s.span_id for s in spans if s.parent_span_id in own and s.span_id not in own}
+        grew = bool(below)
+        own |= below
+        kept |= below
+    return [s for s in spans if s.span_id in kept]
+
+
 def service_name(span: trace_pb2.TraceSpan) -> str:
     return span.service.removeprefix("herald-")
 

@@ -6,11 +6,12 @@ trace store (Delivery.GetTrace). `herald trace --trace-id <id>` shows any trace.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
 
-from herald.delivery.v1 import delivery_service_pb2, notification_pb2
+from herald.delivery.v1 import delivery_service_pb2, notification_pb2, trace_pb2
 from herald.type.v1 import platform_pb2, push_options_pb2
 from services.cli import formatting, span_tree
 from services.cli.context import Context
@@ -78,7 +79,7 @@ def trace_notification(args: argparse.Namespace, ctx: Context) -> int:
         return 0
     _show_attempts(notification, ctx)
     for found in traces:
-        found.show(ctx)
+        found.show(ctx, notification)
     return 0
 
 
@@ -142,11 +143,22 @@ class _Trace:
             return {"trace_id": self.trace_id, "spans": [], "missing": self.missing}
         return formatting.to_json(self.answer)
 
-    def show(self, ctx: Context) -> None:
+    def show(self, ctx: Context, notification: Any) -> None:
         if self.answer is None:
             ctx.out.line(f"Trace {self.trace_id}: no spans to show. {self.missing}")
             return
-        _print_tree(self.answer, ctx)
+        spans = span_tree.focus(
+            self.answer.spans,
+            notification.notification_id,
+            [a.span_id for a in notification.attempts if a.span_id],
+        )
+        _print_tree(self.answer, ctx, spans)
+        hidden = len(self.answer.spans) - len(spans)
+        if hidden:
+            ctx.out.line(
+                f"{hidden} spans of other notifications in this trace are not shown: "
+                f"herald trace --trace-id {self.trace_id}"
+            )
 
 
 def _fetch_trace(trace_id: str, ctx: Context) -> _Trace:
@@ -183,12 +195,17 @@ def _show_trace(trace_id: str, ctx: Context) -> int:
     return 0
 
 
-def _print_tree(answer: delivery_service_pb2.GetTraceResponse, ctx: Context) -> None:
-    services = sorted({span_tree.service_name(s) for s in answer.spans})
+def _print_tree(
+    answer: delivery_service_pb2.GetTraceResponse,
+    ctx: Context,
+    spans: Sequence[trace_pb2.TraceSpan] | None = None,
+) -> None:
+    shown = answer.spans if spans is None else spans
+    services = sorted({span_tree.service_name(s) for s in shown})
     ctx.out.table(
         span_tree.COLUMNS,
-        span_tree.rows(answer.spans),
-        title=f"Trace {answer.trace_id}: {len(answer.spans)} spans from {', '.join(services)}",
+        span_tree.rows(shown),
+        title=f"Trace {answer.trace_id}: {len(shown)} spans from {', '.join(services)}",
         whole=("span", "duration"),
     )
     if answer.truncated:

@@ -75,3 +75,22 @@ def test_a_row_shows_offset_duration_status_and_the_telling_attributes():
         "ERROR Unregistered",
         "provider=apns status=410 reason=Unregistered apns-id=5e2c",
     ]
+
+
+def test_a_campaign_trace_is_narrowed_to_one_notifications_path_and_attempts():
+    spans = [
+        _span("launch", "", 0),
+        _span("enqueue-1", "launch", 1),
+        _span("enqueue-2", "launch", 2),
+        _span("mine", "enqueue-1", 3, **{"herald.notification_id": "n1"}),
+        _span("mine-redis", "mine", 4),
+        _span("retry", "enqueue-1", 5),  # named only by the record's span id
+        _span("theirs", "enqueue-1", 6, **{"herald.notification_id": "n2"}),
+        _span("theirs-2", "enqueue-2", 7, **{"herald.notification_id": "n3"}),
+    ]
+
+    kept = [s.span_id for s in span_tree.focus(spans, "n1", ["retry"])]
+    alone = [s.span_id for s in span_tree.focus(spans[:5], "n1")]
+
+    assert kept == ["launch", "enqueue-1", "mine", "mine-redis", "retry"]
+    assert alone == ["launch", "enqueue-1", "enqueue-2", "mine", "mine-redis"]  # whole
