@@ -51,28 +51,40 @@ def _reservation_key(kind: Unique, value: str) -> str:
     return keys.email_owner(value) if kind is Unique.EMAIL else keys.phone_owner(value)
 
 
-# Every field a user record can hold (see _fields_of); HMGET of these answers a plain
-# list, which costs the client far less than HGETALL's field/value pairs made a dict.
-RECORD_FIELDS = ("e", "p", "a", "tz", "lc", "ct", "ut", "v")
+# The fields of a user record (see _fields_of) by the User attribute they hold. Batch
+# reads HMGET only the fields a read mask needs (plus the version, which every record
+# has): a plain list answer, and few arguments, since redis-py encodes each in Python.
+RECORD_FIELD_OF = {
+    "email": "e",
+    "phone": "p",
+    "attributes": "a",
+    "time_zone": "tz",
+    "locale": "lc",
+    "create_us": "ct",
+    "update_us": "ut",
+}
+VERSION_FIELD = "v"
 
 
-def _user_from_values(external_id: str, values: Sequence[Any]) -> User | None:
-    """A user from HMGET of RECORD_FIELDS; None when the record does not exist (every
-    write sets the version, write_user.lua)."""
-    email, phone, attributes_json, time_zone, locale, created, updated, version = values
-    if version is None:
+def _user_from_values(
+    external_id: str, wanted: Sequence[str], values: Sequence[Any]
+) -> User | None:
+    """A user from HMGET of the fields of `wanted` (then the version); fields not wanted
+    keep their defaults. None when the record does not exist (every write sets the
+    version, write_user.lua)."""
+    if values[-1] is None:
         return None
-    return User(
-        external_id=external_id,
-        email=_text(email),
-        phone=_text(phone),
-        attributes=attributes.deserialise(_text(attributes_json)),
-        time_zone=_text(time_zone),
-        locale=_text(locale),
-        create_us=int(created or 0),
-        update_us=int(updated or 0),
-        version=int(version or 0),
-    )
+    found: dict[str, Any] = {"version": int(values[-1])}
+    for name, value in zip(wanted, values, strict=False):
+        if value is None:
+            continue
+        if name == "attributes":
+            found[name] = attributes.deserialise(_text(value))
+        elif name in ("create_us", "update_us"):
+            found[name] = int(value)
+        else:
+            found[name] = _text(value)
+    return User(external_id=external_id, **found)
 
 
 def _user_from(external_id: str, raw: Mapping[Any, Any]) -> User:
@@ -117,16 +129,22 @@ class UserStore:
         raw = await self.redis.hgetall(keys.user(external_id))
         return _user_from(external_id, raw) if raw else None
 
-    async def get_many(self, external_ids: Sequence[str]) -> list[User | None]:
-        """Users in request order (None where missing), in one pipelined round trip."""
+    async def get_many(
+        self, external_ids: Sequence[str], wanted: Sequence[str] = tuple(RECORD_FIELD_OF)
+    ) -> list[User | None]:
+        """Users in request order (None where missing), in one pipelined round trip.
+
+        Only the User attributes in `wanted` are read (names of RECORD_FIELD_OF); the
+        others keep their defaults."""
         if not external_ids:
             return []
+        fields = [RECORD_FIELD_OF[name] for name in wanted] + [VERSION_FIELD]
         async with self.redis.pipeline(transaction=False) as pipe:
             for external_id in external_ids:
-                pipe.hmget(keys.user(external_id), RECORD_FIELDS)
+                pipe.hmget(keys.user(external_id), fields)
             answers = await pipe.execute()
         return [
-            _user_from_values(external_id, values)
+            _user_from_values(external_id, wanted, values)
             for external_id, values in zip(external_ids, answers, strict=True)
         ]
 

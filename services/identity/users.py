@@ -139,6 +139,30 @@ def check_read_mask(paths: Sequence[str]) -> None:
         raise InvalidArgument("read_mask names unknown fields", bad)
 
 
+# What each readable path needs from the stored record (external_id is the key).
+_RECORD_FIELDS_OF_PATH = {
+    "email": "email",
+    "phone": "phone",
+    "attributes": "attributes",
+    "time_zone": "time_zone",
+    "locale": "locale",
+    "create_time": "create_us",
+    "update_time": "update_us",
+}
+
+
+def _record_fields_for(read_mask: Sequence[str]) -> tuple[str, ...]:
+    """The User attributes a read mask shows (every one without a mask)."""
+    if not read_mask:
+        return tuple(_RECORD_FIELDS_OF_PATH.values())
+    wanted = {
+        "attributes" if path.startswith(ATTRIBUTE_PREFIX) else _RECORD_FIELDS_OF_PATH.get(path, "")
+        for path in read_mask
+    }
+    wanted.discard("")
+    return tuple(sorted(wanted))
+
+
 class Users:
     def __init__(self, store: UserStore) -> None:
         self.store = store
@@ -211,7 +235,7 @@ class Users:
                 reason="BATCH_TOO_LARGE",
             )
         check_read_mask(read_mask)
-        users = await self.store.get_many(list(external_ids))
+        users = await self.store.get_many(list(external_ids), _record_fields_for(read_mask))
         found = [user for user in users if user is not None]
         missing = [
             external_id
