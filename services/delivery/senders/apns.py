@@ -19,6 +19,7 @@ from services.delivery.credentials import Credential
 from services.delivery.payloads import ProviderRequest
 from services.delivery.senders import ProviderAnswer, parse_retry_after
 from services.delivery.senders.apns_jwt import ApnsTokenSigner
+from services.delivery.transport.connection import never_indexed
 from services.delivery.transport.errors import TransportError
 from services.delivery.transport.pool import H2Pool, PoolOptions
 from services.delivery.transport.tls import client_context
@@ -89,13 +90,19 @@ class ApnsSender:
         self, credential: Credential, request: ProviderRequest, origin: str, time_limit: float
     ) -> ProviderAnswer:
         route = self.route(credential)
-        headers = list(request.headers)
+        apns_id = ""
+        headers: list[tuple[str, str]] = []
+        for name, value in request.headers:
+            if name == "apns-id":  # new per request: kept out of the HPACK table
+                apns_id = value
+                headers.append(never_indexed(name, value))
+            else:
+                headers.append((name, value))
         if route.signer is not None:
             headers.append(("authorization", route.signer.authorization()))
-        apns_id = dict(request.headers).get("apns-id", "")
         try:
             exchange = await route.pool.request(
-                "POST", request.path, headers, request.body, time_limit
+                "POST", request.path, headers, request.body, time_limit, unique_path=True
             )
         except TransportError as error:
             return ProviderAnswer(0, error.reason, apns_id, error=error.detail, transport=True)

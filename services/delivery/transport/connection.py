@@ -54,6 +54,11 @@ class _PlainEncoder(hpack.Encoder):
         return super().encode(headers, huffman=False)
 
 
+def never_indexed(name: str, value: str) -> tuple[str, str]:
+    """A header HPACK keeps out of its table (a value that will not repeat soon)."""
+    return cast(tuple[str, str], hpack.NeverIndexedHeaderTuple(name, value))
+
+
 def _check_values(headers: list[tuple[str, str]]) -> None:
     for name, value in headers:
         if any(bad in value for bad in _ILLEGAL_IN_VALUE) or value != value.strip():
@@ -162,9 +167,17 @@ class H2Connection(asyncio.Protocol):
 
     # -- requests ---------------------------------------------------------------------
     def start(
-        self, method: str, path: str, headers: list[tuple[str, str]], body: bytes
+        self,
+        method: str,
+        path: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        unique_path: bool = False,
     ) -> tuple[int, asyncio.Future[Response]]:
-        """Open a stream and send the request; the future resolves with the answer."""
+        """Open a stream and send the request; the future resolves with the answer.
+        `unique_path`: the path (e.g. APNs' /3/device/<token>) will not repeat soon, so
+        it stays out of the HPACK table (so do headers made with `never_indexed`):
+        indexing it would only evict entries that repeat."""
         if self.closed or self.draining:
             raise TransportError("CONNECTION_LOST", "connection is closing", unprocessed=True)
         try:
@@ -175,7 +188,7 @@ class H2Connection(asyncio.Protocol):
                 (":method", method),
                 (":scheme", "https"),
                 (":authority", self.authority),
-                (":path", path),
+                never_indexed(":path", path) if unique_path else (":path", path),
                 *headers,
                 ("content-length", str(len(body))),
             ]

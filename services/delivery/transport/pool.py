@@ -89,14 +89,20 @@ class H2Pool:
 
     # -- requests ---------------------------------------------------------------------
     async def request(
-        self, method: str, path: str, headers: list[tuple[str, str]], body: bytes, time_limit: float
+        self,
+        method: str,
+        path: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        time_limit: float,
+        unique_path: bool = False,
     ) -> Exchange:
         deadline = time.monotonic() + time_limit
         resent = 0
         while True:
             conn = await self._acquire(deadline)
             try:
-                stream_id, future = conn.start(method, path, headers, body)
+                stream_id, future = conn.start(method, path, headers, body, unique_path)
             except TransportError:
                 resent += 1
                 if resent > self.options.max_resends:
