@@ -119,7 +119,7 @@ def finish_of(
     now: float,
     hand_to_queue: bool = True,
 ) -> Finish:
-    """What `finish_attempt.lua` records for one answered attempt: the attempt, the new
+    """What `finish_attempts.lua` records for one answered attempt: the attempt, the new
     outcome, the outcome event and, for a retry, when the queue sends the next one.
     Send passes `hand_to_queue=False` for retries it makes itself (the record stays
     RETRYING, nothing is scheduled)."""
