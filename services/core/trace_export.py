@@ -10,6 +10,7 @@ and the batch is dropped: spans are diagnostics, not data worth retrying for.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -102,7 +103,7 @@ class RedisSpanExporter(SpanExporter):
                         extra={"error": f"{type(error).__name__}: {error}"},
                     )
                     self._failing = True
-                self._client = None  # reconnect next time (a cluster may have moved)
+                self._drop_client()  # reconnect next time (a cluster may have moved)
                 return SpanExportResult.FAILURE
         if self._failing:
             log.info("spans stored again: the trace store's Redis answers")
@@ -128,10 +129,15 @@ class RedisSpanExporter(SpanExporter):
         if len(self._full) > FULL_TRACES_REMEMBERED:
             self._full.popitem(last=False)
 
+    def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            # Its connections may be broken already; there is nothing else to hand back.
+            with contextlib.suppress(redis.RedisError, OSError):
+                client.close()
+
     def shutdown(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._drop_client()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True  # nothing is buffered here; the processor holds the queue

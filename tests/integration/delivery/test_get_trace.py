@@ -10,6 +10,9 @@ from typing import Any
 
 import grpc
 import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from herald.delivery.v1 import delivery_service_pb2 as DS
 from herald.delivery.v1 import delivery_service_pb2_grpc, notification_pb2, trace_pb2
@@ -19,6 +22,7 @@ from services.core.auth import ADMIN_KEY_HEADER, API_KEY_HEADER
 from services.core.config import Settings
 from services.core.server import RunningServer
 from services.core.status import ErrorDetails, parse_error
+from services.core.trace_export import RedisSpanExporter
 from services.delivery.spec import SPEC as DELIVERY
 from services.identity.spec import SPEC as IDENTITY
 from services.sandbox.apns import new_device_token
@@ -107,6 +111,28 @@ async def test_a_calls_spans_are_read_back_in_start_order_with_their_parents(
     starts = [s.start_time.ToNanoseconds() for s in answer.spans]
     assert starts == sorted(starts)
     assert rpc.duration.ToNanoseconds() > 0
+
+
+async def test_a_trace_at_the_stores_cap_is_answered_truncated(start_service, local, stop_tracing):
+    capped = local.model_copy(update={"trace_store_max_spans": 10})
+    server = await start_service(DELIVERY, capped)
+    stop_tracing.append(server)
+    # A long trace written by a service with the same settings (the real exporter).
+    writer = TracerProvider(resource=Resource.create({"service.name": "herald-campaign"}))
+    writer.add_span_processor(SimpleSpanProcessor(RedisSpanExporter(capped)))
+    tracer = writer.get_tracer("t")
+    with tracer.start_as_current_span("LaunchCampaign") as root:
+        for index in range(14):
+            with tracer.start_as_current_span(f"Enqueue {index}"):
+                pass
+    writer.shutdown()
+    trace_id = format(root.get_span_context().trace_id, "032x")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = delivery_service_pb2_grpc.DeliveryServiceStub(channel)
+        answer = await stub.GetTrace(DS.GetTraceRequest(trace_id=trace_id))
+
+    assert answer.truncated
+    assert [s.name for s in answer.spans] == [f"Enqueue {index}" for index in range(10)]
 
 
 @pytest.mark.parametrize("trace_id", ["", "abc", "g" * 32, "0" * 32, "a" * 33, "a" * 31])
