@@ -156,8 +156,8 @@ class _Trace:
         hidden = len(self.answer.spans) - len(spans)
         if hidden:
             ctx.out.line(
-                f"{hidden} spans of other notifications in this trace are not shown: "
-                f"herald trace --trace-id {self.trace_id}"
+                f"{hidden} more spans of this trace (other notifications', work they "
+                f"share) are not shown: herald trace --trace-id {self.trace_id}"
             )
 
 
