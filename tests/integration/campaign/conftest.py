@@ -40,8 +40,8 @@ from herald.type.v1 import platform_pb2, push_token_pb2
 from services.campaign.clock import ManualClock
 from services.campaign.servicer import CampaignServicer
 from services.campaign.spec import SPEC as CAMPAIGN_SPEC
-from services.core.config import Settings, load_settings
-from services.core.embedded_redis import EmbeddedRedis, EmbeddedRedisCluster, free_port
+from services.core.config import Settings
+from services.core.embedded_redis import free_port
 from services.core.server import RunningServer
 from services.identity.spec import SPEC as IDENTITY_SPEC
 from services.registration.spec import SPEC as REGISTRATION_SPEC
@@ -70,21 +70,14 @@ async def delivery_double() -> AsyncIterator[RecordingServer]:
 
 
 @pytest.fixture
-def settings(
-    redis_server: EmbeddedRedis | EmbeddedRedisCluster,
-    cluster_mode: bool,
-    delivery_double: RecordingServer,
-) -> Settings:
-    return load_settings(
-        redis_url=redis_server.url,
-        redis_cluster=cluster_mode,
-        metrics_port=-2,  # any free port: tests start several Campaign processes
-        log_format="text",
-        log_level="WARNING",
-        trace_exporter="none",
-        shutdown_grace_seconds=1.0,
-        credentials_key=base64.b64encode(os.urandom(32)).decode(),
-        delivery_address=f"127.0.0.1:{delivery_double.port}",
+def settings(settings: Settings, delivery_double: RecordingServer) -> Settings:
+    """The shared test settings (tests/conftest.py) with Delivery = the recording double."""
+    return settings.model_copy(
+        update={
+            "log_level": "WARNING",
+            "shutdown_grace_seconds": 1.0,
+            "delivery_address": f"127.0.0.1:{delivery_double.port}",
+        }
     )
 
 

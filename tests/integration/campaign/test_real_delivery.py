@@ -3,8 +3,6 @@ every device receives its push once, and the report adds up from StreamOutcomes.
 
 from __future__ import annotations
 
-import base64
-import os
 import uuid
 
 import grpc
@@ -18,8 +16,7 @@ from herald.registration.v1 import registration_service_pb2_grpc
 from herald.type.v1 import platform_pb2, push_token_pb2
 from services.campaign.clock import ManualClock
 from services.campaign.spec import SPEC as CAMPAIGN_SPEC
-from services.core.config import Settings, load_settings
-from services.core.embedded_redis import EmbeddedRedis, EmbeddedRedisCluster
+from services.core.config import Settings
 from services.delivery.spec import SPEC as DELIVERY_SPEC
 from services.identity.spec import SPEC as IDENTITY_SPEC
 from services.registration.spec import SPEC as REGISTRATION_SPEC
@@ -49,25 +46,16 @@ DEV = platform_pb2.APNS_ENVIRONMENT_DEVELOPMENT
 
 
 @pytest.fixture
-def settings(
-    redis_server: EmbeddedRedis | EmbeddedRedisCluster,
-    cluster_mode: bool,
-    sandbox,  # noqa: F811
-) -> Settings:
+def settings(settings: Settings, sandbox) -> Settings:  # noqa: F811
+    """Campaign's test settings with the providers = the session's sandboxes."""
     apns = f"https://127.0.0.1:{sandbox.apns_port}"
-    return load_settings(
-        redis_url=redis_server.url,
-        redis_cluster=cluster_mode,
-        metrics_port=-2,
-        log_format="text",
-        log_level="WARNING",
-        trace_exporter="none",
-        shutdown_grace_seconds=1.0,
-        credentials_key=base64.b64encode(os.urandom(32)).decode(),
-        apns_production_origin=apns,
-        apns_development_origin=apns,
-        fcm_origin=f"https://127.0.0.1:{sandbox.fcm_port}",
-        provider_ca_file=str(sandbox.ca_file),
+    return settings.model_copy(
+        update={
+            "apns_production_origin": apns,
+            "apns_development_origin": apns,
+            "fcm_origin": f"https://127.0.0.1:{sandbox.fcm_port}",
+            "provider_ca_file": str(sandbox.ca_file),
+        }
     )
 
 
