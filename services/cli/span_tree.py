@@ -65,14 +65,17 @@ def focus(
     """The spans about one notification when the trace also carries others (a
     campaign's trace holds every recipient's attempts): its attempt spans (named by the
     attribute or by the record's span ids), everything under them, and the chain of
-    spans above them up to the root. A trace of this notification alone is kept whole."""
+    spans above them up to the root. A trace of this notification alone is kept whole;
+    a shared trace without any span of this notification gives nothing."""
     own = {s.span_id for s in spans if s.attributes.get(NOTIFICATION_ATTRIBUTE) == notification_id}
     own |= set(span_ids) & {s.span_id for s in spans}
     others = any(
         s.attributes.get(NOTIFICATION_ATTRIBUTE, notification_id) != notification_id for s in spans
     )
-    if not others or not own:
+    if not others:
         return list(spans)
+    if not own:
+        return []  # the trace is another's story here (this one's spans were past the cap)
     parents = {s.span_id: s.parent_span_id for s in spans}
     kept = set(own)
     for span_id in own:  # the chain up to the root

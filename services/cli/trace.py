@@ -152,6 +152,14 @@ class _Trace:
             notification.notification_id,
             [a.span_id for a in notification.attempts if a.span_id],
         )
+        if not spans:
+            capped = " (the trace reached the store's cap)" if self.answer.truncated else ""
+            ctx.out.line(
+                f"Trace {self.trace_id}: none of this notification's spans are among the "
+                f"{len(self.answer.spans)} stored{capped}; herald trace --trace-id "
+                f"{self.trace_id} shows them."
+            )
+            return
         _print_tree(self.answer, ctx, spans)
         hidden = len(self.answer.spans) - len(spans)
         if hidden:

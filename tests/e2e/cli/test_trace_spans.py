@@ -14,7 +14,7 @@ import pytest
 
 from herald.campaign.v1 import campaign_service_pb2, campaign_service_pb2_grpc, push_message_pb2
 from herald.delivery.v1 import delivery_service_pb2 as DS
-from herald.delivery.v1 import delivery_service_pb2_grpc
+from herald.delivery.v1 import delivery_service_pb2_grpc, notification_pb2
 from herald.type.v1 import push_options_pb2
 from services.campaign.spec import SPEC as CAMPAIGN_SPEC
 from services.core.config import Settings
@@ -25,7 +25,7 @@ from services.registration.spec import SPEC as REGISTRATION_SPEC
 from services.sandbox.apns import new_device_token
 
 from .conftest import create_app, run_cli
-from .test_send_and_trace import _enqueue_and_wait
+from .test_send_and_trace import _enqueue_and_wait, _put_credentials
 
 DEFAULT_EXPORTER = Settings.model_fields["trace_exporter"].default
 # A terminal wide enough that each span's details stay on its row.
@@ -224,3 +224,66 @@ async def test_without_stored_spans_herald_trace_says_so_and_still_shows_the_att
     assert "  trace_id: must be 32 hex digits" in malformed.stderr
     assert both.code == 2
     assert "one of them" in both.stderr
+
+
+async def test_a_campaign_notifications_trace_shows_its_own_path_of_the_launch(traced, sandbox):
+    servers = await traced(REGISTRATION_SPEC, IDENTITY_SPEC, DELIVERY_SPEC, CAMPAIGN_SPEC)
+    addresses = {name: f"127.0.0.1:{server.port}" for name, server in servers.items()}
+    await create_app(addresses)
+    await _put_credentials(addresses, sandbox)
+    ios = ["--platform", "ios", "--os-version", "17.4", "--environment", "development"]
+    await asyncio.gather(
+        *(
+            run_cli(
+                "devices",
+                "register",
+                "shop",
+                f"phone-{i}",
+                *ios,
+                "--apns-token",
+                new_device_token(),
+                "--authorization",
+                "authorized",
+                addresses=addresses,
+            )
+            for i in range(3)
+        )
+    )
+    created = await run_cli(
+        "campaigns", "create", "shop", "--name", "Sale", "--title", "Hi", "--body", "News",
+        "--platform", "ios", "--json", addresses=addresses,
+    )  # fmt: skip
+    assert created.code == 0, created.stderr
+    campaign_id = created.json()["campaign_id"]
+    launched = await run_cli("campaigns", "launch", campaign_id, "--watch", addresses=addresses)
+    assert launched.code == 0, launched.stderr
+
+    async with grpc.aio.insecure_channel(addresses["delivery"]) as channel:
+        delivery = delivery_service_pb2_grpc.DeliveryServiceStub(channel)
+        listed = await delivery.ListNotifications(
+            DS.ListNotificationsRequest(
+                app_id="shop", campaign_id=campaign_id, view=notification_pb2.NOTIFICATION_VIEW_FULL
+            )
+        )
+        assert len(listed.notifications) == 3
+        chosen = listed.notifications[1]
+        await _wait_delivered(delivery, chosen.notification_id)
+        record = (
+            await delivery.GetNotification(
+                DS.GetNotificationRequest(notification_id=chosen.notification_id)
+            )
+        ).notification
+        trace_id = record.attempts[0].trace_id
+        await _wait_spans(delivery, list(servers.values()), trace_id)
+        whole = await delivery.GetTrace(DS.GetTraceRequest(trace_id=trace_id))
+
+    shown = await run_cli("trace", chosen.notification_id, addresses=addresses, env=WIDE)
+
+    assert shown.code == 0, shown.stderr
+    rows = [line for line in shown.stdout.splitlines() if "delivery.attempt" in line]
+    assert len(rows) == 1  # this notification's attempt, not its campaign siblings'
+    assert f"apns-id={record.attempts[0].apns_id}" in rows[0]
+    others = sum(1 for s in whole.spans if s.name == "delivery.attempt") - 1
+    if others:  # the siblings ran in the launch's trace: they are left out, and it says so
+        assert "more spans of this trace" in shown.stdout
+        assert f"herald trace --trace-id {trace_id}" in shown.stdout

@@ -92,5 +92,8 @@ def test_a_campaign_trace_is_narrowed_to_one_notifications_path_and_attempts():
     kept = [s.span_id for s in span_tree.focus(spans, "n1", ["retry"])]
     alone = [s.span_id for s in span_tree.focus(spans[:5], "n1")]
 
+    past_the_cap = span_tree.focus(spans, "n9")
+
     assert kept == ["launch", "enqueue-1", "mine", "mine-redis", "retry"]
+    assert past_the_cap == []  # not the whole campaign instead
     assert alone == ["launch", "enqueue-1", "enqueue-2", "mine", "mine-redis"]  # whole
