@@ -34,6 +34,9 @@ REDIS_TIMEOUT_SECONDS = 2.0
 # `herald trace` right after a send should find the spans, so the store is written
 # every second rather than the SDK's 5 s (OTEL_BSP_SCHEDULE_DELAY still wins).
 SCHEDULE_DELAY_MS = 1000
+# What a Redis or Redis Cluster client raises when the store cannot be written (a
+# cluster's own errors are not all RedisErrors).
+_REDIS_FAILURES = (redis.RedisError, redis.exceptions.RedisClusterException, OSError)
 # Traces known to be at the cap: their later spans are dropped here, without a write.
 FULL_TRACES_REMEMBERED = 10_000
 
@@ -95,7 +98,7 @@ class RedisSpanExporter(SpanExporter):
         with suppress_instrumentation():
             try:
                 lengths = self._write(grouped)
-            except (redis.RedisError, OSError) as error:
+            except _REDIS_FAILURES as error:
                 if not self._failing:
                     log.warning(
                         "spans not stored: the trace store's Redis failed; spans are "
@@ -133,7 +136,7 @@ class RedisSpanExporter(SpanExporter):
         client, self._client = self._client, None
         if client is not None:
             # Its connections may be broken already; there is nothing else to hand back.
-            with contextlib.suppress(redis.RedisError, OSError):
+            with contextlib.suppress(*_REDIS_FAILURES):
                 client.close()
 
     def shutdown(self) -> None:

@@ -187,3 +187,23 @@ def test_an_overflowing_span_queue_warns_once_per_interval_not_per_span(caplog):
         "Queue full, dropping span.",
         "another warning",
     ]
+
+
+def test_an_unreachable_cluster_drops_spans_and_logs_once(store_settings, caplog):
+    nowhere = store_settings.model_copy(
+        update={"redis_url": f"redis://127.0.0.1:{free_port()}/0", "redis_cluster": True}
+    )
+    exporter = RedisSpanExporter(nowhere)
+    tracer = TracerProvider(resource=Resource.create({"service.name": "herald-test"})).get_tracer(
+        "t"
+    )
+    with tracer.start_as_current_span("first") as span:
+        pass
+
+    with caplog.at_level(logging.INFO, logger="herald.tracing"):
+        results = [exporter.export([span]) for _ in range(2)]
+    exporter.shutdown()
+
+    assert results == [SpanExportResult.FAILURE, SpanExportResult.FAILURE]
+    warnings = [r for r in caplog.records if r.name == "herald.tracing"]
+    assert [r.getMessage()[:16] for r in warnings] == ["spans not stored"]
