@@ -75,9 +75,16 @@ def _with_log(record: DeviceRecord, log: ChangeLog) -> DeviceRecord:
 
 
 def register(
-    old: DeviceRecord | None, given: DeviceInput, token: Token | None, now: int
+    old: DeviceRecord | None,
+    given: DeviceInput,
+    token: Token | None,
+    now: int,
+    log_new_device: bool = True,
 ) -> Mutation:
-    """RegisterDevice and one imported device: an idempotent upsert."""
+    """RegisterDevice and one imported device: an idempotent upsert.
+
+    `log_new_device=False` (imports) leaves out the REGISTERED entry of a new device:
+    a migrated device's history is the previous provider's (importer.py)."""
     log = ChangeLog(now)
     if old is None:
         status = given.authorization_status or rules.default_authorization(
@@ -100,7 +107,7 @@ def register(
             token_confirm_ms=now if token else 0,
         )
         redacted = redact_token(token)
-        if token is not None:
+        if token is not None and log_new_device:
             log.add(
                 REGISTERED, to_user=given.user_id, from_user=given.user_id, redacted_token=redacted
             )

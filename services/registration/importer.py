@@ -21,8 +21,8 @@ from services.registration.apps import AppDirectory
 from services.registration.changes import Mutation
 from services.registration.domain import Devices, now_ms
 from services.registration.invalidation import ItemProblem, batch_too_large
-from services.registration.model import REGISTERED, DeviceRecord, Token
-from services.registration.store import CONFIRMED, token_value
+from services.registration.model import DeviceRecord, Token
+from services.registration.store import CONFIRMED, pending_token_values
 from services.registration.tokens import token_digest
 from services.registration.validation import DeviceInput, check_device, check_id, violations_reason
 
@@ -89,19 +89,16 @@ def _registration(
 ) -> Mutation:
     if old is not None and mode == SKIP_EXISTING:
         return Mutation(old, write=False)
-    mutation = changes.register(old, item.device, token, now)
+    # A migrated device's history is the previous provider's: a REGISTERED entry dated
+    # from the import would say nothing, and it costs ~40 bytes per device (a fifth of
+    # a record) at millions of devices. The user log still gets BOUND.
+    mutation = changes.register(old, item.device, token, now, log_new_device=False)
     new = mutation.new
     assert new is not None
     if old is not None and not mutation.entries and new.update_ms == old.update_ms:
         return Mutation(old, write=False)  # identical: an import does not touch last_seen
     if item.last_seen_ms:
         new.last_seen_ms = item.last_seen_ms
-    if mutation.created:
-        # A migrated device's history is the previous provider's: a REGISTERED entry
-        # dated from the import would say nothing, and it costs ~40 bytes per device
-        # (a fifth of a record) at millions of devices. The user log still gets BOUND.
-        new.log = [entry for entry in new.log if entry.kind != REGISTERED]
-        mutation.entries = [entry for entry in mutation.entries if entry.kind != REGISTERED]
     return mutation
 
 
@@ -284,7 +281,9 @@ class Importer:
                 slow.append(pending)  # two devices of this message share a token
                 continue
             seen_tokens.add(digest)
-            claims.append((pending, digest, token_value(pending.item.device.device_id)))
+            claims.append((pending, digest, b""))
+        values = pending_token_values([p.item.device.device_id for p, _, _ in claims])
+        claims = [(p, digest, value) for (p, digest, _), value in zip(claims, values, strict=True)]
         contested = await self.store.claim_free_tokens(
             app_id, [(digest, value) for _, digest, value in claims]
         )

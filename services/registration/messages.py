@@ -64,22 +64,6 @@ def token_input(message: push_token_pb2.PushToken, present: bool) -> TokenInput 
     return TokenInput(0)
 
 
-def token_message(token: Token | None) -> push_token_pb2.PushToken | None:
-    if token is None:
-        return None
-    if token.kind == APNS:
-        return push_token_pb2.PushToken(apns=push_token_pb2.ApnsToken(device_token=token.value))
-    if token.kind == FCM:
-        return push_token_pb2.PushToken(fcm=push_token_pb2.FcmToken(registration_token=token.value))
-    return push_token_pb2.PushToken(
-        web_push=push_token_pb2.WebPushSubscription(
-            endpoint=token.value,
-            p256dh=encode_base64url(token.p256dh),
-            auth=encode_base64url(token.auth),
-        )
-    )
-
-
 def device_input(request: registration_service_pb2.RegisterDeviceRequest) -> DeviceInput:
     return DeviceInput(
         device_id=request.device_id,
@@ -116,6 +100,7 @@ def imported_device(item: registration_service_pb2.ImportedDevice) -> ImportedDe
 def device_message(
     app_id: str, device_id: str, rec: DeviceRecord, view: int = 0
 ) -> device_pb2.Device:
+    # Every RegisterDevice answers with one: nested messages as fields (see _token_fields).
     capability, provisional = rules.capability(rec)
     return device_pb2.Device(
         app_id=app_id,
@@ -125,17 +110,17 @@ def device_message(
         app_version=rec.app_version,
         locale=rec.locale,
         time_zone=rec.time_zone,
-        token=token_message(rec.token) if view == FULL_VIEW else None,
+        token=_token_fields(rec.token) if view == FULL_VIEW else None,  # type: ignore[arg-type]
         redacted_token=redact_token(rec.token),
         authorization_status=rec.authorization_status,  # type: ignore[arg-type]
         apns_environment=rec.apns_environment,  # type: ignore[arg-type]
         capability=capability,  # type: ignore[arg-type]
         provisional=provisional,
         user_id=rec.user_id,
-        create_time=timestamp(rec.create_ms),
-        update_time=timestamp(rec.update_ms),
-        last_seen_time=timestamp(rec.last_seen_ms),
-        token_update_time=timestamp(rec.token_update_ms),
+        create_time=_timestamp_fields(rec.create_ms),  # type: ignore[arg-type]
+        update_time=_timestamp_fields(rec.update_ms),  # type: ignore[arg-type]
+        last_seen_time=_timestamp_fields(rec.last_seen_ms),  # type: ignore[arg-type]
+        token_update_time=_timestamp_fields(rec.token_update_ms),  # type: ignore[arg-type]
     )
 
 
