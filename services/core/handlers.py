@@ -1,7 +1,10 @@
-"""Wrapping a gRPC method handler: the one mechanism every server interceptor uses.
+"""Wrapping a gRPC method handler: the one mechanism every per-call wrapper uses.
 
-An interceptor supplies two decorators: one for behaviours that answer once (unary and
-client-streaming RPCs) and one for behaviours that stream answers. `rewrap` applies the
+A wrapper supplies two decorators: one for behaviours that answer once (unary and
+client-streaming RPCs) and one for behaviours that stream answers. The RPC wrapper
+(rpc_wrapper.py) applies them once per method at start-up; `WrappingInterceptor` still
+lets a class state its decorators per method (auth.py), and works as a grpc.aio
+interceptor too. `rewrap` applies the
 right one and keeps the handler's (de)serializers; `answers` iterates a streaming
 behaviour's answers whether it yields them or writes them with `context.write`.
 """
