@@ -225,7 +225,7 @@ class DeliveryProcess:
             **env,
         }
         self.process = subprocess.Popen([sys.executable, "-m", "services.delivery"], env=environ)
-        if not _wait_port(self.port, 30):
+        if not _wait_port(self.port, 90):  # slow to start on a busy machine
             self.stop()
             raise RuntimeError("the Delivery process did not start")
         self.channel = grpc.aio.insecure_channel(
