@@ -12,6 +12,7 @@ from services.cli import formatting
 
 # (attribute, label) in the order shown; the rest of the attributes are in --json.
 KEY_ATTRIBUTES = (
+    ("herald.app_id", "app"),
     ("herald.provider", "provider"),
     ("http.response.status_code", "status"),
     ("herald.provider_reason", "reason"),

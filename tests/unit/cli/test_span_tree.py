@@ -52,6 +52,7 @@ def test_a_row_shows_offset_duration_status_and_the_telling_attributes():
         7,
         name="delivery.attempt",
         **{
+            "herald.app_id": "shop",
             "herald.provider": "apns",
             "http.response.status_code": "410",
             "herald.provider_reason": "Unregistered",
@@ -73,7 +74,7 @@ def test_a_row_shows_offset_duration_status_and_the_telling_attributes():
         "+7.0 ms",
         "2.5 ms",
         "ERROR Unregistered",
-        "provider=apns status=410 reason=Unregistered apns-id=5e2c",
+        "app=shop provider=apns status=410 reason=Unregistered apns-id=5e2c",
     ]
 
 
