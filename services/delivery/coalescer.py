@@ -54,10 +54,17 @@ class Coalescer(Generic[Key, Item]):
                     del self._pending[key]
                 try:
                     await self._write(key, [item for item, _ in batch])
-                except Exception as error:  # each caller sees its own call's failure
+                except BaseException as error:  # each caller sees its own call's failure
+                    failure = (
+                        error
+                        if isinstance(error, Exception)
+                        else ConnectionError("the batch write was cancelled")
+                    )
                     for _, future in batch:
                         if not future.done():
-                            future.set_exception(error)
+                            future.set_exception(failure)
+                    if not isinstance(error, Exception):
+                        raise  # cancelled: the finally below fails what is still pending
                     continue
                 for _, future in batch:
                     if not future.done():

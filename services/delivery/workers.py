@@ -236,6 +236,7 @@ class WorkerPool:
             await self.capacity.give_back(len(entries))
             return
         settled: list[str] = []  # DONE, CANCELLED or GONE (record expired): nothing to send
+        unused = 0
         for entry, claim in zip(entries, claims, strict=True):
             if claim.status == "GO" and claim.payload is not None:
                 # A fresh context: not the loop's (instrumentation suppressed), so the
@@ -244,9 +245,15 @@ class WorkerPool:
                 self._inflight[task] = entry
                 task.add_done_callback(self._done)
                 continue
+            unused += 1
             if claim.status != "BUSY":  # BUSY: another live worker's finish acknowledges it
                 settled.append(entry.entry_id)
-            await self.capacity.give_back(1)
+        # Every entry now belongs to a send task, is settled, or is another worker's:
+        # nothing of this batch is handed back at close any more.
+        current = asyncio.current_task()
+        if current in self._claiming:
+            self._claiming[current] = []
+        await self.capacity.give_back(unused)
         if settled:
             try:
                 async with self._redis_slots:
