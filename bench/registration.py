@@ -469,6 +469,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--load-processes", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=64, help="in-flight calls per process")
     parser.add_argument("--rate", type=float, default=2000, help="fixed rate of the latency phase")
+    parser.add_argument(
+        "--pool", type=int, default=20_000, help="distinct devices per load process"
+    )
     parser.add_argument("--import-devices", type=int, default=1_000_000)
     parser.add_argument(
         "--import-streams",
@@ -528,7 +531,10 @@ def main(argv: list[str]) -> int:
         _create_app(services, "bench-import")
         target = services.target("registration")
         budget = args.seconds + 120
-        common = ["--target", target, "--app-id", "bench", "--mode", "register"]
+        common = [
+            *("--target", target, "--app-id", "bench", "--mode", "register"),
+            *("--pool", str(args.pool)),
+        ]
         # Warm-up: registers every device of each load process's pool once (new
         # devices: the token claim path), so the measured phases see session-start
         # flushes (the steady state: most registrations repeat a known token).
