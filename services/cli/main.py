@@ -12,17 +12,28 @@ import os
 import sys
 from collections.abc import Sequence
 
-from services.cli import apps, campaigns, credentials, demo, devices, send, tls, trace, users
+from services.cli import (
+    apps,
+    campaigns,
+    credentials,
+    demo,
+    devices,
+    keys,
+    send,
+    tls,
+    trace,
+    users,
+)
 from services.cli.client import SERVICES, Client
 from services.cli.context import Context, Handler
 from services.cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, CliError, UsageError
 from services.cli.output import Output
 
-GROUPS = (apps, credentials, devices, users, send, campaigns, trace, demo)
+GROUPS = (apps, keys, credentials, devices, users, send, campaigns, trace, demo)
 
 DESCRIPTION = """\
-Manage and debug a Herald installation: apps and provider credentials, devices and
-users, pushes, campaigns and per-notification traces.
+Manage and debug a Herald installation: apps, their API keys and provider credentials,
+devices and users, pushes, campaigns and per-notification traces.
 
 Service addresses default to the HERALD_<SERVICE>_ADDRESS settings (the same ones the
 services read; `make run` listens on 127.0.0.1:50051-50054). TLS follows the services'
