@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from services.core.redis import RedisClient, hash_tag, load_script, shard_of
 
@@ -169,16 +170,27 @@ class RegistrationStore:
         """Runs one-key script calls: pipelined on a single Redis; on Redis Cluster,
         where redis-py refuses scripts in a pipeline, concurrently (each call goes to
         its key's node). Results in the order of `calls`."""
-        if isinstance(self.redis, RedisCluster):
+        if isinstance(self.redis, RedisCluster) or len(calls) == 1:
             return list(
                 await asyncio.gather(
                     *(script(keys=[key], args=args) for script, key, args in calls)
                 )
             )
+        # EVALSHA queued by hand: a pipeline that runs scripts through redis-py's Script
+        # objects first asks SCRIPT EXISTS, one more round trip for every batch.
         pipe = self.redis.pipeline(transaction=False)
         for script, key, args in calls:
-            await script(keys=[key], args=args, client=pipe)
-        return list(await pipe.execute())
+            pipe.evalsha(script.sha, 1, key, *args)
+        results = list(await pipe.execute(raise_on_error=False))
+        for position, result in enumerate(results):
+            if isinstance(result, NoScriptError):
+                # Redis lost its scripts (a restart, SCRIPT FLUSH): that call did not
+                # run; the Script object loads the script and runs it.
+                script, key, args = calls[position]
+                results[position] = await script(keys=[key], args=args)
+            elif isinstance(result, Exception):
+                raise result
+        return results
 
     # -- device records -------------------------------------------------------------
 
