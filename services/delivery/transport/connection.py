@@ -11,7 +11,8 @@ their answers; no new stream is opened here afterwards.
 
 Cost per request (docs/benchmarks/delivery.md): h2 is pure Python, so what it does per
 stream is most of a send's CPU. Writes are coalesced (one TLS write per loop pass, not
-one per request); header blocks are HPACK-encoded without Huffman coding and without
+one per request); open streams are not recounted by a full scan per new stream
+(`_StreamCountingH2`); header blocks are HPACK-encoded without Huffman coding and without
 h2's generic header validation/normalisation (our names are fixed lowercase literals;
 `_check_values` keeps the one check that matters for caller-supplied values).
 """
@@ -54,6 +55,31 @@ class _PlainEncoder(hpack.Encoder):
         return super().encode(headers, huffman=False)
 
 
+class _StreamCountingH2(h2.connection.H2Connection):
+    """h2 counts open streams by scanning every stream (and purging closed ones) each
+    time one is opened: O(streams in flight) per request. Here the scan runs only when
+    an upper bound (last count + streams opened since) could pass the server's limit, or
+    every PURGE_EVERY opens to drop closed streams; the limit is enforced as exactly."""
+
+    PURGE_EVERY = 128
+
+    def __init__(self, config: h2.config.H2Configuration) -> None:
+        super().__init__(config)
+        self._counted = 0
+        self._opened_since = 0
+
+    @property
+    def open_outbound_streams(self) -> int:
+        bound = self._counted + self._opened_since
+        limit = self.remote_settings.max_concurrent_streams
+        if bound + 1 <= limit and self._opened_since < self.PURGE_EVERY:
+            self._opened_since += 1  # asked before each new stream: count it now
+            return bound
+        self._counted = self._open_streams(int(self.config.client_side))
+        self._opened_since = 1
+        return self._counted
+
+
 def never_indexed(name: str, value: str) -> tuple[str, str]:
     """A header HPACK keeps out of its table (a value that will not repeat soon)."""
     return cast(tuple[str, str], hpack.NeverIndexedHeaderTuple(name, value))
@@ -89,7 +115,7 @@ class H2Connection(asyncio.Protocol):
         self.authority = authority
         self._on_change = on_change
         self._loop = asyncio.get_running_loop()
-        self._h2 = h2.connection.H2Connection(
+        self._h2 = _StreamCountingH2(
             h2.config.H2Configuration(
                 client_side=True,
                 header_encoding="utf-8",
