@@ -273,26 +273,42 @@ def _notification(token: str, index: int) -> notification_pb2.Notification:
 
 
 class OutcomeCounter:
-    """Reads StreamOutcomes from "now" and notes when each notification got its answer."""
+    """Reads StreamOutcomes from "now" and notes when each notification got its answer.
+    A stream the server ends (its connections are recycled every 5 minutes) is resumed
+    from the last batch's cursor, as a real consumer would: nothing is missed."""
 
     def __init__(self, stub: Any) -> None:
         self.answered: dict[str, float] = {}
         self.failed = 0
-        self.ready = asyncio.Event()
-        self._call = stub.StreamOutcomes(DS.StreamOutcomesRequest(app_id=APP, batch_size=5000))
+        self.resumed = 0
+        self._stub = stub
+        self._call: Any = None
+        self._closed = False
         self._task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
-        first = True
-        async for batch in self._call:
-            if first:
-                first = False
-            for event in batch.outcomes:
-                if event.outcome == push_options_pb2.DELIVERY_OUTCOME_RETRYING:
-                    continue
-                if event.outcome != push_options_pb2.DELIVERY_OUTCOME_DELIVERED:
-                    self.failed += 1
-                self.answered[event.notification_id] = event.event_time.ToNanoseconds() / 1e9
+        cursor = ""
+        while not self._closed:
+            request = DS.StreamOutcomesRequest(app_id=APP, batch_size=5000, cursor=cursor)
+            self._call = self._stub.StreamOutcomes(request)
+            try:
+                async for batch in self._call:
+                    self._count(batch.outcomes)
+                    cursor = batch.cursor
+            except grpc.aio.AioRpcError:
+                if self._closed:
+                    return
+            if not self._closed:
+                self.resumed += 1
+                await asyncio.sleep(0.1)
+
+    def _count(self, outcomes: Any) -> None:
+        for event in outcomes:
+            if event.outcome == push_options_pb2.DELIVERY_OUTCOME_RETRYING:
+                continue
+            if event.outcome != push_options_pb2.DELIVERY_OUTCOME_DELIVERED:
+                self.failed += 1
+            self.answered[event.notification_id] = event.event_time.ToNanoseconds() / 1e9
 
     async def wait_for(self, count: int, within: float) -> bool:
         deadline = time.monotonic() + within
@@ -303,7 +319,9 @@ class OutcomeCounter:
         return True
 
     def close(self) -> None:
-        self._call.cancel()
+        self._closed = True
+        if self._call is not None:
+            self._call.cancel()
         self._task.cancel()
 
 
@@ -386,20 +404,25 @@ async def _herald_rss(node: DeliveryProcess, count: int) -> list[tuple[int, floa
     sent: dict[str, float] = {}
     samples = [(0, node.rss_mb())]
     next_sample = count // 10
+    done_before = 0  # answered ids the client forgot (the count still includes them)
     for start in range(0, count, BATCH):
         # Keep the queue short (the run measures the process, not a backlog in Redis).
         while len(sent) - len(counter.answered) > 20_000:  # noqa: ASYNC110 - polls a count
             await asyncio.sleep(0.05)
         await _enqueue(node.stub, token, start, min(BATCH, count - start), sent)
-        if len(counter.answered) >= next_sample:
-            samples.append((len(counter.answered), node.rss_mb()))
+        if len(counter.answered) + done_before >= next_sample:
+            samples.append((len(counter.answered) + done_before, node.rss_mb()))
+            print(f"      {samples[-1][0]:>9,} answered: {samples[-1][1]:.0f} MB", flush=True)
             next_sample += count // 10
         if len(sent) > 200_000:  # the client forgets old ids; only the count matters here
             for nid in list(sent)[:100_000]:
                 sent.pop(nid)
-                counter.answered.pop(nid, None)
+                if counter.answered.pop(nid, None) is not None:
+                    done_before += 1
     await counter.wait_for(len(sent), 600)
     counter.close()
+    if counter.resumed:
+        print(f"      (StreamOutcomes resumed from its cursor {counter.resumed} times)")
     samples.append((count, node.rss_mb()))
     return samples
 
