@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 
 import grpc
 
@@ -78,8 +79,9 @@ class OutcomeConsumer:
                     if o.campaign_id and o.outcome in COUNTERS
                 ]
                 await self.deps.reports.outcomes(items)
-                for item in items:
-                    self.deps.metrics.outcomes.add(1, {"outcome": item[2]})
+                # One metric update per kind of outcome in the batch, not per outcome.
+                for outcome, count in Counter(item[2] for item in items).items():
+                    self.deps.metrics.outcomes.add(count, {"outcome": outcome})
                 if response.cursor:
                     await redis.set(keys.OUTCOMES_CURSOR, response.cursor)
                 if asyncio.get_running_loop().time() - renewed > self.deps.tuning.lease_seconds / 3:

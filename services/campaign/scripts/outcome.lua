@@ -6,7 +6,12 @@
 -- after completion, so a late outcome does not keep the set forever), then groups of
 -- 4: notification id, counter (delivered, bounced, failed, cancelled), reason, platform.
 -- Returns how many were counted now.
+-- The counters are summed here and written once each per call (not per outcome).
 local counted = 0
+local deltas = {}
+local function bump(field, n)
+  deltas[field] = (deltas[field] or 0) + n
+end
 for i = 2, #ARGV, 4 do
   local id, counter, reason = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local p = 'p' .. ARGV[i + 3] .. ':'
@@ -14,18 +19,21 @@ for i = 2, #ARGV, 4 do
     counted = counted + 1
     if counter == 'cancelled' then
       -- Dropped from Delivery's queue before sending: it was never sent after all.
-      redis.call('HINCRBY', KEYS[2], 'sent', -1)
-      redis.call('HINCRBY', KEYS[2], p .. 'sent', -1)
-      redis.call('HINCRBY', KEYS[2], 'suppressed', 1)
-      redis.call('HINCRBY', KEYS[2], p .. 'suppressed', 1)
-      redis.call('HINCRBY', KEYS[2], 's:CANCELLED', 1)
+      bump('sent', -1)
+      bump(p .. 'sent', -1)
+      bump('suppressed', 1)
+      bump(p .. 'suppressed', 1)
+      bump('s:CANCELLED', 1)
     else
-      redis.call('HINCRBY', KEYS[2], counter, 1)
-      redis.call('HINCRBY', KEYS[2], p .. counter, 1)
-      if counter == 'bounced' then redis.call('HINCRBY', KEYS[2], 'b:' .. reason, 1) end
-      if counter == 'failed' then redis.call('HINCRBY', KEYS[2], 'f:' .. reason, 1) end
+      bump(counter, 1)
+      bump(p .. counter, 1)
+      if counter == 'bounced' then bump('b:' .. reason, 1) end
+      if counter == 'failed' then bump('f:' .. reason, 1) end
     end
   end
+end
+for field, delta in pairs(deltas) do
+  redis.call('HINCRBY', KEYS[2], field, delta)
 end
 if redis.call('HEXISTS', KEYS[3], 'complete') == 1 and redis.call('PTTL', KEYS[1]) == -1 then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
