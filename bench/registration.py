@@ -30,11 +30,12 @@ from typing import Any
 
 import grpc
 import redis
+from google.protobuf import field_mask_pb2, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from herald.identity.v1 import app_pb2, identity_service_pb2, identity_service_pb2_grpc
+from herald.identity.v1 import app_pb2, identity_service_pb2, identity_service_pb2_grpc, user_pb2
+from herald.registration.v1 import device_pb2, registration_service_pb2_grpc
 from herald.registration.v1 import registration_service_pb2 as pb
-from herald.registration.v1 import registration_service_pb2_grpc
 from herald.type.v1 import platform_pb2, push_token_pb2
 from services.core.embedded_redis import EmbeddedRedis, free_port
 
@@ -461,9 +462,113 @@ def _register_report(label: str, results: list[dict[str, Any]]) -> dict[str, flo
     return figures
 
 
+# -- what a campaign asks of Registration and Identity per device --------------------
+
+
+async def _seed_audience(services: Services, devices: int, users: int) -> None:
+    """Users with two attributes in Identity; devices bound to them, imported."""
+    async with grpc.aio.insecure_channel(services.target("identity")) as channel:
+        identity: Any = identity_service_pb2_grpc.IdentityServiceStub(channel)
+        queue = iter(range(users))
+
+        async def upsert() -> None:
+            for i in queue:
+                attributes = struct_pb2.Struct()
+                attributes.update({"first_name": f"Name{i % 97}", "city": f"City{i % 31}"})
+                await identity.UpsertUser(
+                    identity_service_pb2.UpsertUserRequest(
+                        user=user_pb2.User(
+                            external_id=f"u{i}", time_zone="Europe/Paris", attributes=attributes
+                        )
+                    )
+                )
+
+        await asyncio.gather(*(upsert() for _ in range(32)))
+    async with grpc.aio.insecure_channel(services.target("registration")) as channel:
+        stub: Any = registration_service_pb2_grpc.RegistrationServiceStub(channel)
+
+        async def messages() -> AsyncIterator[pb.ImportDevicesRequest]:
+            for start in range(0, devices, 5000):
+                batch = []
+                for i in range(start, min(devices, start + 5000)):
+                    fields = device_fields(i, "aud-")
+                    fields["user_id"] = f"u{i % users}"
+                    fields["authorization_status"] = platform_pb2.AUTHORIZATION_STATUS_AUTHORIZED
+                    batch.append(pb.ImportedDevice(**fields))
+                yield pb.ImportDevicesRequest(app_id="bench" if not start else "", devices=batch)
+
+        await stub.ImportDevices(messages(), timeout=600)
+
+
+async def _resolve_audience(services: Services, batch: int) -> tuple[int, int]:
+    """What a campaign's fan-out asks: StreamAudience of the whole app (foreground
+    devices, batches of `batch`), then BatchGetUsers of 1,000 ids with a read mask."""
+    devices = 0
+    user_ids: list[str] = []
+    async with grpc.aio.insecure_channel(services.target("registration")) as channel:
+        stub: Any = registration_service_pb2_grpc.RegistrationServiceStub(channel)
+        query = pb.AudienceQuery(app_ids=["bench"], reachability=device_pb2.REACHABILITY_FOREGROUND)
+        async for answer in stub.StreamAudience(
+            pb.StreamAudienceRequest(query=query, batch_size=batch), timeout=600
+        ):
+            devices += len(answer.devices)
+            user_ids += [d.user_id for d in answer.devices]
+    unique = list(dict.fromkeys(user_ids))
+    mask = field_mask_pb2.FieldMask(paths=["attributes.first_name", "time_zone", "locale"])
+    async with grpc.aio.insecure_channel(services.target("identity")) as channel:
+        identity: Any = identity_service_pb2_grpc.IdentityServiceStub(channel)
+        for start in range(0, len(unique), 1000):
+            await identity.BatchGetUsers(
+                identity_service_pb2.BatchGetUsersRequest(
+                    external_ids=unique[start : start + 1000], read_mask=mask
+                ),
+                timeout=60,
+            )
+    return devices, len(unique)
+
+
+def audience_main(argv: list[str]) -> int:
+    """`python -m bench.registration audience`: server CPU per device of StreamAudience
+    (Registration) and per user of BatchGetUsers (Identity), the two calls a campaign's
+    fan-out makes for every device (the Campaign benchmark runs them with the rest)."""
+    parser = argparse.ArgumentParser(prog="bench.registration audience")
+    parser.add_argument("--devices", type=int, default=50_000)
+    parser.add_argument("--users", type=int, default=12_500)
+    parser.add_argument("--batch", type=int, default=2000, help="StreamAudience batch size")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    import uvloop
+
+    services = Services(Path(tempfile.mkdtemp(prefix="herald-bench-audience-")), []).start()
+    try:
+        _create_app(services, "bench")
+        uvloop.run(_seed_audience(services, args.devices, args.users))
+        for round_number in range(1, args.rounds + 1):
+            meter = CpuMeter(services)
+            started = time.perf_counter()
+            devices, users = uvloop.run(_resolve_audience(services, args.batch))
+            seconds = time.perf_counter() - started
+            spent = meter.spent()
+            load = os.getloadavg()
+            print(
+                f"round {round_number}: {devices:,} devices, {users:,} users in {seconds:.1f}s; "
+                f"Registration {spent['registration'] * 1e6 / max(1, devices):.1f} µs/device, "
+                f"Identity {spent['identity'] * 1e6 / max(1, users):.1f} µs/user "
+                f"({spent['identity'] * 1e6 / max(1, devices):.1f} µs/device), "
+                f"redis-server {spent['redis'] * 1e6 / max(1, devices):.1f} µs/device "
+                f"(load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})",
+                flush=True,
+            )
+    finally:
+        services.stop()
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["load"]:
         return load_main(argv[1:])
+    if argv[:1] == ["audience"]:
+        return audience_main(argv[1:])
     parser = argparse.ArgumentParser(prog="bench.registration")
     parser.add_argument("--seconds", type=float, default=10, help="per RegisterDevice phase")
     parser.add_argument("--load-processes", type=int, default=1)
