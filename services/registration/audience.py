@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from herald.registration.v1 import device_pb2
@@ -82,40 +82,59 @@ class Matched:
 
 
 class _Matcher:
+    """Whether a record belongs to the audience. The query's filters become a list of
+    checks once, so a record pays only for the filters the query uses (an audience
+    walks every record of its apps)."""
+
     def __init__(self, query: AudienceQuery) -> None:
-        self.q = query
-        self.platforms = set(query.platforms)
-        self.versions = [(op, version_key(v)) for op, v in query.app_versions]
-        self.locales = [loc.lower().replace("_", "-") for loc in query.locales]
-        self.time_zones = set(query.time_zones)
-        self.user_ids = set(query.user_ids)
+        checks: list[Callable[[DeviceRecord], bool]] = []
+        if query.platforms:
+            platforms = set(query.platforms)
+            checks.append(lambda rec: rec.platform in platforms)
+        if query.reachability in (REACH_FOREGROUND, REACH_VISIBLE):
+            provisional_counts = query.reachability == REACH_VISIBLE
+
+            def reachable(rec: DeviceRecord) -> bool:
+                capability, provisional = rules.capability(rec)
+                return capability == FOREGROUND or (provisional_counts and provisional)
+
+            checks.append(reachable)
+        if query.app_versions:
+            versions = [(op, version_key(v)) for op, v in query.app_versions]
+
+            def version_matches(rec: DeviceRecord) -> bool:
+                key = version_key(rec.app_version)
+                return key is not None and all(compare(op, key, want) for op, want in versions)  # type: ignore[arg-type]
+
+            checks.append(version_matches)
+        if query.locales:
+            prefixes = [loc.lower().replace("_", "-") for loc in query.locales]
+
+            def locale_matches(rec: DeviceRecord) -> bool:
+                locale = rec.locale.lower().replace("_", "-")
+                return any(locale == p or locale.startswith(p + "-") for p in prefixes)
+
+            checks.append(locale_matches)
+        if query.time_zones:
+            time_zones = set(query.time_zones)
+            checks.append(lambda rec: rec.time_zone in time_zones)
+        if query.user_bound_only or query.user_ids:
+            checks.append(lambda rec: bool(rec.user_id))
+        if query.user_ids:
+            user_ids = set(query.user_ids)
+            checks.append(lambda rec: rec.user_id in user_ids)
+        if query.seen_after_ms:
+            seen_after = query.seen_after_ms
+            checks.append(lambda rec: rec.last_seen_ms >= seen_after)
+        self._checks = tuple(checks)
 
     def __call__(self, rec: DeviceRecord) -> bool:
         if rec.token is None:
             return False
-        if self.platforms and rec.platform not in self.platforms:
-            return False
-        if self.q.reachability in (REACH_FOREGROUND, REACH_VISIBLE):
-            capability, provisional = rules.capability(rec)
-            if capability != FOREGROUND and not (
-                self.q.reachability == REACH_VISIBLE and provisional
-            ):
+        for check in self._checks:  # noqa: SIM110 - a loop, not a generator per record
+            if not check(rec):
                 return False
-        if self.versions:
-            key = version_key(rec.app_version)
-            if key is None or not all(compare(op, key, want) for op, want in self.versions):  # type: ignore[arg-type]
-                return False
-        if self.locales:
-            locale = rec.locale.lower().replace("_", "-")
-            if not any(locale == p or locale.startswith(p + "-") for p in self.locales):
-                return False
-        if self.time_zones and rec.time_zone not in self.time_zones:
-            return False
-        if (self.q.user_bound_only or self.user_ids) and not rec.user_id:
-            return False
-        if self.user_ids and rec.user_id not in self.user_ids:
-            return False
-        return rec.last_seen_ms >= self.q.seen_after_ms
+        return True
 
 
 def partition_of(app_id: str, device_id: str, count: int) -> int:

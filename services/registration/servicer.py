@@ -216,11 +216,11 @@ class RegistrationServicer(registration_service_pb2_grpc.RegistrationServiceServ
         async for batch, cursor, streamed in self.audiences.stream(
             messages.audience_query(request.query), request.batch_size, request.cursor, partition
         ):
-            yield pb.StreamAudienceResponse(
-                devices=[messages.audience_device(m.app_id, m.device_id, m.record) for m in batch],
-                cursor=cursor,
-                streamed_count=streamed,
-            )
+            response = pb.StreamAudienceResponse(cursor=cursor, streamed_count=streamed)
+            add = response.devices.add
+            for m in batch:
+                add(**messages.audience_device_fields(m.app_id, m.device_id, m.record))
+            yield response
 
     async def CountAudience(
         self, request: pb.CountAudienceRequest, context: grpc.aio.ServicerContext
