@@ -6,6 +6,7 @@ trace store (Delivery.GetTrace). `herald trace --trace-id <id>` shows any trace.
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +34,11 @@ SUMMARY = (
     "complete_time",
     "trace_id",
 )
+# Spans reach the trace store about a second after they end (each process exports in
+# batches): a notification this fresh may have spans on their way, worth waiting for.
+RECENT_SECONDS = 30
+ARRIVAL_WAIT_SECONDS = 5.0
+ARRIVAL_POLL_SECONDS = 0.3
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -73,7 +79,7 @@ def trace_notification(args: argparse.Namespace, ctx: Context) -> int:
         return _show_trace(args.trace_id, ctx)
     request = delivery_service_pb2.GetNotificationRequest(notification_id=args.notification_id)
     notification = ctx.client.call("delivery", "GetNotification", request).notification
-    traces = [_fetch_trace(trace_id, ctx) for trace_id in _trace_ids(notification)]
+    traces = [_fetch_trace(t, ctx, notification) for t in _trace_ids(notification)]
     if ctx.out.json_mode:
         ctx.out.json({**formatting.to_json(notification), "traces": [t.json() for t in traces]})
         return 0
@@ -169,18 +175,64 @@ class _Trace:
             )
 
 
-def _fetch_trace(trace_id: str, ctx: Context) -> _Trace:
+def _fetch_trace(trace_id: str, ctx: Context, notification: Any = None) -> _Trace:
     """GetTrace; a trace the store does not hold (export not local, expired) or a
-    Delivery without GetTrace is something to say, not a failure: the attempts stand."""
+    Delivery without GetTrace is something to say, not a failure: the attempts stand.
+
+    Services write their spans to the store about a second after the spans end, so
+    right after a push (`herald send` then `herald trace`) the store may not hold the
+    attempt spans yet: no span at all (TRACE_NOT_FOUND), only spans that name no app
+    (an app key is refused those), or a tree without the attempts. For a notification
+    that finished moments ago, ask again until its attempt spans are there, for a few
+    seconds at most."""
     request = delivery_service_pb2.GetTraceRequest(trace_id=trace_id)
-    try:
-        return _Trace(trace_id, ctx.client.call("delivery", "GetTrace", request), "")
-    except ServerError as error:
-        if error.details.reason == "TRACE_NOT_FOUND":
-            return _Trace(trace_id, None, _not_stored(error))
-        if error.details.code == grpc.StatusCode.UNIMPLEMENTED:
-            return _Trace(trace_id, None, "This Delivery does not serve GetTrace (an older one).")
-        raise
+    expected = _attempt_spans(notification, trace_id)
+    waiting = _recent(notification)
+    deadline = time.monotonic() + ARRIVAL_WAIT_SECONDS
+    while True:
+        try:
+            answer = ctx.client.call("delivery", "GetTrace", request)
+        except ServerError as error:
+            if waiting and _not_arrived(error) and time.monotonic() < deadline:
+                time.sleep(ARRIVAL_POLL_SECONDS)
+                continue
+            if error.details.reason == "TRACE_NOT_FOUND":
+                return _Trace(trace_id, None, _not_stored(error))
+            if error.details.code == grpc.StatusCode.UNIMPLEMENTED:
+                return _Trace(
+                    trace_id, None, "This Delivery does not serve GetTrace (an older one)."
+                )
+            raise
+        stored = {span.span_id for span in answer.spans}
+        if not waiting or expected <= stored or time.monotonic() >= deadline:
+            return _Trace(trace_id, answer, "")
+        time.sleep(ARRIVAL_POLL_SECONDS)
+
+
+def _attempt_spans(notification: Any, trace_id: str) -> set[str]:
+    if notification is None:
+        return set()
+    return {a.span_id for a in notification.attempts if a.trace_id == trace_id and a.span_id}
+
+
+def _recent(notification: Any) -> bool:
+    """Whether the notification's spans may still be on their way to the store."""
+    if notification is None:
+        return False
+    latest = max(
+        [notification.create_time.ToNanoseconds(), notification.complete_time.ToNanoseconds()]
+        + [a.start_time.ToNanoseconds() for a in notification.attempts]
+    )
+    return time.time_ns() - latest < RECENT_SECONDS * 1_000_000_000
+
+
+def _not_arrived(error: ServerError) -> bool:
+    # An app key is refused a trace whose stored spans name no app yet: the attempt
+    # spans, which name it, are the ones still on their way. A Delivery that keeps no
+    # spans locally will never have them: no point waiting.
+    if error.details.reason == "TRACE_NOT_FOUND":
+        return error.details.metadata.get("local_store") != "off"
+    return error.details.reason == "APP_ACCESS_DENIED"
 
 
 def _not_stored(error: ServerError) -> str:
@@ -190,7 +242,10 @@ def _not_stored(error: ServerError) -> str:
             "off): look the trace id up in your trace UI, or set "
             "HERALD_TRACE_LOCAL_COPY=true."
         )
-    return "None are stored: they expired, or the trace was not sampled."
+    return (
+        "None are stored: they expired, the trace was not sampled, or (for a push "
+        "moments ago) they have not reached the store yet: try again in a few seconds."
+    )
 
 
 def _show_trace(trace_id: str, ctx: Context) -> int:
