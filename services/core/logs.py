@@ -66,6 +66,13 @@ class TextFormatter(logging.Formatter):
         return f"{line} [request_id={request_id}]" if request_id else line
 
 
+# Libraries that log raw HTTP/2 frames and header blocks at DEBUG: APNs requests carry
+# the device token in the path and the provider JWT in `authorization`, FCM requests an
+# OAuth access token. HERALD_LOG_LEVEL=DEBUG must not turn them into log lines, so these
+# stay at INFO whatever the level (their warnings and errors still show).
+WIRE_LOGGERS = ("hpack", "h2")
+
+
 def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
     """Route the root logger to stderr in the chosen format; idempotent."""
     handler = logging.StreamHandler(sys.stderr)
@@ -73,6 +80,8 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in WIRE_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
 
 
 def redact(secret: str, keep: int = 4) -> str:
