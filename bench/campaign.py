@@ -234,14 +234,24 @@ async def _run(
             campaign_id=cid, min_interval=duration_pb2.Duration(nanos=100_000_000)
         )
         fanned_out = 0.0
-        async for answer in stub.WatchCampaign(request):
-            p = answer.progress
-            if p.state in (5, 6):
-                break
-            if p.audience_resolved and p.targeted and p.sent + p.suppressed == p.targeted:
-                fanned_out = fanned_out or time.perf_counter() - started
-                if counter is not None or p.delivered + p.bounced + p.failed == p.sent:
-                    break
+        done = False
+        while not done:
+            try:
+                async for answer in stub.WatchCampaign(request):
+                    p = answer.progress
+                    answered = p.delivered + p.bounced + p.failed
+                    if p.state in (5, 6):
+                        done = True
+                    elif p.audience_resolved and p.targeted and p.sent + p.suppressed == p.targeted:
+                        fanned_out = fanned_out or time.perf_counter() - started
+                        done = counter is not None or answered == p.sent
+                    if done:
+                        break
+            except grpc.aio.AioRpcError as error:
+                # A run longer than the servers' maximum connection age (5 min) sees
+                # the watch closed UNAVAILABLE: watch again.
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
         elapsed = time.perf_counter() - started
         cpu = watch.stop()
         got = await stub.GetCampaign(campaign_service_pb2.GetCampaignRequest(campaign_id=cid))
