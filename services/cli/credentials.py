@@ -1,4 +1,5 @@
-"""`herald credentials put-apns|put-fcm|put-webpush|get|list|delete` (DeliveryService).
+"""`herald credentials put-apns|put-apns-cert|put-fcm|put-webpush|get|list|delete`
+(DeliveryService).
 
 Secret material is read from files (or `-` for stdin), never from the command line,
 so it stays out of shell history and `ps`. The server never returns it; what it shows
@@ -8,6 +9,7 @@ so it stays out of shell history and `ps`. The server never returns it; what it 
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 from herald.delivery.v1 import credentials_pb2, delivery_service_pb2
@@ -37,6 +39,25 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     apns.add_argument("--environment", required=True, choices=sorted(inputs.ENVIRONMENTS))
     apns.set_defaults(handler=put_apns)
 
+    cert = sub.add_parser(
+        "put-apns-cert",
+        parents=[common],
+        help="upload an APNs provider certificate (certificate authentication)",
+        description="Upload an APNs provider certificate and its private key: a PEM file "
+        "holding both (or --key for the key apart), or a PKCS#12 bundle (--p12, its "
+        "password from --password-file). Delivery reports when it expires "
+        "(credentials list, the herald_delivery_credentials_expiry_seconds metric).",
+    )
+    cert.add_argument("app_id")
+    source = cert.add_mutually_exclusive_group(required=True)
+    source.add_argument("--cert", metavar="FILE.pem", help="the certificate (PEM)")
+    source.add_argument("--p12", metavar="FILE.p12", help="a PKCS#12 bundle")
+    cert.add_argument("--key", metavar="FILE.pem", help="its private key, if not in --cert")
+    cert.add_argument("--password-file", metavar="FILE", help="the --p12 bundle's password")
+    cert.add_argument("--bundle-id", required=True, help="the app's bundle id (apns-topic)")
+    cert.add_argument("--environment", required=True, choices=sorted(inputs.ENVIRONMENTS))
+    cert.set_defaults(handler=put_apns_certificate)
+
     fcm = sub.add_parser("put-fcm", parents=[common], help="upload an FCM service-account key")
     fcm.add_argument("app_id")
     fcm.add_argument("--service-account", required=True, metavar="FILE.json", help="the key file")
@@ -50,7 +71,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     web.add_argument("--subject", required=True, help="mailto: or https: contact")
     web.set_defaults(handler=put_webpush)
 
-    for put in (apns, fcm, web):
+    for put in (apns, cert, fcm, web):
         put.add_argument(
             "--validate-only", action="store_true", help="check the material, store nothing"
         )
@@ -111,6 +132,47 @@ def put_apns(args: argparse.Namespace, ctx: Context) -> int:
     return _put(args, ctx, C.Credentials(app_id=args.app_id, apns_token=auth))
 
 
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.DOTALL)
+
+
+def _pem_blocks(text: str) -> tuple[str, str]:
+    """A PEM file's certificate blocks (the chain, in order) and its private key."""
+    certificates, keys = [], []
+    for block in _PEM_BLOCK.finditer(text):
+        kind = block.group(1)
+        if kind == "CERTIFICATE":
+            certificates.append(block.group(0))
+        elif kind.endswith("PRIVATE KEY"):
+            keys.append(block.group(0))
+    return "\n".join(certificates), keys[0] if keys else ""
+
+
+def put_apns_certificate(args: argparse.Namespace, ctx: Context) -> int:
+    auth = C.ApnsCertificateAuth(
+        bundle_id=args.bundle_id, environment=inputs.ENVIRONMENTS[args.environment]
+    )
+    if args.p12:
+        if args.key:
+            raise UsageError("--key goes with --cert; a --p12 bundle holds its key")
+        auth.pkcs12.data = inputs.read_bytes(args.p12, "PKCS#12 bundle")
+        if args.password_file:
+            password = inputs.read_text(args.password_file, "password file")
+            auth.pkcs12.password = password.rstrip("\r\n")
+    else:
+        if args.password_file:
+            raise UsageError("--password-file goes with --p12")
+        certificate, key = _pem_blocks(inputs.read_text(args.cert, "certificate"))
+        if args.key:
+            key = _pem_blocks(inputs.read_text(args.key, "private key"))[1]
+        if not certificate:
+            raise UsageError(f"{args.cert} holds no PEM certificate")
+        if not key:
+            raise UsageError("no PEM private key: give --key, or a --cert file holding the key too")
+        auth.pem.certificate_pem = certificate
+        auth.pem.private_key_pem = key
+    return _put(args, ctx, C.Credentials(app_id=args.app_id, apns_certificate=auth))
+
+
 def put_fcm(args: argparse.Namespace, ctx: Context) -> int:
     account = C.FcmServiceAccount(
         service_account_json=inputs.read_text(args.service_account, "service-account file")
@@ -149,13 +211,14 @@ def list_credentials(args: argparse.Namespace, ctx: Context) -> int:
         )
         return 0
     ctx.out.table(
-        ["provider", "environment", "fingerprint", "health", "last error", "updated"],
+        ["provider", "environment", "fingerprint", "health", "expires", "last error", "updated"],
         [
             [
                 formatting.enum_name(platform_pb2.Provider.DESCRIPTOR, c.provider),
                 formatting.enum_name(platform_pb2.ApnsEnvironment.DESCRIPTOR, c.apns_environment),
                 c.fingerprint[:16],
                 formatting.enum_name(C.CredentialsHealth.DESCRIPTOR, c.health),
+                formatting.timestamp(c.expire_time),
                 c.last_error,
                 formatting.timestamp(c.update_time),
             ]

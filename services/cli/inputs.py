@@ -59,6 +59,18 @@ def read_text(path: str, what: str) -> str:
         raise UsageError(f"{what} {path!r} is not text (expected PEM or JSON)") from None
 
 
+def read_bytes(path: str, what: str) -> bytes:
+    """A local binary file (a PKCS#12 bundle); `-` reads stdin."""
+    try:
+        if path == "-":
+            import sys
+
+            return sys.stdin.buffer.read()
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise UsageError(f"cannot read {what} {path!r}: {error.strerror or error}") from None
+
+
 def json_value(text: str, what: str) -> Any:
     """JSON given inline or as `@file`."""
     if text.startswith("@"):
