@@ -13,6 +13,7 @@ SCRAPED_BY_TESTS = [
     ROOT / "tests" / "integration" / "core" / "test_metrics.py",
     ROOT / "tests" / "integration" / "delivery" / "test_metrics.py",
     ROOT / "tests" / "integration" / "campaign" / "test_metrics.py",
+    ROOT / "tests" / "e2e" / "cli" / "test_certificate_credentials.py",
 ]
 
 
@@ -42,7 +43,28 @@ def test_the_dashboard_covers_rpcs_queue_sends_pools_and_campaigns():
         "herald_delivery_queue_depth",
         "herald_delivery_sends_total",
         "herald_delivery_pool_connections",
+        "herald_delivery_pool_streams_in_use",
+        "herald_delivery_credentials_expiry_seconds",
         "herald_delivery_tokens_invalidated_total",
         "herald_campaign_devices_enqueued_total",
     ):
         assert metric in text
+
+
+def test_no_panel_hides_a_series_behind_or():
+    """`a or b` keeps b's series only where a has none with the same labels: two
+    aggregations `by` the same labels must be told apart (label_replace) to both show."""
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        (target,) = panel["targets"]
+        sides = target["expr"].split(" or ")
+        if len(sides) < 2:
+            continue
+        # A side's series: its `by` labels, and the label value label_replace gives it.
+        series = {
+            (
+                tuple(re.findall(r"by \(([^)]*)\)", side)),
+                tuple(re.findall(r'"(\w+)", "([^"]+)", "", ""\)', side)),
+            )
+            for side in sides
+        }
+        assert len(series) == len(sides), panel["title"]
