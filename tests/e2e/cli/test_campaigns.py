@@ -1,5 +1,6 @@
 """`herald campaigns` against the real Campaign service, Delivery and the sandboxes:
-create, launch --watch (the progress bar), report (table and chart), cancel errors."""
+create, launch --watch (the progress bar), report (table and chart), cancel (of a
+sending campaign, and its errors)."""
 
 from __future__ import annotations
 
@@ -85,3 +86,45 @@ async def test_create_launch_watch_report_and_cancel(stack, sandbox):
     assert "  state: " in cancel_done.stderr  # ErrorInfo metadata is shown too
     assert missing.code == 1
     assert missing.stderr.startswith("error: NOT_FOUND (CAMPAIGN_NOT_FOUND): ")
+
+
+async def test_cancel_stops_a_sending_campaign_and_watch_says_so(stack, sandbox):
+    addresses = await stack(REGISTRATION_SPEC, IDENTITY_SPEC, DELIVERY_SPEC, CAMPAIGN_SPEC)
+    await create_app(addresses)
+    await _put_credentials(addresses, sandbox)
+    ios = ["--platform", "ios", "--os-version", "17.4", "--environment", "development"]
+    for i in range(3):
+        registered = await run_cli(
+            "devices", "register", "shop", f"phone-{i}", *ios, "--apns-token",
+            new_device_token(), "--authorization", "authorized", addresses=addresses,
+        )  # fmt: skip
+        assert registered.code == 0, registered.stderr
+    # One message a minute: the first goes at once, the others wait for the throttle,
+    # so the campaign is still SENDING when it is cancelled.
+    created = await run_cli(
+        "campaigns", "create", "shop", "--name", "Slow", "--title", "Hi", "--body", "x",
+        "--throttle", "1", "--json", addresses=addresses,
+    )  # fmt: skip
+    assert created.code == 0, created.stderr
+    campaign_id = created.json()["campaign_id"]
+    launched = await run_cli("campaigns", "launch", campaign_id, addresses=addresses)
+    assert launched.code == 0, launched.stderr
+    assert "SENDING" in launched.stdout
+
+    cancelled = await run_cli("campaigns", "cancel", campaign_id, addresses=addresses)
+    watched, report = await asyncio.gather(
+        run_cli("campaigns", "watch", campaign_id, addresses=addresses),
+        run_cli("campaigns", "report", campaign_id, "--json", addresses=addresses),
+    )
+
+    assert cancelled.code == 0, cancelled.stderr
+    assert "CANCELLED" in cancelled.stdout
+    assert watched.code == 1  # a watched campaign that ended CANCELLED
+    assert f"campaign {campaign_id} CANCELLED" in watched.stdout
+    assert watched.stderr.strip().endswith(f"error: campaign {campaign_id} ended CANCELLED")
+    assert report.code == 0, report.stderr
+    counters = report.json()
+    assert counters["state"] == "CAMPAIGN_STATE_CANCELLED"
+    # At most the throttle's first minute went out; the rest were not sent.
+    assert int(counters["sent"]) <= 1
+    assert len(sandbox.received("apns", status=200)) <= 1
