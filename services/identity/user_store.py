@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.core.redis import RedisClient, load_script
+from services.core.script_batches import run_scripts
 from services.identity import attributes, keys
 from services.identity.user_model import User
 
@@ -124,6 +125,7 @@ class UserStore:
         self._delete = load_script(redis, SCRIPTS, "delete_user.lua")
         self._compare_and_set = load_script(redis, SCRIPTS, "compare_and_set.lua")
         self._compare_and_delete = load_script(redis, SCRIPTS, "compare_and_delete.lua")
+        self._read_users = load_script(redis, SCRIPTS, "read_users.lua")
 
     async def get(self, external_id: str) -> User | None:
         raw = await self.redis.hgetall(keys.user(external_id))
@@ -132,21 +134,29 @@ class UserStore:
     async def get_many(
         self, external_ids: Sequence[str], wanted: Sequence[str] = tuple(RECORD_FIELD_OF)
     ) -> list[User | None]:
-        """Users in request order (None where missing), in one pipelined round trip.
+        """Users in request order (None where missing), in one round trip.
 
         Only the User attributes in `wanted` are read (names of RECORD_FIELD_OF); the
         others keep their defaults."""
         if not external_ids:
             return []
         fields = [RECORD_FIELD_OF[name] for name in wanted] + [VERSION_FIELD]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for external_id in external_ids:
-                pipe.hmget(keys.user(external_id), fields)
-            answers = await pipe.execute()
-        return [
-            _user_from_values(external_id, wanted, values)
-            for external_id, values in zip(external_ids, answers, strict=True)
+        # One script call per user shard (its records share a slot) rather than one
+        # command per user: redis-py's cost is per command and per reply.
+        by_shard: dict[int, list[int]] = {}
+        for position, external_id in enumerate(external_ids):
+            by_shard.setdefault(keys.user_shard(external_id), []).append(position)
+        calls = [
+            (self._read_users, [keys.user(external_ids[p]) for p in positions], fields)
+            for positions in by_shard.values()
         ]
+        found: list[User | None] = [None] * len(external_ids)
+        for positions, answers in zip(
+            by_shard.values(), await run_scripts(self.redis, calls), strict=True
+        ):
+            for position, values in zip(positions, answers, strict=True):
+                found[position] = _user_from_values(external_ids[position], wanted, values)
+        return found
 
     async def write(self, user: User, expected_version: int) -> int:
         """Writes the whole record if it is still at `expected_version` (0 = absent).

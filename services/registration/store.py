@@ -11,7 +11,6 @@ releases only the very entry it saw before its record write.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -19,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError
 
 from services.core.redis import RedisClient, hash_tag, load_script, shard_of
+from services.core.script_batches import run_scripts
 
 SCRIPTS = "services.registration.scripts"
 
@@ -167,30 +166,8 @@ class RegistrationStore:
         self._known_apps: set[str] = set()
 
     async def _scripts(self, calls: Sequence[tuple[Any, str, list[Any]]]) -> list[Any]:
-        """Runs one-key script calls: pipelined on a single Redis; on Redis Cluster,
-        where redis-py refuses scripts in a pipeline, concurrently (each call goes to
-        its key's node). Results in the order of `calls`."""
-        if isinstance(self.redis, RedisCluster) or len(calls) == 1:
-            return list(
-                await asyncio.gather(
-                    *(script(keys=[key], args=args) for script, key, args in calls)
-                )
-            )
-        # EVALSHA queued by hand: a pipeline that runs scripts through redis-py's Script
-        # objects first asks SCRIPT EXISTS, one more round trip for every batch.
-        pipe = self.redis.pipeline(transaction=False)
-        for script, key, args in calls:
-            pipe.evalsha(script.sha, 1, key, *args)
-        results = list(await pipe.execute(raise_on_error=False))
-        for position, result in enumerate(results):
-            if isinstance(result, NoScriptError):
-                # Redis lost its scripts (a restart, SCRIPT FLUSH): that call did not
-                # run; the Script object loads the script and runs it.
-                script, key, args = calls[position]
-                results[position] = await script(keys=[key], args=args)
-            elif isinstance(result, Exception):
-                raise result
-        return results
+        """One-key script calls in one round trip (services/core/script_batches.py)."""
+        return await run_scripts(self.redis, [(script, [key], args) for script, key, args in calls])
 
     # -- device records -------------------------------------------------------------
 
