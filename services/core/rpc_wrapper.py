@@ -18,6 +18,7 @@ services, health and reflection register their handlers, and wraps them as they 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -94,7 +95,10 @@ class _MethodCalls:
     ) -> None:
         self.spans.end(span, attached, code, details, crash)
         self._histogram.record(time.perf_counter() - started, self._labels[code])
-        request_id_var.reset(bound)
+        with contextlib.suppress(ValueError):
+            # A stream the caller abandoned may be closed by the loop's async-generator
+            # finalizer, in another context than the one the id was bound in.
+            request_id_var.reset(bound)
 
     def answer_once(self, behavior: Behavior) -> Behavior:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
