@@ -10,9 +10,10 @@ while the handler runs, so logs, Redis spans and outgoing calls join the trace).
 Why not the instrumentation itself: it wraps the servicer context in a proxy object,
 parses the peer and copies the metadata on every call, and sits in grpc.aio's
 per-call interceptor chain; on this path it cost about 30 % of a small RPC. Cheap
-paths here: no span at all while the provider has no span processor (nothing would
-ever see it; the caller's context is still attached so outgoing calls keep the trace),
-and the propagator runs only when one of its headers is present.
+paths here: no SDK span while the provider has no span processor (nothing would ever
+see it), only a context with fresh ids (or the caller's) so that what the call starts
+still shares one trace: a queued notification's attempts, its records' trace id, the
+log lines. The propagator runs only when one of its headers is present.
 """
 
 from __future__ import annotations
@@ -24,7 +25,15 @@ import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 
 # The codes OpenTelemetry's gRPC semantic conventions count as server errors; any
 # other code is the caller's business and leaves the span status UNSET.
@@ -77,6 +86,20 @@ class ServerSpans:
         processor = getattr(self._provider, "_active_span_processor", None)
         return bool(getattr(processor, "_span_processors", True))
 
+    def _fresh_context(self) -> otel_context.Context:
+        # Sampled, as the SDK's default sampler would have made it: services that do
+        # record spans further down keep the trace.
+        ids = self._provider.id_generator
+        span = NonRecordingSpan(
+            SpanContext(
+                trace_id=ids.generate_trace_id(),
+                span_id=ids.generate_span_id(),
+                is_remote=False,
+                trace_flags=TraceFlags(TraceFlags.SAMPLED),
+            )
+        )
+        return trace.set_span_in_context(span)
+
     def start(
         self, metadata: Mapping[str, Any], context: grpc.aio.ServicerContext
     ) -> tuple[Span | None, object]:
@@ -87,7 +110,7 @@ class ServerSpans:
         if any(name in metadata for name in propagator.fields):
             parent = propagator.extract(metadata)
         if not self._recording():
-            return None, None if parent is None else otel_context.attach(parent)
+            return None, otel_context.attach(parent or self._fresh_context())
         attributes = dict(self._attributes)
         user_agent = metadata.get("user-agent")
         if isinstance(user_agent, str):
