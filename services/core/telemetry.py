@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import grpc
 from opentelemetry import trace
-from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
@@ -81,10 +80,6 @@ def _instrument_redis(provider: TracerProvider) -> None:
 
     RedisInstrumentor().instrument(tracer_provider=provider)
     _redis_instrumented = True
-
-
-def server_interceptors(provider: TracerProvider) -> list[grpc.aio.ServerInterceptor]:
-    return [aio_server_interceptor(tracer_provider=provider)]
 
 
 def client_interceptors(provider: TracerProvider) -> Sequence[Any]:

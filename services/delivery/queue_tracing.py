@@ -35,15 +35,26 @@ def parent_of(notification: notification_pb2.Notification) -> otel_context.Conte
 
 
 def record_wait(
-    tracer: trace.Tracer, parent: otel_context.Context, queued_ms: int, now_ns: int, attempt: int
+    tracer: trace.Tracer,
+    parent: otel_context.Context,
+    notification: notification_pb2.Notification,
+    queued_ms: int,
+    now_ns: int,
+    attempt: int,
 ) -> None:
+    """The time the item waited in the queue, named like the attempt that follows it so
+    a trace UI's search by notification or app finds the wait too."""
     if queued_ms <= 0:
         return
     span = tracer.start_span(
         "queue.wait",
         context=parent,
         start_time=queued_ms * 1_000_000,
-        attributes={"herald.attempt": attempt},
+        attributes={
+            "herald.notification_id": notification.notification_id,
+            "herald.app_id": notification.app_id,
+            "herald.attempt": attempt,
+        },
     )
     span.end(end_time=max(now_ns, queued_ms * 1_000_000))
 

@@ -299,7 +299,7 @@ class WorkerPool:
                     return
         parent = queue_tracing.parent_of(notification)
         queue_tracing.record_wait(
-            self.tracer, parent, entry.queued_ms, time.time_ns(), entry.attempt
+            self.tracer, parent, notification, entry.queued_ms, time.time_ns(), entry.attempt
         )
         with queue_tracing.attempt_span(self.tracer, parent, notification, entry.attempt) as span:
             result = await self.dispatcher.deliver(notification, entry.attempt)

@@ -142,4 +142,8 @@ async def test_a_transactional_push_is_one_trace_across_services_queue_and_provi
     assert attempt["herald.apns.id"]
     assert attempt["herald.retry"] == 0
     assert token not in str(attempt)  # tokens appear redacted only
-    assert any(s.name == "queue.wait" for s in spans["delivery"])
+    (wait,) = [s for s in spans["delivery"] if s.name == "queue.wait"]
+    waited = dict(wait.attributes or {})
+    assert waited["herald.notification_id"] == attempt["herald.notification_id"]
+    assert waited["herald.app_id"] == APP
+    assert wait.end_time <= attempts[0].start_time  # the wait ends before the attempt begins
