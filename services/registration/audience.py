@@ -1,9 +1,12 @@
-"""StreamAudience and CountAudience: walk an audience shard by shard, in a stable order.
+"""StreamAudience: walk an audience shard by shard, in a stable order (CountAudience's
+exact count and estimate are audience_count.py).
 
 The order is (app id, shard number, device id bytes). A cursor is the position of the
 last device sent, so a resumed stream continues strictly after it and never repeats a
 device. Only a few shards' records are in memory at a time (SHARDS_PER_READ of the
-256 of an app), never the whole audience.
+256 of an app), never the whole audience. The first read of an app takes one shard
+and each next read twice as many up to SHARDS_PER_READ, so a caller that wants only
+the first batch (a preview's sample) does not wait for 16 shards of a big app.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 from herald.registration.v1 import device_pb2
 from herald.type.v1 import filter_pb2
 from services.core.errors import Validator
-from services.registration import pagination, record, rules
+from services.registration import audience_count, pagination, record, rules
 from services.registration.apps import AppDirectory
 from services.registration.model import FOREGROUND, PLATFORMS, DeviceRecord
 from services.registration.store import DEVICE_SHARDS, RegistrationStore
@@ -141,13 +144,27 @@ def partition_of(app_id: str, device_id: str, count: int) -> int:
     return zlib.crc32(f"{app_id}\n{device_id}".encode()) % count
 
 
+def _reads(first_shard: int) -> list[list[int]]:
+    """The shards of each read of an app from first_shard on: 1, 2, 4, 8, then 16."""
+    reads, start, width = [], first_shard, 1
+    while start < DEVICE_SHARDS:
+        reads.append(list(range(start, min(start + width, DEVICE_SHARDS))))
+        start += width
+        width = min(2 * width, SHARDS_PER_READ)
+    return reads
+
+
 class Audiences:
     def __init__(self, store: RegistrationStore, apps: AppDirectory) -> None:
         self.store = store
         self.apps = apps
 
     def validate(
-        self, query: AudienceQuery, batch_size: int, partition: tuple[int, int] | None
+        self,
+        query: AudienceQuery,
+        batch_size: int,
+        partition: tuple[int, int] | None,
+        sample_size: int = 0,
     ) -> None:
         check = Validator()
         for i, app_id in enumerate(query.app_ids):
@@ -177,6 +194,12 @@ class Audiences:
                 check.add("partition.count", f"must be 1 to {MAX_PARTITIONS}")
             elif not 0 <= index < count:
                 check.add("partition.index", "must be 0 to count - 1")
+        if not 0 <= sample_size <= audience_count.MAX_SAMPLE:
+            check.add(
+                "sample_size",
+                f"must be 0 (default {audience_count.DEFAULT_SAMPLE:,}) "
+                f"to {audience_count.MAX_SAMPLE:,}",
+            )
         fail(check)
 
     async def _apps(self, query: AudienceQuery) -> list[str]:
@@ -200,8 +223,7 @@ class Audiences:
             if after is not None and app_id < after[0]:
                 continue
             first_shard = after[1] if after is not None and app_id == after[0] else 0
-            for start in range(first_shard, DEVICE_SHARDS, SHARDS_PER_READ):
-                shards = list(range(start, min(start + SHARDS_PER_READ, DEVICE_SHARDS)))
+            for shards in _reads(first_shard):
                 contents = await self.store.shard_records([(app_id, s) for s in shards])
                 for shard, content in zip(shards, contents, strict=True):
                     resume_after = (
@@ -251,15 +273,17 @@ class Audiences:
     def _cursor(fingerprint: str, last: Matched) -> str:
         return pagination.encode(fingerprint, [last.app_id, last.shard, last.device_id])
 
-    async def count(self, query: AudienceQuery) -> tuple[int, int, dict[int, int]]:
-        """(devices, distinct users, devices per platform), counted exactly."""
-        self.validate(query, 0, None)
-        devices = 0
-        users: set[str] = set()
-        per_platform: dict[int, int] = {}
-        async for matched in self.matching(query, None, None):
-            devices += 1
-            if matched.record.user_id:
-                users.add(matched.record.user_id)
-            per_platform[matched.record.platform] = per_platform.get(matched.record.platform, 0) + 1
-        return devices, len(users), per_platform
+    async def count(
+        self, query: AudienceQuery, exact: bool, sample_size: int
+    ) -> audience_count.AudienceCount:
+        """The audience's devices, distinct users and devices per platform: exact, or
+        estimated from whole shards when the apps hold more than `sample_size` devices
+        (audience_count.py)."""
+        self.validate(query, 0, None, sample_size)
+        return await audience_count.count(
+            self.store,
+            await self._apps(query),
+            _Matcher(query),
+            exact,
+            sample_size or audience_count.DEFAULT_SAMPLE,
+        )

@@ -225,17 +225,18 @@ class RegistrationServicer(registration_service_pb2_grpc.RegistrationServiceServ
     async def CountAudience(
         self, request: pb.CountAudienceRequest, context: grpc.aio.ServicerContext
     ) -> pb.CountAudienceResponse:
-        devices, users, per_platform = await self.audiences.count(
-            messages.audience_query(request.query)
+        counted = await self.audiences.count(
+            messages.audience_query(request.query), request.exact, request.sample_size
         )
         return pb.CountAudienceResponse(
-            device_count=devices,
-            user_count=users,
-            exact=True,
+            device_count=round(counted.devices),
+            user_count=round(counted.users),
+            exact=counted.exact,
             platform_counts=[
-                pb.PlatformCount(platform=platform, count=count)  # type: ignore[arg-type]
-                for platform, count in sorted(per_platform.items())
+                pb.PlatformCount(platform=platform, count=round(count))  # type: ignore[arg-type]
+                for platform, count in sorted(counted.per_platform.items())
             ],
+            examined_count=counted.examined,
         )
 
     async def ImportDevices(

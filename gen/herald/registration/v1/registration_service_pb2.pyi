@@ -1061,9 +1061,20 @@ class CountAudienceRequest(_message.Message):
 
     QUERY_FIELD_NUMBER: _builtins.int
     EXACT_FIELD_NUMBER: _builtins.int
+    SAMPLE_SIZE_FIELD_NUMBER: _builtins.int
     exact: _builtins.bool
-    """Optional. If true, count exactly (slower on large apps); otherwise an estimate
-    from maintained counters and sampling is allowed.
+    """Optional. If true, count exactly: every record of the matching apps is read
+    (about 3-10 µs per device: seconds for a million). Otherwise an audience whose
+    apps hold at most sample_size devices is still counted exactly, and a larger one
+    is estimated from a sample of whole device shards (exact = false in the answer).
+    """
+    sample_size: _builtins.int
+    """Optional, used when exact is false. About how many device records to read: whole
+    shards (devices are spread over an app's 256 shards by a hash of their id) are
+    read until the sample holds at least this many, split over the apps in
+    proportion to their size. 0 means the default, 10,000; at most 1,000,000.
+    Returns INVALID_ARGUMENT (INVALID_ARGUMENT) with a field violation on
+    sample_size for a negative or larger value.
     """
     @_builtins.property
     def query(self) -> Global___AudienceQuery:
@@ -1074,10 +1085,11 @@ class CountAudienceRequest(_message.Message):
         *,
         query: Global___AudienceQuery | None = ...,
         exact: _builtins.bool = ...,
+        sample_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exact", b"exact", "query", b"query"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exact", b"exact", "query", b"query", "sample_size", b"sample_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1093,15 +1105,20 @@ class CountAudienceResponse(_message.Message):
     USER_COUNT_FIELD_NUMBER: _builtins.int
     EXACT_FIELD_NUMBER: _builtins.int
     PLATFORM_COUNTS_FIELD_NUMBER: _builtins.int
+    EXAMINED_COUNT_FIELD_NUMBER: _builtins.int
     device_count: _builtins.int
     """Output only. The number of matching devices (an estimate unless exact is true)."""
     user_count: _builtins.int
     """Output only. The number of distinct users among them (an estimate unless exact is true)."""
     exact: _builtins.bool
     """Output only. Whether the counts are exact."""
+    examined_count: _builtins.int
+    """Output only. How many device records were read to answer: every record of the
+    matching apps when exact is true, the sample otherwise.
+    """
     @_builtins.property
     def platform_counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlatformCount]:
-        """Output only. The device count per platform."""
+        """Output only. The device count per platform (an estimate unless exact is true)."""
 
     def __init__(
         self,
@@ -1110,10 +1127,11 @@ class CountAudienceResponse(_message.Message):
         user_count: _builtins.int = ...,
         exact: _builtins.bool = ...,
         platform_counts: _abc.Iterable[Global___PlatformCount] | None = ...,
+        examined_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_count", b"device_count", "exact", b"exact", "platform_counts", b"platform_counts", "user_count", b"user_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_count", b"device_count", "exact", b"exact", "examined_count", b"examined_count", "platform_counts", b"platform_counts", "user_count", b"user_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

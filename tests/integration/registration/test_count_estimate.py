@@ -1,0 +1,92 @@
+"""CountAudience: exact for small audiences, a sampled estimate (exact = false) for
+large ones, sample_size validated."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from herald.registration.v1 import registration_service_pb2 as pb
+from services.core.status import parse_error
+from tests.integration.registration.conftest import ANDROID, IOS, Stack, redis_snapshot
+from tests.integration.registration.test_audience_and_import import import_all, imported
+
+USERS = 1000
+BOUND = 4000  # four devices per user: i, i + 1000, i + 2000, i + 3000 (same platform)
+UNBOUND = 400
+# The estimate reads whole shards until it holds sample_size devices; with these fixed
+# device ids the sampled shards are always the same, and the tolerance is ~5 standard
+# errors of a 1,000-device sample (docs/registration.md).
+SAMPLE = 1000
+TOLERANCE = 0.15
+
+
+async def seed(stack: Stack) -> None:
+    devices = [imported(i, user_id=f"user-{i % USERS}") for i in range(BOUND)]
+    devices += [imported(i) for i in range(BOUND, BOUND + UNBOUND)]
+    await import_all(
+        stack, [devices[start : start + 1000] for start in range(0, len(devices), 1000)]
+    )
+
+
+async def count(stack: Stack, **request) -> pb.CountAudienceResponse:
+    query = request.pop("query", pb.AudienceQuery(app_ids=["shop"]))
+    return await stack.registration.CountAudience(pb.CountAudienceRequest(query=query, **request))
+
+
+def near(estimate: int, truth: int) -> bool:
+    return abs(estimate - truth) <= TOLERANCE * truth
+
+
+def per_platform(answer: pb.CountAudienceResponse) -> dict[int, int]:
+    return {c.platform: c.count for c in answer.platform_counts}
+
+
+async def test_an_audience_within_the_sample_size_is_counted_exactly(stack: Stack):
+    await seed(stack)
+    default = await count(stack)  # exact unset: the default sample (10,000) holds it all
+    assert default.exact
+    assert (default.device_count, default.user_count) == (BOUND + UNBOUND, USERS)
+    assert per_platform(default) == {IOS: 2200, ANDROID: 2200}
+    assert default.examined_count == BOUND + UNBOUND
+    asked_exact = await count(stack, exact=True, sample_size=SAMPLE)
+    assert asked_exact.exact
+    assert (asked_exact.device_count, asked_exact.user_count) == (BOUND + UNBOUND, USERS)
+
+
+async def test_a_larger_audience_is_estimated_from_a_sample_of_shards(stack: Stack):
+    await seed(stack)
+    everyone = await count(stack, sample_size=SAMPLE)
+    assert not everyone.exact
+    assert SAMPLE <= everyone.examined_count < BOUND + UNBOUND
+    assert near(everyone.device_count, BOUND + UNBOUND)
+    assert near(everyone.user_count, USERS)  # not 4x: each user's devices counted once
+    assert near(per_platform(everyone)[IOS], 2200)
+    assert near(per_platform(everyone)[ANDROID], 2200)
+
+    ios_users = pb.AudienceQuery(app_ids=["shop"], platforms=[IOS], user_bound_only=True)
+    exact = await count(stack, query=ios_users, exact=True)
+    assert (exact.device_count, exact.user_count) == (2000, 500)
+    estimate = await count(stack, query=ios_users, sample_size=SAMPLE)
+    assert not estimate.exact
+    assert near(estimate.device_count, 2000)
+    assert near(estimate.user_count, 500)
+    assert per_platform(estimate).keys() == {IOS}
+    # The same shards each time: an unchanged audience gets the same estimate.
+    assert await count(stack, query=ios_users, sample_size=SAMPLE) == estimate
+
+
+@pytest.mark.parametrize("sample_size", [-1, 1_000_001])
+async def test_a_bad_sample_size_is_invalid_argument_and_changes_nothing(
+    stack: Stack, sample_size: int
+):
+    await seed(stack)
+    before = await redis_snapshot(stack.redis)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await count(stack, sample_size=sample_size)
+    error = parse_error(caught.value)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.reason == "INVALID_ARGUMENT"
+    assert [field for field, _ in error.violations] == ["sample_size"]
+    assert "1,000,000" in error.violations[0][1]
+    assert await redis_snapshot(stack.redis) == before
