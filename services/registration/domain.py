@@ -283,7 +283,6 @@ class Devices:
             app_id,
             given.device_id,
             record.flush_arguments(
-                given.device_id,
                 given.platform,
                 given.authorization_status,
                 given.apns_environment if given.platform == IOS and token is not None else 0,

@@ -1,26 +1,34 @@
 """The compact binary form of a device record and of change log entries.
 
 One record is one field of its shard's hash (docs/keys/registration.md). Packing it
-by hand keeps a registered device near 120 bytes (APNs) instead of the 400+ a hash
+by hand keeps a registered device near 100 bytes (APNs) instead of the 400+ a hash
 per device costs, which is what lets 1M devices fit the memory budget.
 
-Layout (version 1), big-endian:
-    u8 version, u8 platform, u8 authorization, u8 apns environment, u8 token kind,
+Layout (version 2), big-endian:
+    u8 version, u8 platform, u8 authorization, u8 apns environment, u8 stored token kind
+    (0 none, 1 APNs, 2 FCM as text, 3 Web Push, 4 FCM packed),
     5 x u48 milliseconds: create, update, last seen, token update, token confirm,
     str8 os_version, str8 app_version, str8 locale, str8 time_zone, str8 user_id,
-    str16 token (APNs: the raw bytes of the hex; FCM / Web: UTF-8 canonical string),
+    str16 token (APNs: the raw bytes of the hex; FCM: compact.pack_fcm's form when it
+    is shorter, else the text; Web: the endpoint's UTF-8),
     Web only: 65 bytes p256dh, 16 bytes auth,
     u8 entry count, entries (str16 each: see pack_entry), oldest first.
-Lua scripts never parse it: they compare whole records (compare-and-set).
+Version 1 (FCM always as text) was never deployed: nothing reads it.
+Lua scripts compare whole records (compare-and-set); only flush_device.lua reads
+fields of this layout.
 """
 
 from __future__ import annotations
 
 import struct
 
-from services.registration.model import APNS, WEB_PUSH, ChangeEntry, DeviceRecord, Token
+from services.registration.compact import pack_fcm, unpack_fcm
+from services.registration.model import APNS, FCM, WEB_PUSH, ChangeEntry, DeviceRecord, Token
 
-VERSION = 1
+VERSION = 2
+# The token kind byte of a record: model's kinds, and FCM_PACKED for an FCM token stored
+# in compact.pack_fcm's form (the same token always gets the same form).
+FCM_PACKED = 4
 DEVICE_LOG_CAP = 8  # the newest entries kept in the record; the user log keeps more
 
 _HEAD = struct.Struct(">BBBBB")
@@ -126,15 +134,21 @@ def unpack_entry(data: bytes) -> ChangeEntry:
     )
 
 
-def stored_token(token: Token | None) -> bytes:
-    """A token as the record stores it (APNs: the raw bytes of its hex)."""
+def stored_token(token: Token | None) -> tuple[int, bytes]:
+    """(the record's token kind byte, the token's bytes) as the record stores a token:
+    APNs as the raw bytes of its hex, FCM packed when that is shorter."""
     if token is None:
-        return b""
-    return bytes.fromhex(token.value) if token.kind == APNS else token.value.encode()
+        return 0, b""
+    if token.kind == APNS:
+        return APNS, bytes.fromhex(token.value)
+    if token.kind == FCM:
+        packed = pack_fcm(token.value)
+        if packed is not None:
+            return FCM_PACKED, packed
+    return token.kind, token.value.encode()
 
 
 def flush_arguments(
-    device_id: str,
     platform: int,
     authorization_status: int,
     apns_environment: int,
@@ -142,32 +156,31 @@ def flush_arguments(
     token: Token | None,
     now_ms: int,
 ) -> list[bytes | str | int]:
-    """ARGV of scripts/flush_device.lua, which reads this layout: what the stored record
-    must already say (0 and "" = whatever it says) for a flush to change only times.
+    """ARGV 2.. of scripts/flush_device.lua (store.flush puts the device's field first),
+    which reads this layout: what the stored record must already say (0 and "" =
+    whatever it says) for a flush to change only times; the token as stored_token
+    gives it (kind byte and bytes).
 
     `texts` are os_version, app_version, locale, time_zone, user_id, in record order."""
+    kind, stored = stored_token(token)
     return [
-        device_id,
         platform,
         authorization_status,
         apns_environment,
         *texts,
-        token.kind if token is not None else 0,
-        stored_token(token),
+        kind,
+        stored,
         now_ms.to_bytes(6, "big"),
     ]
 
 
 def pack(record: DeviceRecord) -> bytes:
     token = record.token
+    kind, stored = stored_token(token)
     out = _Writer()
     out.parts.append(
         _HEAD.pack(
-            VERSION,
-            record.platform,
-            record.authorization_status,
-            record.apns_environment,
-            token.kind if token else 0,
+            VERSION, record.platform, record.authorization_status, record.apns_environment, kind
         )
     )
     for ms in (
@@ -186,7 +199,7 @@ def pack(record: DeviceRecord) -> bytes:
         record.user_id,
     ):
         out.str8(text)
-    out.bytes16(stored_token(token))
+    out.bytes16(stored)
     if token is not None and token.kind == WEB_PUSH:
         out.parts.append(token.p256dh + token.auth)
     entries = record.log[-DEVICE_LOG_CAP:]
@@ -218,6 +231,8 @@ def unpack(data: bytes, with_log: bool = True) -> DeviceRecord:
     token: Token | None = None
     if kind == APNS:
         token = Token(APNS, token_raw.hex())
+    elif kind == FCM_PACKED:
+        token = Token(FCM, unpack_fcm(token_raw))
     elif kind == WEB_PUSH:
         token = Token(WEB_PUSH, token_raw.decode(), data[at : at + 65], data[at + 65 : at + 81])
         at += 81

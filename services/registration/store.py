@@ -11,6 +11,7 @@ releases only the very entry it saw before its record write.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -21,6 +22,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from services.core.redis import RedisClient, hash_tag, load_script, shard_of
 from services.core.script_batches import run_scripts
+from services.registration.compact import UUID_LOWER, UUID_UPPER, pack_device_id, unpack_device_id
 
 SCRIPTS = "services.registration.scripts"
 
@@ -28,8 +30,20 @@ SCRIPTS = "services.registration.scripts"
 # shard near 4,000 devices for a 1M-device app (40,000 at 10M: still a small key),
 # spreads one app over every node of a cluster, and lets a 5,000-device import message
 # land as ~20 devices per shard, so one script call per shard writes a whole batch.
+# (Records are longer than the 64 bytes a compact listpack/ziplist hash allows under
+# Redis' default hash-max-listpack-value, so device shards are hash tables whatever
+# their size.)
 DEVICE_SHARDS = 256
-TOKEN_SHARDS = 256
+# The token index: 256 hash tags (slots) of 64 parts each, 16,384 hashes per app. Its
+# values (claim stamp + compact device id) fit the default hash-max-listpack-value (64
+# bytes), so a part stays a compact listpack (ziplist on Redis 6) while it has at most
+# hash-max-listpack-entries (default 512) entries: ~61 per part at 1M devices, ~50
+# bytes per token instead of ~105 in a hash table; past ~6M devices in one app parts
+# turn into hash tables one by one (same behaviour, today's memory). The parts of one
+# tag share a slot, so one script call still covers all of a message's tokens of that
+# tag: as many calls per import message as with 256 single hashes.
+TOKEN_GROUPS = 256
+TOKEN_PARTS = 64
 USER_LOG_CAP = 1000
 APPS_KEY = "reg:apps"
 
@@ -68,7 +82,7 @@ class IndexEntry:
             return None
         return cls(
             data,
-            data[STAMP_BYTES:].decode(errors="replace"),
+            unpack_device_id(data[STAMP_BYTES:]),
             int.from_bytes(data[1:7], "big"),
             data[0] == CONFIRMED,
         )
@@ -81,7 +95,8 @@ class IndexEntry:
 
 
 def token_value(device_id: str, state: int = PENDING) -> bytes:
-    return stamp(state) + device_id.encode()
+    """A token index value: claim stamp, then the device's compact id (compact.py)."""
+    return stamp(state) + pack_device_id(device_id)
 
 
 def pending_token_values(device_ids: Sequence[str]) -> list[bytes]:
@@ -90,7 +105,7 @@ def pending_token_values(device_ids: Sequence[str]) -> list[bytes]:
     head = bytes([PENDING]) + now_ms().to_bytes(6, "big")
     nonces = os.urandom(3 * len(device_ids))
     return [
-        head + nonces[3 * i : 3 * i + 3] + device_id.encode()
+        head + nonces[3 * i : 3 * i + 3] + pack_device_id(device_id)
         for i, device_id in enumerate(device_ids)
     ]
 
@@ -103,12 +118,28 @@ def devices_key(app_id: str, shard: int) -> str:
     return f"reg:{hash_tag(f'{app_id}:{shard}')}:dev"
 
 
+def device_field(device_id: str) -> bytes:
+    """A device's field in its shard hash: the compact id (compact.py)."""
+    return pack_device_id(device_id)
+
+
+def device_id_bytes(field: bytes) -> bytes:
+    """The UTF-8 device id of a device hash field (most ids are stored as they came)."""
+    if field and field[0] in (UUID_LOWER, UUID_UPPER):
+        return unpack_device_id(field).encode()
+    return field
+
+
+def token_group(digest: bytes) -> int:
+    return int.from_bytes(digest[12:14], "big") % TOKEN_GROUPS
+
+
 def token_key(app_id: str, digest: bytes) -> str:
-    return token_shard_key(app_id, int.from_bytes(digest[12:14], "big") % TOKEN_SHARDS)
+    return token_part_key(app_id, token_group(digest), digest[14] % TOKEN_PARTS)
 
 
-def token_shard_key(app_id: str, shard: int) -> str:
-    return f"reg:{hash_tag(f'tok:{app_id}:{shard}')}:idx"
+def token_part_key(app_id: str, group: int, part: int) -> str:
+    return f"reg:{hash_tag(f'tok:{app_id}:{group}')}:idx:{part}"
 
 
 def token_field(digest: bytes) -> bytes:
@@ -145,6 +176,28 @@ def packed_items(items: Iterable[bytes | str]) -> bytes:
     return b"".join(parts)
 
 
+class _Batch:
+    """Items of one batch script call (compare_and_set.lua, token_claim_free.lua): the
+    keys of one slot, numbered, each item led by its key's number (one byte)."""
+
+    __slots__ = ("keys", "numbers", "parts", "positions")
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.numbers: dict[str, bytes] = {}
+        self.parts: list[bytes] = []
+        self.positions: list[int] = []
+
+    def add(self, key: str, position: int, *item: bytes) -> None:
+        number = self.numbers.get(key)
+        if number is None:
+            self.keys.append(key)
+            number = self.numbers[key] = bytes([len(self.keys)])
+        self.parts.append(number)
+        self.parts += item
+        self.positions.append(position)
+
+
 def _as_bytes(raw: bytes | str | None) -> bytes | None:
     return raw.encode() if isinstance(raw, str) else raw
 
@@ -158,21 +211,33 @@ def _text(raw: bytes | str | None) -> str:
 class RegistrationStore:
     def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
-        self._cas = load_script(redis, SCRIPTS, "cas_devices.lua")
+        self._cas = load_script(redis, SCRIPTS, "compare_and_set.lua")
         self._flush = load_script(redis, SCRIPTS, "flush_device.lua")
         self._claim = load_script(redis, SCRIPTS, "token_claim.lua")
         self._claim_free = load_script(redis, SCRIPTS, "token_claim_free.lua")
-        self._set_index = load_script(redis, SCRIPTS, "compare_and_set_fields.lua")
         self._known_apps: set[str] = set()
 
-    async def _scripts(self, calls: Sequence[tuple[Any, str, list[Any]]]) -> list[Any]:
-        """One-key script calls in one round trip (services/core/script_batches.py)."""
-        return await run_scripts(self.redis, [(script, [key], args) for script, key, args in calls])
+    async def _batches(self, script: Any, batches: Iterable[_Batch]) -> set[int]:
+        """Runs one call of a batch script per batch, in one round trip
+        (services/core/script_batches.py); returns the positions of the items the
+        scripts answered with (conflicts, contested tokens)."""
+        batches = list(batches)
+        if not batches:
+            return set()
+        results = await run_scripts(
+            self.redis, [(script, b.keys, [packed_items(b.parts)]) for b in batches]
+        )
+        found: set[int] = set()
+        for batch, numbers in zip(batches, results, strict=True):
+            found.update(batch.positions[number - 1] for number in numbers)
+        return found
 
     # -- device records -------------------------------------------------------------
 
     async def get(self, app_id: str, device_id: str) -> bytes | None:
-        raw = await self.redis.hget(devices_key(app_id, device_shard(device_id)), device_id)
+        raw = await self.redis.hget(
+            devices_key(app_id, device_shard(device_id)), device_field(device_id)
+        )
         return _as_bytes(raw)
 
     async def flush(
@@ -182,7 +247,8 @@ class RegistrationStore:
         record.flush_arguments): (the record written, None) when the stored record
         already said what the call says, else (None, the stored record or None)."""
         wrote, raw = await self._flush(
-            keys=[devices_key(app_id, device_shard(device_id))], args=list(arguments)
+            keys=[devices_key(app_id, device_shard(device_id))],
+            args=[device_field(device_id), *arguments],
         )
         data = _as_bytes(raw) or None
         return (data, None) if wrote else (None, data)
@@ -195,7 +261,7 @@ class RegistrationStore:
         found: list[bytes | None] = [None] * len(device_ids)
         pipe = self.redis.pipeline(transaction=False)
         for shard, positions in by_shard.items():
-            pipe.hmget(devices_key(app_id, shard), [device_ids[p] for p in positions])
+            pipe.hmget(devices_key(app_id, shard), [device_field(device_ids[p]) for p in positions])
         for positions, values in zip(by_shard.values(), await pipe.execute(), strict=True):
             for position, value in zip(positions, values, strict=True):
                 found[position] = value
@@ -207,7 +273,7 @@ class RegistrationStore:
         """Writes `new` (None deletes) if the stored record is still `expected`."""
         conflicts = await self._cas(
             keys=[devices_key(app_id, device_shard(device_id))],
-            args=[packed_items((device_id, expected or b"", new or b""))],
+            args=[packed_items((b"\x01", device_field(device_id), expected or b"", new or b""))],
         )
         return not conflicts
 
@@ -216,28 +282,28 @@ class RegistrationStore:
     ) -> list[int]:
         """Batch form for imports: one script call per shard, pipelined. Returns the
         positions (in `changes`) that conflicted with a concurrent write."""
-        by_shard: dict[int, list[int]] = {}
-        for position, (device_id, _, _) in enumerate(changes):
-            by_shard.setdefault(device_shard(device_id), []).append(position)
-        calls = []
-        for shard, positions in by_shard.items():
-            items: list[bytes | str] = []
-            for position in positions:
-                device_id, expected, new = changes[position]
-                items += (device_id, expected or b"", new)
-            calls.append((self._cas, devices_key(app_id, shard), [packed_items(items)]))
-        conflicted: list[int] = []
-        for positions, result in zip(by_shard.values(), await self._scripts(calls), strict=True):
-            conflicted += [positions[number - 1] for number in result]
-        return conflicted
+        by_shard: dict[int, _Batch] = {}
+        for position, (device_id, expected, new) in enumerate(changes):
+            shard = device_shard(device_id)
+            batch = by_shard.get(shard)
+            if batch is None:
+                batch = by_shard[shard] = _Batch()
+            batch.add(
+                devices_key(app_id, shard), position, device_field(device_id), expected or b"", new
+            )
+        return sorted(await self._batches(self._cas, by_shard.values()))
 
-    async def shard_records(self, app_ids_and_shards: Sequence[tuple[str, int]]) -> list[dict]:
-        """The whole device hash of each (app, shard), pipelined."""
+    async def shard_records(
+        self, app_ids_and_shards: Sequence[tuple[str, int]]
+    ) -> list[dict[bytes, bytes]]:
+        """The whole device hash of each (app, shard), pipelined: {UTF-8 device id: record}."""
         pipe = self.redis.pipeline(transaction=False)
         for app_id, shard in app_ids_and_shards:
             pipe.hgetall(devices_key(app_id, shard))
-        result: list[dict] = await pipe.execute()
-        return result
+        return [
+            {device_id_bytes(field): value for field, value in content.items()}
+            for content in await pipe.execute()
+        ]
 
     async def shard_device_ids(self, app_id: str, shards: Sequence[int]) -> list[list[bytes]]:
         """The device ids of some shards of an app (ListDevices pages shard by shard, so
@@ -245,8 +311,7 @@ class RegistrationStore:
         pipe = self.redis.pipeline(transaction=False)
         for shard in shards:
             pipe.hkeys(devices_key(app_id, shard))
-        result: list[list[bytes]] = await pipe.execute()
-        return result
+        return [[device_id_bytes(field) for field in fields] for fields in await pipe.execute()]
 
     # -- apps with devices ----------------------------------------------------------
 
@@ -271,17 +336,20 @@ class RegistrationStore:
         for shard in range(DEVICE_SHARDS):
             pipe.hlen(devices_key(app_id, shard))
         count = sum(await pipe.execute())
-        keys = [devices_key(app_id, shard) for shard in range(DEVICE_SHARDS)]
-        keys += [token_shard_key(app_id, shard) for shard in range(TOKEN_SHARDS)]
+        # One UNLINK per slot: a device shard, or the 64 token index parts of one tag.
+        unlinks = [[devices_key(app_id, shard)] for shard in range(DEVICE_SHARDS)]
+        unlinks += [
+            [token_part_key(app_id, group, part) for part in range(TOKEN_PARTS)]
+            for group in range(TOKEN_GROUPS)
+        ]
         if isinstance(self.redis, RedisCluster):
-            # The cluster client splits a multi-key UNLINK by slot itself (the shards
-            # are in different slots); it cannot be queued in a cluster pipeline.
-            for start in range(0, len(keys), 64):
-                await self.redis.unlink(*keys[start : start + 64])
+            # A cluster pipeline cannot queue UNLINK; each command's keys share a slot.
+            for start in range(0, len(unlinks), 64):
+                await asyncio.gather(*(self.redis.unlink(*k) for k in unlinks[start : start + 64]))
         else:
             pipe = self.redis.pipeline(transaction=False)
-            for key in keys:
-                pipe.unlink(key)
+            for keys in unlinks:
+                pipe.unlink(*keys)
             await pipe.execute()
         return int(count)
 
@@ -311,20 +379,14 @@ class RegistrationStore:
         """Import form of claim_token: each (digest, value) goes to its device unless
         another device holds the token. One script call per token shard, pipelined.
         Returns the positions (in `claims`) of the contested tokens."""
-        by_key: dict[str, list[int]] = {}
-        for position, (digest, _) in enumerate(claims):
-            by_key.setdefault(token_key(app_id, digest), []).append(position)
-        calls = []
-        for key, positions in by_key.items():
-            items: list[bytes] = []
-            for position in positions:
-                digest, value = claims[position]
-                items += (token_field(digest), value)
-            calls.append((self._claim_free, key, [packed_items(items)]))
-        contested: set[int] = set()
-        for positions, result in zip(by_key.values(), await self._scripts(calls), strict=True):
-            contested.update(positions[number - 1] for number in result)
-        return contested
+        by_group: dict[int, _Batch] = {}
+        for position, (digest, value) in enumerate(claims):
+            group = token_group(digest)
+            batch = by_group.get(group)
+            if batch is None:
+                batch = by_group[group] = _Batch()
+            batch.add(token_key(app_id, digest), position, token_field(digest), value)
+        return await self._batches(self._claim_free, by_group.values())
 
     async def set_token_entries(
         self, app_id: str, changes: Sequence[tuple[bytes, bytes, bytes]]
@@ -332,31 +394,14 @@ class RegistrationStore:
         """Compare-and-set of token index entries: (digest, expected, new or b"" to
         delete). Confirms claims and releases tokens; pipelined, one script call per
         token shard. Returns the positions that did not apply (the entry changed)."""
-        by_key: dict[str, list[int]] = {}
-        for position, (digest, _, _) in enumerate(changes):
-            by_key.setdefault(token_key(app_id, digest), []).append(position)
-        return await self._set_fields(
-            by_key,
-            lambda position: (token_field(changes[position][0]), *changes[position][1:]),
-        )
-
-    async def _set_fields(
-        self,
-        by_key: dict[str, list[int]],
-        triple: Any,
-    ) -> set[int]:
-        if not by_key:
-            return set()
-        calls = []
-        for key, positions in by_key.items():
-            items: list[bytes] = []
-            for position in positions:
-                items += triple(position)
-            calls.append((self._set_index, key, [packed_items(items)]))
-        failed: set[int] = set()
-        for positions, result in zip(by_key.values(), await self._scripts(calls), strict=True):
-            failed.update(positions[number - 1] for number in result)
-        return failed
+        by_group: dict[int, _Batch] = {}
+        for position, (digest, expected, new) in enumerate(changes):
+            group = token_group(digest)
+            batch = by_group.get(group)
+            if batch is None:
+                batch = by_group[group] = _Batch()
+            batch.add(token_key(app_id, digest), position, token_field(digest), expected, new)
+        return await self._batches(self._cas, by_group.values())
 
     async def release_values(
         self, app_id: str, device_id: str, digest: bytes | None, user_id: str
@@ -393,23 +438,18 @@ class RegistrationStore:
 
     async def remove_user_entries(self, entries: Sequence[tuple[str, bytes, bytes]]) -> None:
         """Compare-and-delete of user index members: (user_id, member, value read)."""
-        by_key: dict[str, list[int]] = {}
-        for position, (user_id, _, _) in enumerate(entries):
-            by_key.setdefault(user_devices_key(user_id), []).append(position)
-        await self._set_fields(
-            by_key, lambda position: (entries[position][1], entries[position][2], b"")
-        )
+        by_user: dict[str, _Batch] = {}
+        for position, (user_id, member, value) in enumerate(entries):
+            key = user_devices_key(user_id)
+            batch = by_user.get(key)
+            if batch is None:
+                batch = by_user[key] = _Batch()
+            batch.add(key, position, member, value, b"")
+        await self._batches(self._cas, by_user.values())
 
     async def user_devices(self, user_id: str) -> list[tuple[str, str, IndexEntry]]:
         """(app, device, entry) of every member of the user's index."""
-        members = await self.redis.hgetall(user_devices_key(user_id))
-        found = []
-        for member, value in members.items():
-            entry = IndexEntry.parse(value)
-            if entry is not None:
-                app_id, device_id = split_user_member(_as_bytes(member) or b"")
-                found.append((app_id, device_id, entry))
-        return found
+        return _user_members(await self.redis.hgetall(user_devices_key(user_id)))
 
     async def users_devices(
         self, user_ids: Sequence[str]
@@ -418,16 +458,7 @@ class RegistrationStore:
         pipe = self.redis.pipeline(transaction=False)
         for user_id in user_ids:
             pipe.hgetall(user_devices_key(user_id))
-        result = []
-        for members in await pipe.execute():
-            found = []
-            for member, value in members.items():
-                entry = IndexEntry.parse(value)
-                if entry is not None:
-                    app_id, device_id = split_user_member(_as_bytes(member) or b"")
-                    found.append((app_id, device_id, entry))
-            result.append(found)
-        return result
+        return [_user_members(members) for members in await pipe.execute()]
 
     async def append_user_logs(self, entries: Sequence[tuple[str, bytes]]) -> None:
         """LPUSH + LTRIM per user (one key each, so one MULTI per user is cluster-safe)."""
@@ -444,3 +475,14 @@ class RegistrationStore:
         """The user's log, newest first (capped at USER_LOG_CAP entries)."""
         entries = await self.redis.lrange(user_log_key(user_id), 0, -1)
         return [_as_bytes(e) or b"" for e in entries]
+
+
+def _user_members(members: dict) -> list[tuple[str, str, IndexEntry]]:
+    """(app, device, entry) of a user index hash's members."""
+    found = []
+    for member, value in members.items():
+        entry = IndexEntry.parse(value)
+        if entry is not None:
+            app_id, device_id = split_user_member(_as_bytes(member) or b"")
+            found.append((app_id, device_id, entry))
+    return found

@@ -3,19 +3,21 @@
 -- change, so the script writes those two times in place; otherwise it writes nothing
 -- and returns the record for the general path (domain.py: read, compute, CAS).
 -- KEYS[1]: the shard's device hash  reg:{<app>:<shard>}:dev
--- ARGV: 1 device id, 2 platform, 3 authorization status (0 = any), 4 APNs environment
--- (0 = any), 5..9 os_version, app_version, locale, time_zone, user_id ("" = any),
--- 10 token kind (0 = the call carries no token), 11 the token as the record stores it,
+-- ARGV: 1 the device's field (store.py: the compact device id), 2 platform,
+-- 3 authorization status (0 = any), 4 APNs environment (0 = any), 5..9 os_version,
+-- app_version, locale, time_zone, user_id ("" = any), 10 the record's token kind
+-- byte for the call's token (0 = the call carries no token; FCM: 2 as text, 4
+-- packed), 11 the token as the record stores it (record.stored_token),
 -- 12 now (6 bytes, big-endian milliseconds).
 -- Returns {1, new record} when it wrote, {0, stored record or ""} when it did not.
--- The record layout is record.py's version 1: 5 header bytes (version, platform,
+-- The record layout is record.py's version 2: 5 header bytes (version, platform,
 -- status, environment, token kind), five u48 times (create, update, last seen, token
 -- update, token confirm), five str8 texts, the str16 token.
 local rec = redis.call('HGET', KEYS[1], ARGV[1])
 if not rec then
   return {0, ''}
 end
-if string.byte(rec, 1) ~= 1 or string.byte(rec, 2) ~= tonumber(ARGV[2]) then
+if string.byte(rec, 1) ~= 2 or string.byte(rec, 2) ~= tonumber(ARGV[2]) then
   return {0, rec}
 end
 local status = tonumber(ARGV[3])
