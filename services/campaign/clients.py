@@ -8,7 +8,7 @@ reaches Campaign's caller unchanged.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -89,7 +89,7 @@ class RegistrationClient:
 
     async def stream_audience(
         self, query: registration_service_pb2.AudienceQuery, cursor: str, batch_size: int
-    ) -> AsyncIterator[registration_service_pb2.StreamAudienceResponse]:
+    ) -> AsyncGenerator[registration_service_pb2.StreamAudienceResponse, None]:
         request = registration_service_pb2.StreamAudienceRequest(
             query=query, cursor=cursor, batch_size=batch_size
         )
@@ -105,6 +105,9 @@ class RegistrationClient:
     async def count(
         self, query: registration_service_pb2.AudienceQuery
     ) -> registration_service_pb2.CountAudienceResponse:
+        """Registration's quick count: exact up to ~10,000 devices in the app, else an
+        estimate from a sample of whole shards (exact = false), so it answers in a
+        fraction of a second at any audience size."""
         return await _call(
             "registration",
             self.stub.CountAudience,

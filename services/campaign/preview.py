@@ -1,18 +1,30 @@
 """PreviewAudience (a quick estimate) and ValidateMessage (issues and rendered payloads).
 
-The estimate counts the pushed-down query exactly in Registration, then evaluates the
-whole filter on a sample of the stream (the first SAMPLE devices, spread over shards by
-hash): small audiences are exact, large ones scaled by the sample's match ratio.
+The estimate costs the same at a thousand devices and at ten million:
+
+- Registration's CountAudience of the pushed-down query, in its estimate mode (whole
+  shards read until ~10,000 devices, scaled; exact when the app holds no more);
+- when the audience has no filter, that query *is* the audience (users_only and the
+  reachability are pushed down), so Registration's answer is the preview;
+- otherwise the whole filter is evaluated on a sample: the first SAMPLE devices of
+  StreamAudience (shard 0 first: devices are spread over shards by a hash of their
+  id), with their users from Identity. The match ratio scales Registration's count;
+  users are the matching user-bound devices divided by the devices per user of the
+  pushed-down audience (a user with four devices is not four users).
+
+`estimate` is also LaunchCampaign's estimate (estimated_targeted of the progress).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import aclosing
 from typing import Any
 
 from google.protobuf import json_format
 
 from herald.campaign.v1 import audience_pb2, campaign_service_pb2, push_message_pb2
+from herald.registration.v1 import device_pb2, registration_service_pb2
 from services.campaign import audience as audiences
 from services.campaign.deps import Deps
 from services.campaign.messages import PLATFORMS, CompiledMessage
@@ -22,58 +34,120 @@ from services.campaign.validation import message_violations
 from services.core.errors import NotFound
 
 SAMPLE = 2000
+SAMPLE_USER_IDS = 10
 ERROR = campaign_service_pb2.ISSUE_SEVERITY_ERROR
 WARNING = campaign_service_pb2.ISSUE_SEVERITY_WARNING
+Preview = campaign_service_pb2.PreviewAudienceResponse
 
 
 async def preview(
     deps: Deps, app_id: str, audience: audience_pb2.Audience, background: bool
-) -> campaign_service_pb2.PreviewAudienceResponse:
+) -> Preview:
     audiences.raise_if_invalid(audience)
     await deps.identity.app(app_id)
+    return await estimate(deps, app_id, audience, background, with_user_ids=True)
+
+
+async def estimate(
+    deps: Deps,
+    app_id: str,
+    audience: audience_pb2.Audience,
+    background: bool,
+    with_user_ids: bool,
+) -> Preview:
+    """The audience's estimated size (module docstring); `with_user_ids`: also a few
+    user ids of the audience (a preview shows them; a launch does not need them)."""
     query = audiences.registration_query(app_id, audience, background)
     if query is None:
-        return campaign_service_pb2.PreviewAudienceResponse(exact=True)
-    total = int((await deps.registration.count(query)).device_count)
+        return Preview(exact=True)
+    counted = await deps.registration.count(query)
     compiled = audiences.CompiledAudience(audience, background)
-    streamed = 0
-    matched: list[Any] = []
-    async for response in deps.registration.stream_audience(query, "", 500):
-        devices = list(response.devices)
-        streamed += len(devices)
-        users = (
-            await deps.identity.users({d.user_id for d in devices if d.user_id})
-            if compiled.needs_user
-            else {}
+    if compiled.device_only:
+        answer = Preview(
+            estimated_devices=counted.device_count,
+            estimated_users=counted.user_count,
+            exact=counted.exact,
+            platform_estimates=[
+                campaign_service_pb2.PlatformEstimate(
+                    platform=c.platform, estimated_devices=c.count
+                )
+                for c in counted.platform_counts
+            ],
         )
-        any_app: dict[str, bool] = {}
-        if compiled.needs_any_app:
-            for user_id in {d.user_id for d in devices if d.user_id}:
-                any_app[user_id] = (
-                    await deps.registration.user_devices(user_id)
-                ).push_enabled_any_app
-        for device in devices:
-            recipient = audiences.Recipient(
-                device, users.get(device.user_id), any_app.get(device.user_id)
-            )
-            if compiled.matches(recipient):
-                matched.append(device)
-        if streamed >= SAMPLE:
-            break
-    exact = streamed >= total or streamed < SAMPLE
-    scale = 1.0 if exact or not streamed else total / streamed
-    users_seen = {d.user_id for d in matched if d.user_id}
+        if with_user_ids and counted.user_count:
+            answer.sample_user_ids.extend(await _first_user_ids(deps, query))
+        return answer
+    return await _sampled(deps, query, compiled, counted)
+
+
+async def _first_user_ids(deps: Deps, query: registration_service_pb2.AudienceQuery) -> list[str]:
+    """A few user ids from the audience's first batch (shard 0)."""
+    async with aclosing(deps.registration.stream_audience(query, "", 500)) as stream:
+        async for response in stream:
+            return sorted({d.user_id for d in response.devices if d.user_id})[:SAMPLE_USER_IDS]
+    return []
+
+
+async def _sampled(
+    deps: Deps,
+    query: registration_service_pb2.AudienceQuery,
+    compiled: audiences.CompiledAudience,
+    counted: registration_service_pb2.CountAudienceResponse,
+) -> Preview:
+    streamed = bound = 0
+    matched: list[device_pb2.AudienceDevice] = []
+    exhausted = True
+    async with aclosing(deps.registration.stream_audience(query, "", 500)) as stream:
+        async for response in stream:
+            devices = list(response.devices)
+            streamed += len(devices)
+            bound += sum(1 for d in devices if d.user_id)
+            matched += await _matching(deps, compiled, devices)
+            if streamed >= SAMPLE:
+                exhausted = False
+                break
+    if exhausted:  # every device of the audience was evaluated: no scaling
+        scale, users = 1.0, float(len({d.user_id for d in matched if d.user_id}))
+    else:
+        scale = counted.device_count / streamed
+        # Registration's users per user-bound device (its user_count is a proper
+        # distinct-user estimate); the stream's share of bound devices stands in for
+        # the audience's.
+        bound_devices = counted.device_count * bound / streamed
+        per_device = counted.user_count / bound_devices if bound_devices else 0.0
+        users = sum(1 for d in matched if d.user_id) * scale * per_device
+    users_seen = sorted({d.user_id for d in matched if d.user_id})
     per_platform = Counter(d.platform for d in matched)
-    return campaign_service_pb2.PreviewAudienceResponse(
+    return Preview(
         estimated_devices=round(len(matched) * scale),
-        estimated_users=round(len(users_seen) * scale),
-        exact=exact,
+        # At least the users seen; never more users than devices.
+        estimated_users=min(round(len(matched) * scale), max(len(users_seen), round(users))),
+        exact=exhausted,
         platform_estimates=[
             campaign_service_pb2.PlatformEstimate(platform=p, estimated_devices=round(n * scale))
             for p, n in sorted(per_platform.items())
         ],
-        sample_user_ids=sorted(users_seen)[:10],
+        sample_user_ids=users_seen[:SAMPLE_USER_IDS],
     )
+
+
+async def _matching(
+    deps: Deps, compiled: audiences.CompiledAudience, devices: list[device_pb2.AudienceDevice]
+) -> list[device_pb2.AudienceDevice]:
+    """The devices the whole filter holds for, with their users as the fan-out sees them."""
+    user_ids = {d.user_id for d in devices if d.user_id}
+    users = await deps.identity.users(user_ids) if compiled.needs_user else {}
+    any_app: dict[str, bool] = {}
+    if compiled.needs_any_app:
+        for user_id in user_ids:
+            any_app[user_id] = (await deps.registration.user_devices(user_id)).push_enabled_any_app
+    return [
+        device
+        for device in devices
+        if compiled.matches(
+            audiences.Recipient(device, users.get(device.user_id), any_app.get(device.user_id))
+        )
+    ]
 
 
 async def validate_message(
