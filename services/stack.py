@@ -31,6 +31,7 @@ from services.core.embedded_redis import EmbeddedRedis
 SERVICES = ("identity", "registration", "delivery", "campaign")
 RUN_DIR = Path(".run")
 # The sandboxes' default ports; HERALD_SANDBOX_<NAME>_PORT overrides each (as in the sandbox).
+STARTUP_SECONDS = 120.0  # per service, while its process is alive
 SANDBOX_PORTS = {"apns": 2197, "fcm": 8444, "webpush": 8445, "control": 8440}
 
 
@@ -41,12 +42,15 @@ class Child:
     where: str
 
 
-def wait_serving(address: str, timeout: float) -> bool:
-    """Whether the gRPC server at `address` reports SERVING within `timeout` seconds."""
+def wait_serving(
+    address: str, timeout: float, process: subprocess.Popen[bytes] | None = None
+) -> bool:
+    """Whether the gRPC server at `address` reports SERVING within `timeout` seconds;
+    gives up early once `process` (the one that should serve there) has exited."""
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and (process is None or process.poll() is None):
             try:
                 answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
                 if answer.status == health_pb2.HealthCheckResponse.SERVING:
@@ -104,9 +108,14 @@ class Stack:
         }
         for name, address in addresses.items():  # start together, then wait for each
             self._spawn(name, ["-m", f"services.{name}"], address)
+        processes = {child.name: child.process for child in self.children}
         for name, address in addresses.items():
-            if not wait_serving(address, timeout=30):
-                raise RuntimeError(f"{name} did not become healthy on {address}; see its log above")
+            # Generous: on a busy machine four Python services importing at once can take
+            # a while; a service that exits (bad config, taken port) fails at once.
+            process = processes[name]
+            if not wait_serving(address, STARTUP_SECONDS, process):
+                why = "exited" if process.poll() is not None else "did not become healthy"
+                raise RuntimeError(f"{name} {why} on {address}; see its log above")
 
     def _start_sandboxes(self) -> None:
         """Start the sandboxes and point Delivery at them unless told otherwise."""

@@ -35,6 +35,7 @@ from services.core.auth import (
     identity_key_verifier,
 )
 from services.core.config import ConfigError, Settings, load_settings
+from services.core.errors import Unavailable
 from services.core.logs import configure_logging
 from services.core.metrics import Metrics
 from services.core.rpc_wrapper import RpcWrapper, WrappingRegistrar
@@ -125,23 +126,52 @@ class RunningServer:
 async def start_server(
     spec: ServiceSpec, settings: Settings, port: int | None = None
 ) -> RunningServer:
-    """Build the runtime and the servicer, then start serving. `port=0` picks a free one."""
+    """Build the runtime and the servicer, then start serving. `port=0` picks a free one.
+
+    A failure on the way (Redis not reachable, a port taken, a servicer that cannot be
+    built) closes whatever was already opened: a caller that retries or exits leaves no
+    Redis connection, worker task or listener behind.
+    """
     provider = telemetry.setup_tracing(spec.name, settings)
     client = redis_conn.connect(settings)
     runtime = Runtime(
         settings=settings, tracer_provider=provider, redis=client, metrics=Metrics(spec.name)
     )
-    if spec.needs_redis:
-        await redis_conn.wait_until_ready(client)
-    servicer = await spec.build_servicer(runtime)
-
-    keys = KeyCache(
-        identity_key_verifier(lambda: runtime.channel("identity")),
-        settings.api_key_cache_seconds,
+    server: grpc.aio.Server | None = None
+    servicer: Any = None
+    try:
+        if spec.needs_redis:
+            await redis_conn.wait_until_ready(client)
+        servicer = await spec.build_servicer(runtime)
+        server = _grpc_server(settings)
+        health = _register(spec, servicer, server, runtime)
+        wanted = settings.port_of(spec.name) if port is None else port
+        bound = _listen(server, settings, spec.name, wanted)
+        await server.start()
+        if settings.metrics_port != 0:
+            _serve_metrics(runtime.metrics, settings, wanted)
+        await health.set(spec.full_name, health_pb2.HealthCheckResponse.SERVING)
+    except BaseException:
+        if server is not None:
+            await server.stop(None)
+        closer = getattr(servicer, "close", None)
+        if closer is not None:
+            await closer()
+        await runtime.close()
+        raise
+    log.info(
+        "serving",
+        extra={
+            "grpc_service": spec.full_name,
+            "address": f"{settings.host}:{bound}",
+            "metrics_port": runtime.metrics.port,
+        },
     )
-    # No grpc.aio interceptors: every handler is wrapped once, here, with tracing,
-    # request id, metrics and error mapping around the auth checks (rpc_wrapper.py).
-    server = grpc.aio.server(
+    return RunningServer(spec, server, bound, health, runtime, servicer)
+
+
+def _grpc_server(settings: Settings) -> grpc.aio.Server:
+    return grpc.aio.server(
         options=[
             # Several processes of one service share the port only when asked to; otherwise
             # a second process on a taken port must fail rather than silently share it.
@@ -149,13 +179,28 @@ async def start_server(
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-            # Clients reconnect now and then, so new replicas get their share of calls.
+            # Clients reconnect now and then, so new replicas get their share of calls;
+            # long streams end with it too, and their clients resume from a cursor.
             ("grpc.max_connection_age_ms", 5 * 60 * 1000),
             ("grpc.max_connection_age_grace_ms", 30 * 1000),
         ],
     )
+
+
+def _register(
+    spec: ServiceSpec, servicer: Any, server: grpc.aio.Server, runtime: Runtime
+) -> HealthServicer:
+    """The service, health and reflection, each handler wrapped once (no grpc.aio
+    interceptors: tracing, request id, metrics and error mapping around the auth checks
+    live in rpc_wrapper.py)."""
+    settings = runtime.settings
+    keys = KeyCache(
+        identity_key_verifier(lambda: runtime.channel("identity")),
+        settings.api_key_cache_seconds,
+    )
     registrar = WrappingRegistrar(
-        server, RpcWrapper(provider, runtime.metrics, AuthInterceptor(settings, keys))
+        server,
+        RpcWrapper(runtime.tracer_provider, runtime.metrics, AuthInterceptor(settings, keys)),
     )
     spec.add_to_server(servicer, registrar)
     health = HealthServicer()
@@ -167,7 +212,10 @@ async def start_server(
             reflection.SERVICE_NAME,
         )
     )
-    wanted = settings.port_of(spec.name) if port is None else port
+    return health
+
+
+def _listen(server: grpc.aio.Server, settings: Settings, name: str, wanted: int) -> int:
     try:
         credentials = tls.server_credentials(settings)
         listen = f"{settings.host}:{wanted}"
@@ -179,23 +227,8 @@ async def start_server(
     except RuntimeError:  # grpc raises on a port it cannot bind (taken, not permitted)
         bound = 0
     if bound == 0:
-        await runtime.close()
-        raise ConfigError(
-            f"HERALD_{spec.name.upper()}_PORT: cannot listen on {settings.host}:{wanted}"
-        )
-    await server.start()
-    if settings.metrics_port != 0:
-        _serve_metrics(runtime.metrics, settings, wanted)
-    await health.set(spec.full_name, health_pb2.HealthCheckResponse.SERVING)
-    log.info(
-        "serving",
-        extra={
-            "grpc_service": spec.full_name,
-            "address": f"{settings.host}:{bound}",
-            "metrics_port": runtime.metrics.port,
-        },
-    )
-    return RunningServer(spec, server, bound, health, runtime, servicer)
+        raise ConfigError(f"HERALD_{name.upper()}_PORT: cannot listen on {settings.host}:{wanted}")
+    return bound
 
 
 def _serve_metrics(metrics: Metrics, settings: Settings, grpc_port: int) -> None:
@@ -231,7 +264,8 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
 
 
 def main(spec: ServiceSpec) -> None:
-    """Entry point of `python -m services.<name>`: exit 2 on bad configuration."""
+    """Entry point of `python -m services.<name>`: exit 2 on bad configuration, 1 when
+    Redis does not answer at start-up (one line each, no traceback)."""
     try:
         settings = load_settings()
     except ConfigError as error:
@@ -247,3 +281,6 @@ def main(spec: ServiceSpec) -> None:
     except ConfigError as error:
         print(f"herald-{spec.name}: {error}", file=sys.stderr)
         sys.exit(2)
+    except Unavailable as error:  # Redis (or another dependency) not there at start-up
+        print(f"herald-{spec.name}: {error}", file=sys.stderr)
+        sys.exit(1)

@@ -141,3 +141,20 @@ def test_delivery_without_a_credentials_key_stops_at_start_and_says_why(redis_se
     )
     assert done.returncode == 2
     assert "herald-delivery: HERALD_CREDENTIALS_KEY is not set" in done.stderr
+
+
+def test_a_service_without_redis_says_so_in_one_line_and_exits_1():
+    closed = free_port()  # nothing listens there
+    done = subprocess.run(
+        [sys.executable, "-m", "services.identity"],
+        env=_environment(f"redis://:s3cret-password@127.0.0.1:{closed}/0"),
+        capture_output=True,
+        text=True,
+        timeout=90,  # the service waits 10 s for Redis
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "herald-identity: REDIS_UNAVAILABLE: Redis did not answer within 10s" in done.stderr
+    assert f"127.0.0.1:{closed}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "s3cret-password" not in done.stderr

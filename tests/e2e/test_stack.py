@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -64,3 +65,34 @@ def test_the_stack_starts_every_service_prints_addresses_and_stops_on_ctrl_c(
     assert (tmp_path / ".run" / "sandbox" / "ca.pem").exists()
     assert (tmp_path / ".run" / "credentials.key").stat().st_mode & 0o077 == 0
     assert stderr.rstrip().endswith("herald: stopped")
+
+
+def test_a_service_that_cannot_start_fails_the_stack_at_once_naming_it(redis_server, tmp_path):
+    ports = {name: free_port() for name in SERVICES}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HERALD_", "REDIS_URL"))}
+    env["REDIS_URL"] = redis_server.url
+    env["PYTHONPATH"] = os.getcwd()
+    for name, port in ports.items():
+        env[f"HERALD_{name.upper()}_PORT"] = str(port)
+        env[f"HERALD_{name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
+    with socket.socket() as taken:  # Delivery's port, held by someone else
+        taken.bind(("127.0.0.1", ports["delivery"]))
+        taken.listen()
+        started = time.monotonic()
+        finished = subprocess.run(
+            [sys.executable, "-m", "services.stack", "--no-sandboxes"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=110,  # under the stack's own per-service wait: it must not wait it out
+            check=False,
+        )
+    assert finished.returncode == 1
+    assert f"herald: delivery exited on 127.0.0.1:{ports['delivery']}" in finished.stderr
+    assert "HERALD_DELIVERY_PORT: cannot listen" in finished.stderr
+    assert "Traceback" not in finished.stderr
+    assert time.monotonic() - started < 110
+    for name in ("registration", "identity", "campaign"):  # the others were stopped
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", ports[name])) != 0, name
