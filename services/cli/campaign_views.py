@@ -14,6 +14,7 @@ from rich.text import Text
 from herald.campaign.v1 import campaign_pb2, campaign_service_pb2, report_pb2
 from herald.type.v1 import platform_pb2
 from services.cli import formatting, inputs
+from services.cli.commands import Group, json_answered
 from services.cli.context import Context
 from services.cli.errors import OutcomeError
 
@@ -36,21 +37,19 @@ CHART = (
 )
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    watch_ = sub.add_parser(
+def register(campaigns: Group) -> None:
+    watch_ = campaigns.command(
         "watch",
-        parents=[common],
+        lambda args, ctx: watch(ctx, args.campaign_id, args.interval),
         help="a live progress bar until the campaign is final",
         description="Follow WatchCampaign until the campaign is COMPLETED, CANCELLED or "
         "FAILED (exit 1 for the last two). With --json: one snapshot per line.",
     )
     watch_.add_argument("campaign_id")
     watch_.add_argument("--interval", type=float, default=0.5, help="seconds between snapshots")
-    watch_.set_defaults(handler=lambda args, ctx: watch(ctx, args.campaign_id, args.interval))
 
-    report = sub.add_parser("report", parents=[common], help="counters as a table and a chart")
+    report = campaigns.command("report", show_report, help="counters as a table and a chart")
     report.add_argument("campaign_id")
-    report.set_defaults(handler=show_report)
 
 
 def _state(state: int) -> str:
@@ -144,8 +143,7 @@ def _reasons(title: str, counts: Sequence[report_pb2.ReasonCount]) -> list[list[
 def show_report(args: argparse.Namespace, ctx: Context) -> int:
     request = CS.GetCampaignReportRequest(campaign_id=args.campaign_id)
     report = ctx.client.call("campaign", "GetCampaignReport", request).report
-    if ctx.out.json_mode:
-        ctx.out.json(formatting.to_json(report))
+    if json_answered(ctx, report):
         return 0
     ctx.out.line(
         Text(

@@ -8,33 +8,24 @@ given beside --file override it. Watching and reporting live in campaign_views.p
 from __future__ import annotations
 
 import argparse
-import uuid
 from typing import Any
 
 from herald.campaign.v1 import audience_pb2, campaign_pb2, campaign_service_pb2, push_message_pb2
 from services.cli import campaign_views, formatting, inputs
-from services.cli.context import Context, add_paging, collect_pages, next_page_note
+from services.cli.commands import add_paging, add_request_id, group, list_pages, request_id, show
+from services.cli.context import Context
 from services.cli.errors import UsageError
 
 CS = campaign_service_pb2
-STATES = {
-    formatting.enum_name(campaign_pb2.CampaignState.DESCRIPTOR, v.number).lower(): (
-        campaign_pb2.CampaignState.Value(v.name)
-    )
-    for v in campaign_pb2.CampaignState.DESCRIPTOR.values
-    if v.number
-}
+STATES = formatting.enum_choices(campaign_pb2.CampaignState)
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
-    group = commands.add_parser(
-        "campaigns", parents=[common], help="create, launch and follow campaigns"
-    )
-    sub = group.add_subparsers(title="campaigns commands", metavar="COMMAND", required=True)
+    campaigns = group(commands, common, "campaigns", help="create, launch and follow campaigns")
 
-    create = sub.add_parser(
+    create = campaigns.command(
         "create",
-        parents=[common],
+        create_campaign,
         help="create a DRAFT campaign",
         description="Create a campaign in DRAFT. Title, body, data and deep link are "
         "Liquid templates ({{ first_name | default: 'there' }}).",
@@ -60,30 +51,25 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     timing.add_argument("--send-at", metavar="TIME", help="RFC 3339 send time (default: now)")
     timing.add_argument("--throttle", type=int, metavar="PER_MINUTE", help="max sends/minute")
     create.add_argument("--validate-only", action="store_true", help="check, create nothing")
-    create.add_argument("--request-id", default="", help="idempotency key (a new UUID)")
-    create.set_defaults(handler=create_campaign)
+    add_request_id(create)
 
-    get = sub.add_parser("get", parents=[common], help="show one campaign")
+    get = campaigns.command("get", get_campaign, help="show one campaign")
     get.add_argument("campaign_id")
-    get.set_defaults(handler=get_campaign)
 
-    list_ = sub.add_parser("list", parents=[common], help="list an app's campaigns")
+    list_ = campaigns.command("list", list_campaigns, help="list an app's campaigns")
     list_.add_argument("app_id")
     list_.add_argument("--state", action="append", choices=sorted(STATES))
     add_paging(list_)
-    list_.set_defaults(handler=list_campaigns)
 
-    launch = sub.add_parser("launch", parents=[common], help="launch a DRAFT campaign")
+    launch = campaigns.command("launch", launch_campaign, help="launch a DRAFT campaign")
     launch.add_argument("campaign_id")
-    launch.add_argument("--request-id", default="", help="idempotency key (a new UUID)")
+    add_request_id(launch)
     launch.add_argument("--watch", action="store_true", help="then show live progress")
-    launch.set_defaults(handler=launch_campaign)
 
-    cancel = sub.add_parser("cancel", parents=[common], help="cancel a SCHEDULED or SENDING one")
+    cancel = campaigns.command("cancel", cancel_campaign, help="cancel a SCHEDULED or SENDING one")
     cancel.add_argument("campaign_id")
-    cancel.set_defaults(handler=cancel_campaign)
 
-    campaign_views.register(sub, common)
+    campaign_views.register(campaigns)
 
 
 def _message(args: argparse.Namespace, message: push_message_pb2.PushMessage) -> None:
@@ -143,22 +129,15 @@ def build_campaign(args: argparse.Namespace) -> campaign_pb2.Campaign:
     return campaign
 
 
-def _show(ctx: Context, campaign: campaign_pb2.Campaign, title: str = "") -> None:
-    if ctx.out.json_mode:
-        ctx.out.json(formatting.to_json(campaign))
-    else:
-        ctx.out.fields(campaign, title=title)
-
-
 def create_campaign(args: argparse.Namespace, ctx: Context) -> int:
     request = CS.CreateCampaignRequest(
         campaign=build_campaign(args),
-        request_id=args.request_id or str(uuid.uuid4()),
+        request_id=request_id(args),
         validate_only=args.validate_only,
     )
     answer = ctx.client.call("campaign", "CreateCampaign", request)
     title = "Campaign valid (nothing created)" if args.validate_only else "Campaign created"
-    _show(ctx, answer.campaign, title)
+    show(ctx, answer.campaign, title)
     if not args.validate_only:
         ctx.out.note(f"launch it: herald campaigns launch {answer.campaign.campaign_id} --watch")
     return 0
@@ -166,48 +145,30 @@ def create_campaign(args: argparse.Namespace, ctx: Context) -> int:
 
 def get_campaign(args: argparse.Namespace, ctx: Context) -> int:
     request = CS.GetCampaignRequest(campaign_id=args.campaign_id)
-    _show(ctx, ctx.client.call("campaign", "GetCampaign", request).campaign)
-    return 0
+    return show(ctx, ctx.client.call("campaign", "GetCampaign", request).campaign)
 
 
 def list_campaigns(args: argparse.Namespace, ctx: Context) -> int:
-    def fetch(token: str) -> tuple[Any, str]:
-        request = CS.ListCampaignsRequest(
-            app_id=args.app_id,
-            page_size=args.page_size,
-            page_token=token,
-            states=[STATES[s] for s in args.state or []],
-        )
-        answer = ctx.client.call("campaign", "ListCampaigns", request)
-        return answer.campaigns, answer.next_page_token
-
-    campaigns, token = collect_pages(args, fetch)
-    if ctx.out.json_mode:
-        ctx.out.json(
-            {"campaigns": [formatting.to_json(c) for c in campaigns], "next_page_token": token}
-        )
-        return 0
-    ctx.out.table(
+    return list_pages(
+        args,
+        ctx,
+        "campaign",
+        "ListCampaigns",
+        CS.ListCampaignsRequest(app_id=args.app_id, states=[STATES[s] for s in args.state or []]),
+        "campaigns",
         ["campaign id", "name", "state", "created", "launched"],
-        [
-            [
-                c.campaign_id,
-                c.display_name,
-                formatting.enum_name(campaign_pb2.CampaignState.DESCRIPTOR, c.state),
-                formatting.timestamp(c.create_time),
-                formatting.timestamp(c.launch_time),
-            ]
-            for c in campaigns
+        lambda c: [
+            c.campaign_id,
+            c.display_name,
+            formatting.enum_name(campaign_pb2.CampaignState.DESCRIPTOR, c.state),
+            formatting.timestamp(c.create_time),
+            formatting.timestamp(c.launch_time),
         ],
     )
-    next_page_note(ctx, token)
-    return 0
 
 
 def launch_campaign(args: argparse.Namespace, ctx: Context) -> int:
-    request = CS.LaunchCampaignRequest(
-        campaign_id=args.campaign_id, request_id=args.request_id or str(uuid.uuid4())
-    )
+    request = CS.LaunchCampaignRequest(campaign_id=args.campaign_id, request_id=request_id(args))
     answer = ctx.client.call("campaign", "LaunchCampaign", request)
     if ctx.out.json_mode and not args.watch:
         ctx.out.json(formatting.to_json(answer))
@@ -226,5 +187,4 @@ def launch_campaign(args: argparse.Namespace, ctx: Context) -> int:
 def cancel_campaign(args: argparse.Namespace, ctx: Context) -> int:
     request = CS.CancelCampaignRequest(campaign_id=args.campaign_id)
     answer = ctx.client.call("campaign", "CancelCampaign", request)
-    _show(ctx, answer.campaign, title="Campaign cancelled")
-    return 0
+    return show(ctx, answer.campaign, title="Campaign cancelled")

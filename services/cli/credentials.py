@@ -15,7 +15,8 @@ from typing import Any
 from herald.delivery.v1 import credentials_pb2, delivery_service_pb2
 from herald.type.v1 import platform_pb2
 from services.cli import formatting, inputs
-from services.cli.context import Context, add_paging, collect_pages, next_page_note
+from services.cli.commands import add_paging, group, json_answered, list_pages, show
+from services.cli.context import Context
 from services.cli.errors import UsageError
 
 DS = delivery_service_pb2
@@ -23,13 +24,10 @@ C = credentials_pb2
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
-    group = commands.add_parser(
-        "credentials", parents=[common], help="provider credentials of an app"
-    )
-    sub = group.add_subparsers(title="credentials commands", metavar="COMMAND", required=True)
+    credentials = group(commands, common, "credentials", help="provider credentials of an app")
 
-    apns = sub.add_parser(
-        "put-apns", parents=[common], help="upload an APNs .p8 key (token authentication)"
+    apns = credentials.command(
+        "put-apns", put_apns, help="upload an APNs .p8 key (token authentication)"
     )
     apns.add_argument("app_id")
     apns.add_argument("--key", required=True, metavar="FILE.p8", help="the .p8 private key")
@@ -37,11 +35,10 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     apns.add_argument("--team-id", required=True, help="the 10-character team id")
     apns.add_argument("--bundle-id", required=True, help="the app's bundle id (apns-topic)")
     apns.add_argument("--environment", required=True, choices=sorted(inputs.ENVIRONMENTS))
-    apns.set_defaults(handler=put_apns)
 
-    cert = sub.add_parser(
+    cert = credentials.command(
         "put-apns-cert",
-        parents=[common],
+        put_apns_certificate,
         help="upload an APNs provider certificate (certificate authentication)",
         description="Upload an APNs provider certificate and its private key: a PEM file "
         "holding both (or --key for the key apart), or a PKCS#12 bundle (--p12, its "
@@ -56,38 +53,32 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     cert.add_argument("--password-file", metavar="FILE", help="the --p12 bundle's password")
     cert.add_argument("--bundle-id", required=True, help="the app's bundle id (apns-topic)")
     cert.add_argument("--environment", required=True, choices=sorted(inputs.ENVIRONMENTS))
-    cert.set_defaults(handler=put_apns_certificate)
 
-    fcm = sub.add_parser("put-fcm", parents=[common], help="upload an FCM service-account key")
+    fcm = credentials.command("put-fcm", put_fcm, help="upload an FCM service-account key")
     fcm.add_argument("app_id")
     fcm.add_argument("--service-account", required=True, metavar="FILE.json", help="the key file")
-    fcm.set_defaults(handler=put_fcm)
 
-    web = sub.add_parser("put-webpush", parents=[common], help="upload a VAPID key pair")
+    web = credentials.command("put-webpush", put_webpush, help="upload a VAPID key pair")
     web.add_argument("app_id")
     web.add_argument(
         "--vapid-key", required=True, metavar="FILE.pem", help="the P-256 private key (PEM)"
     )
     web.add_argument("--subject", required=True, help="mailto: or https: contact")
-    web.set_defaults(handler=put_webpush)
 
     for put in (apns, cert, fcm, web):
         put.add_argument(
             "--validate-only", action="store_true", help="check the material, store nothing"
         )
 
-    get = sub.add_parser("get", parents=[common], help="show one credential (no secrets)")
-    _slot_arguments(get)
-    get.set_defaults(handler=get_credentials)
+    _slot_arguments(
+        credentials.command("get", get_credentials, help="show one credential (no secrets)")
+    )
 
-    list_ = sub.add_parser("list", parents=[common], help="list an app's credentials")
+    list_ = credentials.command("list", list_credentials, help="list an app's credentials")
     list_.add_argument("app_id")
     add_paging(list_)
-    list_.set_defaults(handler=list_credentials)
 
-    delete = sub.add_parser("delete", parents=[common], help="delete one credential")
-    _slot_arguments(delete)
-    delete.set_defaults(handler=delete_credentials)
+    _slot_arguments(credentials.command("delete", delete_credentials, help="delete one credential"))
 
 
 def _slot_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,15 +101,11 @@ def _slot(args: argparse.Namespace) -> dict[str, Any]:
 def _put(args: argparse.Namespace, ctx: Context, credentials: C.Credentials) -> int:
     request = DS.PutCredentialsRequest(credentials=credentials, validate_only=args.validate_only)
     answer = ctx.client.call("delivery", "PutCredentials", request)
-    if ctx.out.json_mode:
-        ctx.out.json(formatting.to_json(answer))
-        return 0
     if args.validate_only:
         title = "Credentials valid (nothing stored)"
     else:
         title = "Credentials replaced" if answer.replaced else "Credentials stored"
-    ctx.out.fields(answer.credentials, title=title)
-    return 0
+    return show(ctx, answer.credentials, title, answer=answer)
 
 
 def put_apns(args: argparse.Namespace, ctx: Context) -> int:
@@ -189,52 +176,34 @@ def put_webpush(args: argparse.Namespace, ctx: Context) -> int:
 
 def get_credentials(args: argparse.Namespace, ctx: Context) -> int:
     answer = ctx.client.call("delivery", "GetCredentials", DS.GetCredentialsRequest(**_slot(args)))
-    if ctx.out.json_mode:
-        ctx.out.json(formatting.to_json(answer.credentials))
-    else:
-        ctx.out.fields(answer.credentials)
-    return 0
+    return show(ctx, answer.credentials)
 
 
 def list_credentials(args: argparse.Namespace, ctx: Context) -> int:
-    def fetch(token: str) -> tuple[Any, str]:
-        request = DS.ListCredentialsRequest(
-            app_id=args.app_id, page_size=args.page_size, page_token=token
-        )
-        answer = ctx.client.call("delivery", "ListCredentials", request)
-        return answer.credentials, answer.next_page_token
-
-    items, token = collect_pages(args, fetch)
-    if ctx.out.json_mode:
-        ctx.out.json(
-            {"credentials": [formatting.to_json(c) for c in items], "next_page_token": token}
-        )
-        return 0
-    ctx.out.table(
+    return list_pages(
+        args,
+        ctx,
+        "delivery",
+        "ListCredentials",
+        DS.ListCredentialsRequest(app_id=args.app_id),
+        "credentials",
         ["provider", "environment", "fingerprint", "health", "expires", "last error", "updated"],
-        [
-            [
-                formatting.enum_name(platform_pb2.Provider.DESCRIPTOR, c.provider),
-                formatting.enum_name(platform_pb2.ApnsEnvironment.DESCRIPTOR, c.apns_environment),
-                c.fingerprint[:16],
-                formatting.enum_name(C.CredentialsHealth.DESCRIPTOR, c.health),
-                formatting.timestamp(c.expire_time),
-                c.last_error,
-                formatting.timestamp(c.update_time),
-            ]
-            for c in items
+        lambda c: [
+            formatting.enum_name(platform_pb2.Provider.DESCRIPTOR, c.provider),
+            formatting.enum_name(platform_pb2.ApnsEnvironment.DESCRIPTOR, c.apns_environment),
+            c.fingerprint[:16],
+            formatting.enum_name(C.CredentialsHealth.DESCRIPTOR, c.health),
+            formatting.timestamp(c.expire_time),
+            c.last_error,
+            formatting.timestamp(c.update_time),
         ],
     )
-    next_page_note(ctx, token)
-    return 0
 
 
 def delete_credentials(args: argparse.Namespace, ctx: Context) -> int:
     answer = ctx.client.call(
         "delivery", "DeleteCredentials", DS.DeleteCredentialsRequest(**_slot(args))
     )
-    if ctx.out.json_mode:
-        ctx.out.json(formatting.to_json(answer))
-    else:
+    if not json_answered(ctx, answer):
         ctx.out.line(f"deleted {args.provider} credentials of {args.app_id}")
     return 0

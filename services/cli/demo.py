@@ -44,6 +44,7 @@ from herald.identity.v1 import app_pb2, identity_service_pb2, user_pb2
 from herald.registration.v1 import registration_service_pb2
 from herald.type.v1 import platform_pb2, push_token_pb2
 from services.cli import campaign_views, demo_check, demo_data, formatting, inputs
+from services.cli.commands import command
 from services.cli.context import Context
 from services.cli.demo_sandbox import DEFAULT_CONTROL_URL, SandboxControl
 from services.cli.errors import OutcomeError, ServerError, UsageError
@@ -64,9 +65,11 @@ SETTLE_SECONDS = 60.0  # after COMPLETED, how long outcomes may take to be count
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
-    demo = commands.add_parser(
+    demo = command(
+        commands,
+        common,
         "demo",
-        parents=[common],
+        run,
         help="simulated devices, a personalised campaign, its progress and report",
         description="With the stack running (`make run`): create a demo app with the "
         "sandboxes' credentials, register simulated iOS, Android and Web devices with "
@@ -89,7 +92,6 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     demo.add_argument(
         "--concurrency", type=int, default=32, help="calls in flight while registering"
     )
-    demo.set_defaults(handler=run)
 
 
 # -- helpers ----------------------------------------------------------------------------

@@ -14,17 +14,12 @@ from typing import Any
 from herald.registration.v1 import device_pb2, registration_service_pb2
 from herald.type.v1 import platform_pb2
 from services.cli import formatting, inputs
-from services.cli.context import Context, add_paging, collect_pages, next_page_note
+from services.cli.commands import add_paging, group, list_pages, show
+from services.cli.context import Context
 from services.cli.errors import UsageError
 
 RS = registration_service_pb2
-CHANGE_KINDS = {
-    formatting.enum_name(device_pb2.TokenChangeKind.DESCRIPTOR, v.number).lower(): (
-        device_pb2.TokenChangeKind.Value(v.name)
-    )
-    for v in device_pb2.TokenChangeKind.DESCRIPTOR.values
-    if v.number
-}
+CHANGE_KINDS = formatting.enum_choices(device_pb2.TokenChangeKind)
 
 
 def _view(args: argparse.Namespace) -> device_pb2.DeviceView.ValueType:
@@ -32,12 +27,11 @@ def _view(args: argparse.Namespace) -> device_pb2.DeviceView.ValueType:
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
-    group = commands.add_parser("devices", parents=[common], help="register and inspect devices")
-    sub = group.add_subparsers(title="devices commands", metavar="COMMAND", required=True)
+    devices = group(commands, common, "devices", help="register and inspect devices")
 
-    reg = sub.add_parser(
+    reg = devices.command(
         "register",
-        parents=[common],
+        register_device,
         help="register or refresh a device (what an SDK does at session start)",
     )
     reg.add_argument("app_id")
@@ -58,26 +52,23 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         help="the app's client secret, needed with --user-id (HERALD_CLIENT_SECRET)",
     )
     inputs.add_token_options(reg)
-    reg.set_defaults(handler=register_device)
 
-    get = sub.add_parser("get", parents=[common], help="show one device")
+    get = devices.command("get", get_device, help="show one device")
     get.add_argument("app_id")
     get.add_argument("device_id")
     get.add_argument("--show-tokens", action="store_true", help="show the full token")
-    get.set_defaults(handler=get_device)
 
-    list_ = sub.add_parser("list", parents=[common], help="list an app's devices")
+    list_ = devices.command("list", list_devices, help="list an app's devices")
     list_.add_argument("app_id")
     list_.add_argument("--platform", action="append", choices=sorted(inputs.PLATFORMS))
     list_.add_argument("--capability", choices=sorted(inputs.CAPABILITIES))
     list_.add_argument("--user-id", default="", help="only devices bound to this user")
     list_.add_argument("--show-tokens", action="store_true", help="show full tokens")
     add_paging(list_)
-    list_.set_defaults(handler=list_devices)
 
-    changes = sub.add_parser(
+    changes = devices.command(
         "changes",
-        parents=[common],
+        token_changes,
         help="the token change log of a device or of a user",
         description="Newest first. Select a device (APP_ID DEVICE_ID) or a user (--user-id).",
     )
@@ -86,7 +77,6 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     changes.add_argument("--user-id", default="")
     changes.add_argument("--kind", action="append", choices=sorted(CHANGE_KINDS))
     add_paging(changes)
-    changes.set_defaults(handler=token_changes)
 
 
 def register_device(args: argparse.Namespace, ctx: Context) -> int:
@@ -109,25 +99,16 @@ def register_device(args: argparse.Namespace, ctx: Context) -> int:
     if args.environment:
         request.apns_environment = inputs.ENVIRONMENTS[args.environment]
     answer = ctx.client.call("registration", "RegisterDevice", request)
-    if ctx.out.json_mode:
-        ctx.out.json(formatting.to_json(answer))
-        return 0
     update = formatting.enum_name(RS.TokenUpdate.DESCRIPTOR, answer.token_update)
     title = f"Device {'created' if answer.created else 'updated'} (token {update})"
     if answer.previous_user_id:
         title += f", moved from user {answer.previous_user_id}"
-    ctx.out.fields(answer.device, title=title)
-    return 0
+    return show(ctx, answer.device, title, answer=answer)
 
 
 def get_device(args: argparse.Namespace, ctx: Context) -> int:
     request = RS.GetDeviceRequest(app_id=args.app_id, device_id=args.device_id, view=_view(args))
-    answer = ctx.client.call("registration", "GetDevice", request)
-    if ctx.out.json_mode:
-        ctx.out.json(formatting.to_json(answer.device))
-    else:
-        ctx.out.fields(answer.device)
-    return 0
+    return show(ctx, ctx.client.call("registration", "GetDevice", request).device)
 
 
 def _token_text(device: device_pb2.Device) -> str:
@@ -143,83 +124,60 @@ def _token_text(device: device_pb2.Device) -> str:
 
 
 def list_devices(args: argparse.Namespace, ctx: Context) -> int:
-    def fetch(token: str) -> tuple[Any, str]:
-        request = RS.ListDevicesRequest(
-            app_id=args.app_id,
-            page_size=args.page_size,
-            page_token=token,
-            platforms=[inputs.PLATFORMS[p] for p in args.platform or []],
-            user_id=args.user_id,
-            view=_view(args),
-        )
-        if args.capability:
-            request.capability = inputs.CAPABILITIES[args.capability]
-        answer = ctx.client.call("registration", "ListDevices", request)
-        return answer.devices, answer.next_page_token
-
-    devices, token = collect_pages(args, fetch)
-    if ctx.out.json_mode:
-        ctx.out.json(
-            {"devices": [formatting.to_json(d) for d in devices], "next_page_token": token}
-        )
-        return 0
-    ctx.out.table(
+    request = RS.ListDevicesRequest(
+        app_id=args.app_id,
+        platforms=[inputs.PLATFORMS[p] for p in args.platform or []],
+        user_id=args.user_id,
+        view=_view(args),
+    )
+    if args.capability:
+        request.capability = inputs.CAPABILITIES[args.capability]
+    return list_pages(
+        args,
+        ctx,
+        "registration",
+        "ListDevices",
+        request,
+        "devices",
         ["device id", "platform", "capability", "user", "token", "last seen"],
-        [
-            [
-                d.device_id,
-                formatting.enum_name(platform_pb2.Platform.DESCRIPTOR, d.platform),
-                formatting.enum_name(platform_pb2.PushCapability.DESCRIPTOR, d.capability)
-                + (" (provisional)" if d.provisional else ""),
-                d.user_id,
-                _token_text(d),
-                formatting.timestamp(d.last_seen_time),
-            ]
-            for d in devices
+        lambda d: [
+            d.device_id,
+            formatting.enum_name(platform_pb2.Platform.DESCRIPTOR, d.platform),
+            formatting.enum_name(platform_pb2.PushCapability.DESCRIPTOR, d.capability)
+            + (" (provisional)" if d.provisional else ""),
+            d.user_id,
+            _token_text(d),
+            formatting.timestamp(d.last_seen_time),
         ],
     )
-    next_page_note(ctx, token)
-    return 0
 
 
 def token_changes(args: argparse.Namespace, ctx: Context) -> int:
     # Exactly one log: a device's (APP_ID DEVICE_ID) or a user's (--user-id, APP_ID optional).
     if bool(args.device_id) == bool(args.user_id):
         raise UsageError("select one log: APP_ID DEVICE_ID, or --user-id USER [APP_ID]")
-
-    def fetch(token: str) -> tuple[Any, str]:
-        request = RS.ListTokenChangesRequest(
-            app_id=args.app_id,
-            device_id=args.device_id,
-            user_id=args.user_id,
-            kinds=[CHANGE_KINDS[k] for k in args.kind or []],
-            page_size=args.page_size,
-            page_token=token,
-        )
-        answer = ctx.client.call("registration", "ListTokenChanges", request)
-        return answer.token_changes, answer.next_page_token
-
-    changes, token = collect_pages(args, fetch)
-    if ctx.out.json_mode:
-        ctx.out.json(
-            {"token_changes": [formatting.to_json(c) for c in changes], "next_page_token": token}
-        )
-        return 0
-    ctx.out.table(
+    request = RS.ListTokenChangesRequest(
+        app_id=args.app_id,
+        device_id=args.device_id,
+        user_id=args.user_id,
+        kinds=[CHANGE_KINDS[k] for k in args.kind or []],
+    )
+    return list_pages(
+        args,
+        ctx,
+        "registration",
+        "ListTokenChanges",
+        request,
+        "token_changes",
         ["time", "kind", "device", "from user", "to user", "token", "reason"],
-        [
-            [
-                formatting.timestamp(c.change_time),
-                formatting.enum_name(device_pb2.TokenChangeKind.DESCRIPTOR, c.kind),
-                c.device_id,
-                c.from_user_id,
-                c.to_user_id,
-                c.redacted_token
-                + (f" (was {c.previous_redacted_token})" if c.previous_redacted_token else ""),
-                c.reason,
-            ]
-            for c in changes
+        lambda c: [
+            formatting.timestamp(c.change_time),
+            formatting.enum_name(device_pb2.TokenChangeKind.DESCRIPTOR, c.kind),
+            c.device_id,
+            c.from_user_id,
+            c.to_user_id,
+            c.redacted_token
+            + (f" (was {c.previous_redacted_token})" if c.previous_redacted_token else ""),
+            c.reason,
         ],
     )
-    next_page_note(ctx, token)
-    return 0

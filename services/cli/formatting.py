@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
+
+if TYPE_CHECKING:  # the generated stubs' enum classes; no such name at run time
+    from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
+
+V = TypeVar("V", bound=int)
 
 
 def to_json(message: Message) -> dict[str, Any]:
@@ -34,6 +39,16 @@ def enum_name(enum: EnumDescriptor, number: int) -> str:
         return str(number)
     prefix = _enum_prefix(enum)
     return value.name[len(prefix) :] if value.name.startswith(prefix) else value.name
+
+
+def enum_choices(enum: _EnumTypeWrapper[V]) -> dict[str, V]:
+    """An enum's values as command-line choices: CAMPAIGN_STATE_SENDING -> "sending";
+    the _UNSPECIFIED value (0) is no choice."""
+    return {
+        enum_name(enum.DESCRIPTOR, v.number).lower(): enum.Value(v.name)
+        for v in enum.DESCRIPTOR.values
+        if v.number
+    }
 
 
 def timestamp(value: timestamp_pb2.Timestamp) -> str:

@@ -12,7 +12,8 @@ from typing import Any
 
 from herald.identity.v1 import app_pb2, identity_service_pb2
 from services.cli import formatting, inputs
-from services.cli.context import Context, add_paging, collect_pages, next_page_note
+from services.cli.commands import add_paging, group, json_answered, list_pages, show
+from services.cli.context import Context
 
 ID = identity_service_pb2
 SCOPES = {
@@ -22,14 +23,11 @@ SCOPES = {
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
-    group = commands.add_parser(
-        "keys", parents=[common], help="an app's API keys (register-only or full)"
-    )
-    sub = group.add_subparsers(title="keys commands", metavar="COMMAND", required=True)
+    keys = group(commands, common, "keys", help="an app's API keys (register-only or full)")
 
-    create = sub.add_parser(
+    create = keys.command(
         "create",
-        parents=[common],
+        create_key,
         help="create an API key; prints the key once",
         description="Create an API key for an app. 'register' reaches only the mobile "
         "gateway RPCs (RegisterDevice, UpdatePermission, UnregisterDevice, ChangeUser, "
@@ -40,18 +38,15 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     create.add_argument("--name", required=True, help='what the key is for ("ios-gateway")')
     create.add_argument("--scope", required=True, choices=sorted(SCOPES))
     create.add_argument("--expire-at", metavar="TIME", help="RFC 3339 end of validity (never)")
-    create.set_defaults(handler=create_key)
 
-    list_ = sub.add_parser("list", parents=[common], help="list an app's keys (never the keys)")
+    list_ = keys.command("list", list_keys, help="list an app's keys (never the keys)")
     list_.add_argument("app_id")
     list_.add_argument("--revoked", action="store_true", help="revoked keys too")
     add_paging(list_)
-    list_.set_defaults(handler=list_keys)
 
-    revoke = sub.add_parser("revoke", parents=[common], help="revoke a key now")
+    revoke = keys.command("revoke", revoke_key, help="revoke a key now")
     revoke.add_argument("app_id")
     revoke.add_argument("api_key_id")
-    revoke.set_defaults(handler=revoke_key)
 
 
 def create_key(args: argparse.Namespace, ctx: Context) -> int:
@@ -61,8 +56,7 @@ def create_key(args: argparse.Namespace, ctx: Context) -> int:
     answer = ctx.client.call(
         "identity", "CreateApiKey", ID.CreateApiKeyRequest(app_id=args.app_id, api_key=key)
     )
-    if ctx.out.json_mode:
-        ctx.out.json(formatting.to_json(answer))
+    if json_answered(ctx, answer):
         return 0
     ctx.out.fields(answer.api_key, title="API key created")
     ctx.out.secret("API key", answer.key)
@@ -83,34 +77,20 @@ def _row(key: app_pb2.ApiKey) -> list[str]:
 
 
 def list_keys(args: argparse.Namespace, ctx: Context) -> int:
-    def fetch(token: str) -> tuple[Any, str]:
-        request = ID.ListApiKeysRequest(
-            app_id=args.app_id,
-            page_size=args.page_size,
-            page_token=token,
-            show_revoked=args.revoked,
-        )
-        answer = ctx.client.call("identity", "ListApiKeys", request)
-        return answer.api_keys, answer.next_page_token
-
-    keys, token = collect_pages(args, fetch)
-    if ctx.out.json_mode:
-        ctx.out.json({"api_keys": [formatting.to_json(k) for k in keys], "next_page_token": token})
-        return 0
-    ctx.out.table(
+    return list_pages(
+        args,
+        ctx,
+        "identity",
+        "ListApiKeys",
+        ID.ListApiKeysRequest(app_id=args.app_id, show_revoked=args.revoked),
+        "api_keys",
         ["key id", "name", "scope", "prefix", "created", "expires", "last used", "revoked"],
-        [_row(k) for k in keys],
+        _row,
         whole=("key id",),
     )
-    next_page_note(ctx, token)
-    return 0
 
 
 def revoke_key(args: argparse.Namespace, ctx: Context) -> int:
     request = ID.RevokeApiKeyRequest(app_id=args.app_id, api_key_id=args.api_key_id)
     answer = ctx.client.call("identity", "RevokeApiKey", request)
-    if ctx.out.json_mode:
-        ctx.out.json(formatting.to_json(answer.api_key))
-    else:
-        ctx.out.fields(answer.api_key, title="API key revoked")
-    return 0
+    return show(ctx, answer.api_key, title="API key revoked")

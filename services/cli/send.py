@@ -9,12 +9,12 @@ uses the one that matches each token.
 from __future__ import annotations
 
 import argparse
-import uuid
 from typing import Any
 
 from herald.delivery.v1 import delivery_service_pb2, notification_pb2
 from herald.type.v1 import platform_pb2, push_options_pb2
 from services.cli import formatting, inputs
+from services.cli.commands import add_request_id, command, request_id
 from services.cli.context import Context
 from services.cli.errors import OutcomeError, UsageError
 
@@ -33,9 +33,11 @@ REFUSED = {
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
-    send = commands.add_parser(
+    send = command(
+        commands,
+        common,
         "send",
-        parents=[common],
+        send_push,
         help="send a push now and show the provider answers",
         description="Send one notification synchronously through Delivery to a device, "
         "every reachable device of a user, or a raw token, and show each provider answer. "
@@ -64,8 +66,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     options.add_argument(
         "--wait", type=float, default=10.0, help="seconds to wait for answers (max 60)"
     )
-    options.add_argument("--request-id", default="", help="idempotency key (a new UUID)")
-    send.set_defaults(handler=send_push)
+    add_request_id(options)
 
 
 def _payloads(args: argparse.Namespace, notification: N.Notification) -> None:
@@ -116,7 +117,7 @@ def build_request(args: argparse.Namespace) -> delivery_service_pb2.SendRequest:
     _payloads(args, notification)
     return delivery_service_pb2.SendRequest(
         notification=notification,
-        request_id=args.request_id or str(uuid.uuid4()),
+        request_id=request_id(args),
         timeout=inputs.seconds(args.wait),
     )
 

@@ -15,6 +15,7 @@ import grpc
 from herald.delivery.v1 import delivery_service_pb2, notification_pb2, trace_pb2
 from herald.type.v1 import platform_pb2, push_options_pb2
 from services.cli import formatting, span_tree
+from services.cli.commands import command, json_answered
 from services.cli.context import Context
 from services.cli.errors import ServerError, UsageError
 
@@ -42,9 +43,11 @@ ARRIVAL_POLL_SECONDS = 0.3
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
-    trace = commands.add_parser(
+    trace = command(
+        commands,
+        common,
         "trace",
-        parents=[common],
+        trace_notification,
         help="every attempt of one notification, with provider answers and its span tree",
         description="Show a notification's attempts (provider, answer, outcome, latency) "
         "and then the spans of its traces, from every service, as a tree. The spans come "
@@ -53,7 +56,6 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     trace.add_argument("notification_id", nargs="?", default="")
     trace.add_argument("--trace-id", default="", help="show this trace's spans instead")
-    trace.set_defaults(handler=trace_notification)
 
 
 def _summary(notification: Any) -> N.Notification:
@@ -251,10 +253,8 @@ def _not_stored(error: ServerError) -> str:
 def _show_trace(trace_id: str, ctx: Context) -> int:
     request = delivery_service_pb2.GetTraceRequest(trace_id=trace_id)
     answer = ctx.client.call("delivery", "GetTrace", request)
-    if ctx.out.json_mode:
-        ctx.out.json(formatting.to_json(answer))
-        return 0
-    _print_tree(answer, ctx)
+    if not json_answered(ctx, answer):
+        _print_tree(answer, ctx)
     return 0
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from herald.identity.v1 import identity_service_pb2, user_pb2
 from herald.type.v1 import platform_pb2
 from services.cli import formatting, inputs
+from services.cli.commands import group, json_answered, show
 from services.cli.context import Context
 from services.cli.errors import UsageError
 
@@ -23,12 +24,11 @@ ID = identity_service_pb2
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
-    group = commands.add_parser("users", parents=[common], help="create, find and export users")
-    sub = group.add_subparsers(title="users commands", metavar="COMMAND", required=True)
+    users = group(commands, common, "users", help="create, find and export users")
 
-    upsert = sub.add_parser(
+    upsert = users.command(
         "upsert",
-        parents=[common],
+        upsert_user,
         help="create a user or update the given fields",
         description="Create a user, or update an existing one: only the fields given "
         "are written. --attributes replaces all attributes unless --merge.",
@@ -46,25 +46,22 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         help="one attribute; VALUE is read as JSON when it parses (42, true, null)",
     )
     upsert.add_argument("--merge", action="store_true", help="merge attributes key by key")
-    upsert.set_defaults(handler=upsert_user)
 
-    get = sub.add_parser("get", parents=[common], help="show a user by external id")
+    get = users.command("get", get_user, help="show a user by external id")
     get.add_argument("external_id")
-    get.set_defaults(handler=get_user)
 
-    lookup = sub.add_parser("lookup", parents=[common], help="find a user by id, e-mail or phone")
-    _identifier_arguments(lookup)
-    lookup.set_defaults(handler=lookup_user)
-
-    state = sub.add_parser(
-        "state", parents=[common], help="a user's devices: Foreground / Background per app"
+    _identifier_arguments(
+        users.command("lookup", lookup_user, help="find a user by id, e-mail or phone")
     )
-    _identifier_arguments(state)
-    state.set_defaults(handler=subscription_state)
+    _identifier_arguments(
+        users.command(
+            "state", subscription_state, help="a user's devices: Foreground / Background per app"
+        )
+    )
 
-    export = sub.add_parser(
+    export = users.command(
         "export",
-        parents=[common],
+        export_users,
         help="stream users with their push tokens as JSON lines",
         description="Select users by identifiers (--id/--email/--phone/--ids-file), by "
         "--segment, or --all. One JSON object per line on stdout.",
@@ -84,7 +81,6 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     export.add_argument(
         "--cursor-file", help="write the cursor here after each batch (resume with --cursor)"
     )
-    export.set_defaults(handler=export_users)
 
 
 def _identifier_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,36 +118,24 @@ def upsert_user(args: argparse.Namespace, ctx: Context) -> int:
         user.attributes.CopyFrom(inputs.struct(attributes))
     request = ID.UpsertUserRequest(user=user, merge_attributes=args.merge)
     answer = ctx.client.call("identity", "UpsertUser", request)
-    if ctx.out.json_mode:
-        ctx.out.json(formatting.to_json(answer))
-    else:
-        ctx.out.fields(answer.user, title="User created" if answer.created else "User updated")
-    return 0
-
-
-def _show_user(ctx: Context, user: user_pb2.User) -> int:
-    if ctx.out.json_mode:
-        ctx.out.json(formatting.to_json(user))
-    else:
-        ctx.out.fields(user)
-    return 0
+    title = "User created" if answer.created else "User updated"
+    return show(ctx, answer.user, title, answer=answer)
 
 
 def get_user(args: argparse.Namespace, ctx: Context) -> int:
     request = ID.GetUserRequest(external_id=args.external_id)
-    return _show_user(ctx, ctx.client.call("identity", "GetUser", request).user)
+    return show(ctx, ctx.client.call("identity", "GetUser", request).user)
 
 
 def lookup_user(args: argparse.Namespace, ctx: Context) -> int:
     request = ID.LookupUserRequest(identifier=_identifier(args))
-    return _show_user(ctx, ctx.client.call("identity", "LookupUser", request).user)
+    return show(ctx, ctx.client.call("identity", "LookupUser", request).user)
 
 
 def subscription_state(args: argparse.Namespace, ctx: Context) -> int:
     request = ID.GetSubscriptionStateRequest(identifier=_identifier(args))
     answer = ctx.client.call("identity", "GetSubscriptionState", request)
-    if ctx.out.json_mode:
-        ctx.out.json(formatting.to_json(answer))
+    if json_answered(ctx, answer):
         return 0
     enabled = "yes" if answer.push_enabled_any_app else "no"
     ctx.out.line(f"user {answer.external_id}: push enabled for any app: {enabled}")
