@@ -1,8 +1,8 @@
-"""Per-user frequency caps across an app's campaigns (one Lua script per user)."""
+"""Per-user frequency caps across an app's campaigns (one Lua script call per user, a
+batch's calls in one round trip)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,6 +11,7 @@ from redis.asyncio.cluster import RedisCluster
 from herald.campaign.v1 import campaign_pb2
 from services.campaign import keys
 from services.core.redis import RedisClient, load_script
+from services.core.script_batches import run_scripts
 
 RETENTION_MS = 90 * 86400 * 1000  # the longest period a cap may have
 CLUSTER_CONCURRENCY = 200  # script calls in flight on Redis Cluster
@@ -35,20 +36,11 @@ class FrequencyCaps:
             return set()
         period_ms = cap.period.seconds * 1000 + cap.period.nanos // 1_000_000
         args = [now_ms, period_ms, cap.max_messages, campaign_id, RETENTION_MS]
-        if isinstance(self.redis, RedisCluster):
-            # redis-py refuses scripts in a cluster pipeline; each user's history is its
-            # own slot, so the calls go concurrently to their nodes (bounded batches).
-            answers: list[Any] = []
-            for start in range(0, len(users), CLUSTER_CONCURRENCY):
-                answers += await asyncio.gather(
-                    *(
-                        self._script(keys=[keys.frequency(app_id, user)], args=args)
-                        for user in users[start : start + CLUSTER_CONCURRENCY]
-                    )
-                )
-        else:
-            pipe = self.redis.pipeline(transaction=False)
-            for user in users:
-                await self._script(keys=[keys.frequency(app_id, user)], args=args, client=pipe)
-            answers = await pipe.execute()
+        calls = [(self._script, [keys.frequency(app_id, user)], args) for user in users]
+        # One round trip on a single Redis; on a Cluster each user's history is its own
+        # slot and the calls go concurrently to their nodes, in bounded batches.
+        batch = CLUSTER_CONCURRENCY if isinstance(self.redis, RedisCluster) else len(calls)
+        answers: list[Any] = []
+        for start in range(0, len(calls), batch):
+            answers += await run_scripts(self.redis, calls[start : start + batch])
         return {user for user, allowed in zip(users, answers, strict=True) if allowed}
