@@ -53,7 +53,12 @@ class OutcomeConsumer:
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.UNIMPLEMENTED:
+                # UNAVAILABLE is routine: Delivery not up yet at start-up, and every
+                # server recycles its connections after 5 minutes; the loop resumes
+                # from the stored cursor. Anything else deserves a look.
+                if error.code() == grpc.StatusCode.UNAVAILABLE:
+                    log.info("outcome stream reconnecting", extra={"code": "UNAVAILABLE"})
+                elif error.code() != grpc.StatusCode.UNIMPLEMENTED:
                     log.warning("outcome stream ended", extra={"code": error.code().name})
             except Exception:
                 log.exception("outcome consumer failed")
