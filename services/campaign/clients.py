@@ -105,7 +105,7 @@ class RegistrationClient:
     async def count(
         self, query: registration_service_pb2.AudienceQuery
     ) -> registration_service_pb2.CountAudienceResponse:
-        """Registration's quick count: exact up to ~10,000 devices in the app, else an
+        """Registration's quick count: exact up to 5,000 devices in the app, else an
         estimate from a sample of whole shards (exact = false), so it answers in a
         fraction of a second at any audience size."""
         return await _call(

@@ -3,7 +3,7 @@
 The estimate costs the same at a thousand devices and at ten million:
 
 - Registration's CountAudience of the pushed-down query, in its estimate mode (whole
-  shards read until ~10,000 devices, scaled; exact when the app holds no more);
+  shards read until ~5,000 devices, scaled; exact when the app holds no more);
 - when the audience has no filter, that query *is* the audience (users_only and the
   reachability are pushed down), so Registration's answer is the preview;
 - otherwise the whole filter is evaluated on a sample: the first SAMPLE devices of

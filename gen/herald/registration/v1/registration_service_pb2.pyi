@@ -1064,7 +1064,7 @@ class CountAudienceRequest(_message.Message):
     SAMPLE_SIZE_FIELD_NUMBER: _builtins.int
     exact: _builtins.bool
     """Optional. If true, count exactly: every record of the matching apps is read
-    (about 3-10 µs per device: seconds for a million). Otherwise an audience whose
+    (10-30 µs per device: seconds for a million). Otherwise an audience whose
     apps hold at most sample_size devices is still counted exactly, and a larger one
     is estimated from a sample of whole device shards (exact = false in the answer).
     """
@@ -1072,7 +1072,7 @@ class CountAudienceRequest(_message.Message):
     """Optional, used when exact is false. About how many device records to read: whole
     shards (devices are spread over an app's 256 shards by a hash of their id) are
     read until the sample holds at least this many, split over the apps in
-    proportion to their size. 0 means the default, 10,000; at most 1,000,000.
+    proportion to their size. 0 means the default, 5,000; at most 1,000,000.
     Returns INVALID_ARGUMENT (INVALID_ARGUMENT) with a field violation on
     sample_size for a negative or larger value.
     """
