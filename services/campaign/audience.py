@@ -5,6 +5,11 @@ The tree is always evaluated in full on every device Campaign receives; the quer
 sent to Registration only narrows the stream (conditions of the top-level AND that
 Registration understands exactly). So the pushdown is an optimisation that can never
 change who receives a campaign.
+
+The tree is compiled once per campaign (`CompiledAudience`): each node's kind, its
+children and what it compares with (user id and zone sets, the version, the attribute
+condition) are prepared then, not per device. User-attribute conditions follow the
+rules Identity's export segments follow too (services/core/attribute_filters.py).
 """
 
 from __future__ import annotations
@@ -13,15 +18,20 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import available_timezones
-
-from google.protobuf import json_format
 
 from herald.campaign.v1 import audience_pb2
 from herald.registration.v1 import device_pb2, registration_service_pb2
 from herald.type.v1 import filter_pb2, platform_pb2
+from services.core.attribute_filters import (
+    BUILT_IN_FIELDS,
+    COMPARISONS,
+    compare,
+    compile_filter,
+    holds,
+    resolve,
+)
 from services.core.errors import FieldViolation, InvalidArgument
 
 AUDIENCE_INVALID = "AUDIENCE_INVALID"
@@ -35,10 +45,9 @@ BACKGROUND = platform_pb2.PUSH_CAPABILITY_BACKGROUND
 _VERSION = re.compile(r"^\d+(\.\d+)*(-[0-9A-Za-z.]+)?$")
 _ZONES: set[str] = set()
 
-_EQ, _NE = filter_pb2.COMPARISON_OPERATOR_EQUAL, filter_pb2.COMPARISON_OPERATOR_NOT_EQUAL
-_LT, _LE = filter_pb2.COMPARISON_OPERATOR_LESS, filter_pb2.COMPARISON_OPERATOR_LESS_OR_EQUAL
-_GT, _GE = filter_pb2.COMPARISON_OPERATOR_GREATER, filter_pb2.COMPARISON_OPERATOR_GREATER_OR_EQUAL
-OPERATORS = (_EQ, _NE, _LT, _LE, _GT, _GE)
+OPERATORS = tuple(COMPARISONS)
+# The user fields a filter (and a template) names directly, not as attributes.
+BUILT_IN = BUILT_IN_FIELDS
 
 
 def is_time_zone(name: str) -> bool:
@@ -56,22 +65,6 @@ def version_key(version: str) -> tuple[tuple[int, ...], int, str] | None:
     while len(numbers) > 1 and numbers[-1] == 0:
         numbers.pop()
     return tuple(numbers), 0 if pre else 1, pre
-
-
-def compare(operator: int, left: Any, right: Any) -> bool:
-    if operator == _EQ:
-        return bool(left == right)
-    if operator == _NE:
-        return bool(left != right)
-    if operator == _LT:
-        return bool(left < right)
-    if operator == _LE:
-        return bool(left <= right)
-    if operator == _GT:
-        return bool(left > right)
-    if operator == _GE:
-        return bool(left >= right)
-    return False
 
 
 # -- validation ---------------------------------------------------------------------------
@@ -171,37 +164,68 @@ class Recipient:
 
 
 # -- evaluation ------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False, slots=True)
+class _Node:
+    """A filter node as evaluated: its condition's kind, its children, and what the
+    condition compares with, prepared once per campaign rather than per device."""
+
+    kind: str | None
+    message: audience_pb2.AudienceFilter
+    children: tuple[_Node, ...] = ()
+    # user_ids: frozenset; time_zones: frozenset; locales: lower-cased tuple;
+    # app_version: (Comparison | None, version key | None); user_attribute: AttributeCondition
+    operand: Any = None
+
+
+def _compile(node: audience_pb2.AudienceFilter) -> _Node:
+    kind = node.WhichOneof("condition")
+    if kind in ("all_of", "any_of"):
+        return _Node(kind, node, tuple(_compile(child) for child in getattr(node, kind).filters))
+    if kind == "negate":
+        return _Node(kind, node, (_compile(node.negate),))
+    operand: Any = None
+    if kind == "user_ids":
+        operand = frozenset(node.user_ids.values)
+    elif kind == "time_zones":
+        operand = frozenset(node.time_zones.values)
+    elif kind == "locales":
+        operand = tuple(p.lower() for p in node.locales.values)
+    elif kind == "app_version":
+        condition = node.app_version
+        operand = (COMPARISONS.get(condition.operator), version_key(condition.version))
+    elif kind == "user_attribute":
+        operand = compile_filter(node.user_attribute)
+    return _Node(kind, node, operand=operand)
+
+
 @dataclass
 class CompiledAudience:
     audience: audience_pb2.Audience
     background: bool
     needs_user: bool = False
     needs_any_app: bool = False
-    _attribute_values: dict[int, Any] = field(default_factory=dict)
+    _root: _Node | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.audience.HasField("filter"):
-            self._scan(self.audience.filter)
+            self._root = _compile(self.audience.filter)
+            self._scan(self._root)
 
-    def _scan(self, node: audience_pb2.AudienceFilter) -> None:
-        kind = node.WhichOneof("condition")
-        if kind in ("all_of", "any_of"):
-            for child in getattr(node, kind).filters:
-                self._scan(child)
-        elif kind == "negate":
-            self._scan(node.negate)
-        elif kind == "user_attribute":
+    def _scan(self, node: _Node) -> None:
+        for child in node.children:
+            self._scan(child)
+        if node.kind == "user_attribute":
             self.needs_user = True
-        elif kind == "time_zones":
+        elif node.kind == "time_zones":
             self.needs_user = True  # the user's zone stands in for a device without one
-        elif kind == "push_enabled_any_app":
+        elif node.kind == "push_enabled_any_app":
             self.needs_any_app = True
 
     @property
     def device_only(self) -> bool:
         """No filter: whether a device matches depends on the device alone
         (`matches_device`, no Recipient needed)."""
-        return not self.audience.HasField("filter")
+        return self._root is None
 
     def matches_device(self, device: device_pb2.AudienceDevice) -> bool:
         if self.audience.users_only and not device.user_id:
@@ -214,122 +238,51 @@ class CompiledAudience:
             return False
         if not self.background and not (device.capability == FOREGROUND or device.provisional):
             return False  # a visible push needs a device that can show it
-        if not self.audience.HasField("filter"):
+        if self._root is None:
             return True
-        return self._holds(self.audience.filter, recipient)
+        return _holds(self._root, recipient)
 
-    def _holds(self, node: audience_pb2.AudienceFilter, r: Recipient) -> bool:
-        kind = node.WhichOneof("condition")
-        d = r.device
-        if kind == "all_of":
-            return all(self._holds(child, r) for child in node.all_of.filters)
-        if kind == "any_of":
-            return any(self._holds(child, r) for child in node.any_of.filters)
-        if kind == "negate":
-            return not self._holds(node.negate, r)
-        if kind == "push_enabled":
-            return (d.capability == FOREGROUND) == node.push_enabled
-        if kind == "push_enabled_any_app":
-            enabled = d.capability == FOREGROUND or bool(r.push_enabled_any_app)
-            return enabled == node.push_enabled_any_app
-        if kind == "background_reachable":
-            return (d.capability in (FOREGROUND, BACKGROUND)) == node.background_reachable
-        if kind == "provisional":
-            return d.provisional == node.provisional
-        if kind == "platforms":
-            return d.platform in node.platforms.platforms
-        if kind == "app_version":
-            have = version_key(d.app_version)
-            want = version_key(node.app_version.version)
-            return (
-                have is not None
-                and want is not None
-                and compare(node.app_version.operator, have, want)
-            )
-        if kind == "locales":
-            locale = d.locale.lower()
-            return any(
-                locale == p.lower() or locale.startswith(p.lower() + "-")
-                for p in node.locales.values
-            )
-        if kind == "time_zones":
-            return r.time_zone in node.time_zones.values
-        if kind == "user_ids":
-            return bool(d.user_id) and d.user_id in self._user_id_set(node)
-        if kind == "user_attribute":
-            return r.user is not None and self._attribute(node.user_attribute, r.user)
-        return False
 
-    def _user_id_set(self, node: audience_pb2.AudienceFilter) -> frozenset[str]:
-        cached = self._attribute_values.get(id(node))
-        if cached is None:
-            cached = frozenset(node.user_ids.values)
-            self._attribute_values[id(node)] = cached
-        return cached
-
-    def _attribute(self, condition: filter_pb2.AttributeFilter, user: Mapping[str, Any]) -> bool:
-        found, value = resolve(user, condition.attribute)
-        kind = condition.WhichOneof("condition")
-        if kind == "exists":
-            return (found and value is not None) == condition.exists
-        if not found or value is None:
+def _holds(node: _Node, r: Recipient) -> bool:
+    kind = node.kind
+    d = r.device
+    if kind == "all_of":
+        return all(_holds(child, r) for child in node.children)
+    if kind == "any_of":
+        return any(_holds(child, r) for child in node.children)
+    if kind == "negate":
+        return not _holds(node.children[0], r)
+    message = node.message
+    if kind == "push_enabled":
+        return (d.capability == FOREGROUND) == message.push_enabled
+    if kind == "push_enabled_any_app":
+        enabled = d.capability == FOREGROUND or bool(r.push_enabled_any_app)
+        return enabled == message.push_enabled_any_app
+    if kind == "background_reachable":
+        return (d.capability in (FOREGROUND, BACKGROUND)) == message.background_reachable
+    if kind == "provisional":
+        return d.provisional == message.provisional
+    if kind == "platforms":
+        return d.platform in message.platforms.platforms
+    if kind == "app_version":
+        comparison, want = node.operand
+        have = version_key(d.app_version)
+        return have is not None and want is not None and compare(comparison, have, want)
+    if kind == "locales":
+        locale = d.locale.lower()
+        return any(locale == p or locale.startswith(p + "-") for p in node.operand)
+    if kind == "time_zones":
+        return r.time_zone in node.operand
+    if kind == "user_ids":
+        return bool(d.user_id) and d.user_id in node.operand
+    if kind == "user_attribute":
+        user = r.user
+        if user is None:
             return False
-        if kind == "equals":
-            return same(value, json_format.MessageToDict(condition.equals))
-        if kind == "in_values":
-            return any(
-                same(value, json_format.MessageToDict(v)) for v in condition.in_values.values
-            )
-        if kind == "number":
-            return is_number(value) and compare(
-                condition.number.operator, float(value), condition.number.value
-            )
-        instant = instant_of(value)
-        if instant is None:
-            return False
-        if kind == "before_time":
-            return instant < condition.before_time.ToDatetime(tzinfo=UTC)
-        if kind == "after_time":
-            return instant > condition.after_time.ToDatetime(tzinfo=UTC)
-        return False
-
-
-BUILT_IN = ("email", "phone", "locale", "time_zone", "external_id")
-
-
-def resolve(user: Mapping[str, Any], path: str) -> tuple[bool, Any]:
-    if path in BUILT_IN:
-        built_in = user.get(path)
-        return bool(built_in), built_in or None
-    value: Any = user.get("attributes") or {}
-    for part in path.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return False, None
-        value = value[part]
-    return True, value
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def same(stored: Any, wanted: Any) -> bool:
-    if is_number(stored) and is_number(wanted):
-        return float(stored) == float(wanted)
-    return type(stored) is type(wanted) and bool(stored == wanted)
-
-
-def instant_of(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        try:
-            parsed = datetime.combine(date.fromisoformat(value), datetime.min.time())
-        except ValueError:
-            return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        condition = node.operand
+        found, value = resolve(condition.attribute, user.get, user.get("attributes") or {})
+        return holds(condition, found, value)
+    return False
 
 
 # -- pushdown ----------------------------------------------------------------------------------

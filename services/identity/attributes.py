@@ -39,13 +39,3 @@ def check_keys(check: Validator, attributes: dict[str, Any], field: str) -> None
     for key in attributes:
         if not key:
             check.add(field, "attribute names must not be empty")
-
-
-def lookup(attributes: dict[str, Any], path: str) -> tuple[bool, Any]:
-    """(found, value) for a dotted path such as "address.city"."""
-    current: Any = attributes
-    for part in path.split("."):
-        if not isinstance(current, dict) or part not in current:
-            return False, None
-        current = current[part]
-    return True, current

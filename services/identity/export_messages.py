@@ -3,51 +3,21 @@ exported users into response messages."""
 
 from __future__ import annotations
 
-from google.protobuf import json_format
-
 from herald.identity.v1 import identity_service_pb2, user_pb2
-from herald.type.v1 import filter_pb2
+from services.core import attribute_filters
 from services.identity import segments
 from services.identity.export import ExportBatch, ExportQuery, RawIdentifier
 from services.identity.identifiers import IdentifierKind
 from services.identity.user_messages import identifier_to_proto, push_token_info, user_to_proto
-
-_COMPARISONS = {
-    filter_pb2.COMPARISON_OPERATOR_EQUAL: segments.Comparison.EQUAL,
-    filter_pb2.COMPARISON_OPERATOR_NOT_EQUAL: segments.Comparison.NOT_EQUAL,
-    filter_pb2.COMPARISON_OPERATOR_LESS: segments.Comparison.LESS,
-    filter_pb2.COMPARISON_OPERATOR_LESS_OR_EQUAL: segments.Comparison.LESS_OR_EQUAL,
-    filter_pb2.COMPARISON_OPERATOR_GREATER: segments.Comparison.GREATER,
-    filter_pb2.COMPARISON_OPERATOR_GREATER_OR_EQUAL: segments.Comparison.GREATER_OR_EQUAL,
-}
-
-
-def _condition(message: filter_pb2.AttributeFilter) -> segments.AttributeCondition:
-    which = message.WhichOneof("condition")
-    kind = segments.ConditionKind(which) if which else None
-    value: object = None
-    comparison = None
-    if kind is segments.ConditionKind.EQUALS:
-        value = json_format.MessageToDict(message.equals)
-    elif kind is segments.ConditionKind.IN_VALUES:
-        value = tuple(json_format.MessageToDict(item) for item in message.in_values.values)
-    elif kind is segments.ConditionKind.EXISTS:
-        value = message.exists
-    elif kind is segments.ConditionKind.NUMBER:
-        value = message.number.value
-        comparison = _COMPARISONS.get(message.number.operator)
-    elif kind is segments.ConditionKind.BEFORE_TIME:
-        value = message.before_time.ToMicroseconds()
-    elif kind is segments.ConditionKind.AFTER_TIME:
-        value = message.after_time.ToMicroseconds()
-    return segments.AttributeCondition(message.attribute, kind, value, comparison)
 
 
 def segment(message: user_pb2.Segment) -> segments.Segment:
     push = None
     if message.HasField("push_enabled"):
         push = segments.PushCondition(message.push_enabled.app_id, message.push_enabled.enabled)
-    return segments.Segment(tuple(_condition(item) for item in message.attribute_filters), push)
+    return segments.Segment(
+        tuple(attribute_filters.compile_filter(item) for item in message.attribute_filters), push
+    )
 
 
 def _raw_identifier(message: user_pb2.UserIdentifier) -> RawIdentifier:
