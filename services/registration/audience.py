@@ -286,4 +286,5 @@ class Audiences:
             _Matcher(query),
             exact,
             sample_size or audience_count.DEFAULT_SAMPLE,
+            query.user_ids,
         )

@@ -36,6 +36,7 @@ from services.registration.store import DEVICE_SHARDS, RegistrationStore, device
 DEFAULT_SAMPLE = 5_000
 MAX_SAMPLE = 1_000_000
 USER_SAMPLE = 300
+USERS_PER_READ = 1000
 SHARDS_PER_READ = 16
 
 Matcher = Callable[[DeviceRecord], bool]
@@ -87,9 +88,10 @@ class _Sample:
 
 
 async def read_shards(
-    store: RegistrationStore, app_id: str, shards: list[int], matches: Matcher
+    store: RegistrationStore, app_id: str, shards: list[int], matches: Matcher, exact: bool
 ) -> _Sample:
-    """The matches of whole shards of an app, SHARDS_PER_READ shards in memory at a time."""
+    """The matches of whole shards of an app, SHARDS_PER_READ shards in memory at a time;
+    `exact`: the distinct users, else the user of each user-bound match."""
     sample = _Sample()
     for start in range(0, len(shards), SHARDS_PER_READ):
         part = shards[start : start + SHARDS_PER_READ]
@@ -101,8 +103,11 @@ async def read_shards(
                     continue
                 sample.devices += 1
                 sample.per_platform[rec.platform] = sample.per_platform.get(rec.platform, 0) + 1
-                if rec.user_id:
+                if not rec.user_id:
+                    continue
+                if exact:
                     sample.users.add(rec.user_id)
+                else:
                     sample.bound.append(rec.user_id)
     return sample
 
@@ -113,9 +118,14 @@ async def count(
     matches: Matcher,
     exact: bool,
     sample_size: int,
+    user_ids: Sequence[str] = (),
 ) -> AudienceCount:
     """The audience's size among `app_ids`: exact when asked or when the apps hold at
-    most `sample_size` devices, else estimated from whole shards (module docstring)."""
+    most `sample_size` devices, else estimated from whole shards (module docstring).
+    A query naming its users is counted exactly from the user index instead: its cost
+    follows the users named, and a sample of a big app would rarely hold one of them."""
+    if user_ids:
+        return await count_users(store, app_ids, matches, user_ids)
     sizes = await shard_sizes(store, app_ids) if app_ids else {}
     total = sum(sum(s) for s in sizes.values())
     result = AudienceCount(exact=exact or total <= sample_size)
@@ -129,7 +139,7 @@ async def count(
             shards = [shard for shard, n in enumerate(sizes[app_id]) if n]
         else:
             shards = sampled_shards(sizes[app_id], sample_size * app_total / total)
-        sample = await read_shards(store, app_id, shards, matches)
+        sample = await read_shards(store, app_id, shards, matches, result.exact)
         result.examined += sample.read
         if not sample.read:
             continue
@@ -148,6 +158,47 @@ async def count(
         float(len(users)) if result.exact else await _estimate_users(store, app_ids, matches, bound)
     )
     return result
+
+
+async def count_users(
+    store: RegistrationStore, app_ids: Sequence[str], matches: Matcher, user_ids: Sequence[str]
+) -> AudienceCount:
+    """The exact count of an audience limited to these users (≤ 10,000): their devices
+    from the user index, USERS_PER_READ users at a time, each checked on its record."""
+    result = AudienceCount()
+    users: set[str] = set()
+    apps = set(app_ids)
+    unique = sorted(set(user_ids))
+    for start in range(0, len(unique), USERS_PER_READ):
+        for rec in await _user_records(store, unique[start : start + USERS_PER_READ], apps):
+            result.examined += 1
+            if matches(rec):
+                result.devices += 1
+                result.per_platform[rec.platform] = result.per_platform.get(rec.platform, 0) + 1
+                users.add(rec.user_id)
+    result.users = float(len(users))
+    return result
+
+
+async def _user_records(
+    store: RegistrationStore, user_ids: list[str], apps: set[str]
+) -> list[DeviceRecord]:
+    """The records of these users' devices in `apps`, each still bound to its user
+    (an index entry may be stale: the record decides)."""
+    wanted: dict[str, list[tuple[str, str]]] = {}  # app -> [(user, device)]
+    for user_id, entries in zip(user_ids, await store.users_devices(user_ids), strict=True):
+        for app_id, device_id, _entry in entries:
+            if app_id in apps:
+                wanted.setdefault(app_id, []).append((user_id, device_id))
+    found: list[DeviceRecord] = []
+    for app_id, pairs in wanted.items():
+        records = await store.get_many(app_id, [device_id for _, device_id in pairs])
+        for (user_id, _), packed in zip(pairs, records, strict=True):
+            if packed is not None:
+                rec = record.unpack(packed, with_log=False)
+                if rec.user_id == user_id:
+                    found.append(rec)
+    return found
 
 
 async def _estimate_users(
@@ -172,20 +223,9 @@ async def _estimate_users(
 async def _matching_devices(
     store: RegistrationStore, user_ids: list[str], apps: set[str], matches: Matcher
 ) -> dict[str, int]:
-    """How many devices of each user (in the queried apps) are bound to them and match.
-    Index entries may be stale, so each is checked against its record."""
-    wanted: dict[str, list[tuple[str, str]]] = {}  # app -> [(user, device)]
-    for user_id, entries in zip(user_ids, await store.users_devices(user_ids), strict=True):
-        for app_id, device_id, _entry in entries:
-            if app_id in apps:
-                wanted.setdefault(app_id, []).append((user_id, device_id))
+    """How many devices of each user (in the queried apps) are bound to them and match."""
     counts: dict[str, int] = {}
-    for app_id, pairs in wanted.items():
-        records = await store.get_many(app_id, [device_id for _, device_id in pairs])
-        for (user_id, _), packed in zip(pairs, records, strict=True):
-            if packed is None:
-                continue
-            rec = record.unpack(packed, with_log=False)
-            if rec.user_id == user_id and matches(rec):
-                counts[user_id] = counts.get(user_id, 0) + 1
+    for rec in await _user_records(store, user_ids, apps):
+        if matches(rec):
+            counts[rec.user_id] = counts.get(rec.user_id, 0) + 1
     return counts

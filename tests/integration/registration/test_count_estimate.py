@@ -76,6 +76,22 @@ async def test_a_larger_audience_is_estimated_from_a_sample_of_shards(stack: Sta
     assert await count(stack, query=ios_users, sample_size=SAMPLE) == estimate
 
 
+async def test_an_audience_of_named_users_is_counted_exactly_from_the_user_index(
+    stack: Stack,
+):
+    await seed(stack)
+    named = pb.AudienceQuery(app_ids=["shop"], user_ids=["user-1", "user-2", "user-3", "nobody"])
+    answer = await count(stack, query=named, sample_size=SAMPLE)
+    assert answer.exact  # a sample of shards would rarely hold three users' devices
+    assert (answer.device_count, answer.user_count) == (12, 3)
+    # user-1 and user-3 have iOS devices (odd ids), user-2 Android ones.
+    assert per_platform(answer) == {IOS: 8, ANDROID: 4}
+    assert answer.examined_count == 12
+    ios_only = pb.AudienceQuery(app_ids=["shop"], user_ids=["user-1", "user-2"], platforms=[IOS])
+    answer = await count(stack, query=ios_only, sample_size=SAMPLE)
+    assert (answer.device_count, answer.user_count, answer.exact) == (4, 1, True)
+
+
 @pytest.mark.parametrize("sample_size", [-1, 1_000_001])
 async def test_a_bad_sample_size_is_invalid_argument_and_changes_nothing(
     stack: Stack, sample_size: int

@@ -1067,6 +1067,7 @@ class CountAudienceRequest(_message.Message):
     (10-30 µs per device: seconds for a million). Otherwise an audience whose
     apps hold at most sample_size devices is still counted exactly, and a larger one
     is estimated from a sample of whole device shards (exact = false in the answer).
+    A query with user_ids is always counted exactly, from those users' devices.
     """
     sample_size: _builtins.int
     """Optional, used when exact is false. About how many device records to read: whole
