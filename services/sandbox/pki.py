@@ -61,6 +61,16 @@ def b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def pkcs8_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    """A private key as unencrypted PKCS#8 PEM: what Apple's .p8, Google's service
+    accounts and the TLS files all hold."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
 def new_key_id() -> str:
     """A 10-character id in Apple's style (key ids and team ids look alike)."""
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
@@ -69,11 +79,7 @@ def new_key_id() -> str:
 def new_apns_key() -> tuple[str, bytes]:
     """A fresh APNs signing key: (key id, .p8 PEM) — the .p8 is PKCS#8 P-256, as Apple's."""
     key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    pem = pkcs8_pem(key)
     return new_key_id(), pem
 
 
@@ -87,11 +93,7 @@ def public_pem_of(private_pem: bytes) -> bytes:
 def new_service_account(project_id: str, token_uri: str) -> dict[str, str]:
     """A Google service-account JSON (same fields as one downloaded from the console)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode("ascii")
+    pem = pkcs8_pem(key).decode("ascii")
     email = f"herald-sender@{project_id}.iam.gserviceaccount.com"
     return {
         "type": "service_account",
@@ -111,11 +113,7 @@ def new_service_account(project_id: str, token_uri: str) -> dict[str, str]:
 def new_vapid_key() -> tuple[bytes, str]:
     """(private key PEM, public key as base64url uncompressed point — the applicationServerKey)."""
     key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    pem = pkcs8_pem(key)
     raw = key.public_key().public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
@@ -187,22 +185,8 @@ def ensure_tls(state_dir: Path) -> TlsFiles:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(
-        state_dir / "ca-key.pem",
-        ca_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
-    _write_private(
-        files.key_file,
-        server_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
+    _write_private(state_dir / "ca-key.pem", pkcs8_pem(ca_key))
+    _write_private(files.key_file, pkcs8_pem(server_key))
     files.cert_file.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
     files.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     return files
@@ -250,11 +234,7 @@ def issue_apns_client_certificate(
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    key_pem = pkcs8_pem(key)
     return key_pem + cert.public_bytes(serialization.Encoding.PEM)
 
 
