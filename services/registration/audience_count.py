@@ -170,7 +170,7 @@ async def count_users(
     apps = set(app_ids)
     unique = sorted(set(user_ids))
     for start in range(0, len(unique), USERS_PER_READ):
-        for rec in await _user_records(store, unique[start : start + USERS_PER_READ], apps):
+        for _, _, rec in await user_records(store, unique[start : start + USERS_PER_READ], apps):
             result.examined += 1
             if matches(rec):
                 result.devices += 1
@@ -180,24 +180,24 @@ async def count_users(
     return result
 
 
-async def _user_records(
+async def user_records(
     store: RegistrationStore, user_ids: list[str], apps: set[str]
-) -> list[DeviceRecord]:
-    """The records of these users' devices in `apps`, each still bound to its user
-    (an index entry may be stale: the record decides)."""
+) -> list[tuple[str, str, DeviceRecord]]:
+    """(app, device id, record) of these users' devices in `apps`, each still bound to
+    its user (an index entry may be stale: the record decides)."""
     wanted: dict[str, list[tuple[str, str]]] = {}  # app -> [(user, device)]
     for user_id, entries in zip(user_ids, await store.users_devices(user_ids), strict=True):
         for app_id, device_id, _entry in entries:
             if app_id in apps:
                 wanted.setdefault(app_id, []).append((user_id, device_id))
-    found: list[DeviceRecord] = []
+    found: list[tuple[str, str, DeviceRecord]] = []
     for app_id, pairs in wanted.items():
         records = await store.get_many(app_id, [device_id for _, device_id in pairs])
-        for (user_id, _), packed in zip(pairs, records, strict=True):
+        for (user_id, device_id), packed in zip(pairs, records, strict=True):
             if packed is not None:
                 rec = record.unpack(packed, with_log=False)
                 if rec.user_id == user_id:
-                    found.append(rec)
+                    found.append((app_id, device_id, rec))
     return found
 
 
@@ -225,7 +225,7 @@ async def _matching_devices(
 ) -> dict[str, int]:
     """How many devices of each user (in the queried apps) are bound to them and match."""
     counts: dict[str, int] = {}
-    for rec in await _user_records(store, user_ids, apps):
+    for _, _, rec in await user_records(store, user_ids, apps):
         if matches(rec):
             counts[rec.user_id] = counts.get(rec.user_id, 0) + 1
     return counts

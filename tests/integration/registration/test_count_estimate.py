@@ -1,5 +1,6 @@
 """CountAudience: exact for small audiences, a sampled estimate (exact = false) for
-large ones, sample_size validated."""
+large ones, sample_size validated; audiences of named users (counted and streamed from
+the user index)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from herald.registration.v1 import registration_service_pb2 as pb
 from services.core.status import parse_error
 from tests.integration.registration.conftest import ANDROID, IOS, Stack, redis_snapshot
-from tests.integration.registration.test_audience_and_import import import_all, imported
+from tests.integration.registration.test_audience_and_import import import_all, imported, stream
 
 USERS = 1000
 BOUND = 4000  # four devices per user: i, i + 1000, i + 2000, i + 3000 (same platform)
@@ -90,6 +91,35 @@ async def test_an_audience_of_named_users_is_counted_exactly_from_the_user_index
     ios_only = pb.AudienceQuery(app_ids=["shop"], user_ids=["user-1", "user-2"], platforms=[IOS])
     answer = await count(stack, query=ios_only, sample_size=SAMPLE)
     assert (answer.device_count, answer.user_count, answer.exact) == (4, 1, True)
+
+
+async def test_an_audience_of_named_users_streams_in_the_order_of_a_full_walk(stack: Stack):
+    await seed(stack)
+    named = {f"user-{n}" for n in range(1, 6)}
+    every = [
+        d.device_id
+        for r in await stream(stack, query=pb.AudienceQuery(app_ids=["shop"]), batch_size=5000)
+        for d in r.devices
+        if d.user_id in named
+    ]
+    assert len(every) == 20
+    query = pb.AudienceQuery(app_ids=["shop"], user_ids=sorted(named))
+    batches = await stream(stack, query=query, batch_size=3)
+    assert [d.device_id for r in batches for d in r.devices] == every
+    resumed = await stream(stack, query=query, batch_size=3, cursor=batches[1].cursor)
+    assert [d.device_id for r in resumed for d in r.devices] == every[6:]
+    halves = [
+        [
+            d.device_id
+            for r in await stream(
+                stack, query=query, partition=pb.AudiencePartition(index=i, count=2)
+            )
+            for d in r.devices
+        ]
+        for i in (0, 1)
+    ]
+    assert sorted(halves[0] + halves[1]) == sorted(every)
+    assert all(halves)  # both partitions hold some of the 20
 
 
 @pytest.mark.parametrize("sample_size", [-1, 1_000_001])
