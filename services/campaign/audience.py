@@ -15,7 +15,6 @@ rules Identity's export segments follow too (services/core/attribute_filters.py)
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +23,7 @@ from zoneinfo import available_timezones
 from herald.campaign.v1 import audience_pb2
 from herald.registration.v1 import device_pb2, registration_service_pb2
 from herald.type.v1 import filter_pb2, platform_pb2
+from services.core.app_versions import version_key
 from services.core.attribute_filters import (
     BUILT_IN_FIELDS,
     COMPARISONS,
@@ -42,7 +42,6 @@ MAX_PUSHED_USER_IDS = 10_000  # Registration's own limit on AudienceQuery.user_i
 MAX_VALUES = 1000
 FOREGROUND = platform_pb2.PUSH_CAPABILITY_FOREGROUND
 BACKGROUND = platform_pb2.PUSH_CAPABILITY_BACKGROUND
-_VERSION = re.compile(r"^\d+(\.\d+)*(-[0-9A-Za-z.]+)?$")
 _ZONES: set[str] = set()
 
 OPERATORS = tuple(COMPARISONS)
@@ -54,17 +53,6 @@ def is_time_zone(name: str) -> bool:
     if not _ZONES:
         _ZONES.update(available_timezones())
     return name in _ZONES or name == "UTC"
-
-
-def version_key(version: str) -> tuple[tuple[int, ...], int, str] | None:
-    """Numeric components (trailing zeros dropped), then a release after its pre-releases."""
-    if not _VERSION.match(version):
-        return None
-    release, _, pre = version.partition("-")
-    numbers = [int(part) for part in release.split(".")]
-    while len(numbers) > 1 and numbers[-1] == 0:
-        numbers.pop()
-    return tuple(numbers), 0 if pre else 1, pre
 
 
 # -- validation ---------------------------------------------------------------------------
