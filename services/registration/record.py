@@ -31,7 +31,6 @@ VERSION = 2
 FCM_PACKED = 4
 DEVICE_LOG_CAP = 8  # the newest entries kept in the record; the user log keeps more
 
-_HEAD = struct.Struct(">BBBBB")
 _ENTRY_HEAD = struct.Struct(">BHB B")
 _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
@@ -174,23 +173,38 @@ def flush_arguments(
     ]
 
 
+# The fixed part of a record: the header and the five u48 times, each as u16 + u32
+# (struct has no 6-byte integer); one unpack_from instead of a call per field, since
+# audiences unpack every record of an app.
+_FIXED = struct.Struct(">BBBBB" + "HI" * 5)
+
+
 def pack(record: DeviceRecord) -> bytes:
     token = record.token
     kind, stored = stored_token(token)
-    out = _Writer()
-    out.parts.append(
-        _HEAD.pack(
-            VERSION, record.platform, record.authorization_status, record.apns_environment, kind
+    create, update, seen = record.create_ms, record.update_ms, record.last_seen_ms
+    token_update, confirm = record.token_update_ms, record.token_confirm_ms
+    # One struct call for the header and the times, the texts joined once: imports
+    # pack every device they write.
+    parts = [
+        _FIXED.pack(
+            VERSION,
+            record.platform,
+            record.authorization_status,
+            record.apns_environment,
+            kind,
+            create >> 32,
+            create & 0xFFFFFFFF,
+            update >> 32,
+            update & 0xFFFFFFFF,
+            seen >> 32,
+            seen & 0xFFFFFFFF,
+            token_update >> 32,
+            token_update & 0xFFFFFFFF,
+            confirm >> 32,
+            confirm & 0xFFFFFFFF,
         )
-    )
-    for ms in (
-        record.create_ms,
-        record.update_ms,
-        record.last_seen_ms,
-        record.token_update_ms,
-        record.token_confirm_ms,
-    ):
-        out.ms(ms)
+    ]
     for text in (
         record.os_version,
         record.app_version,
@@ -198,21 +212,25 @@ def pack(record: DeviceRecord) -> bytes:
         record.time_zone,
         record.user_id,
     ):
-        out.str8(text)
-    out.bytes16(stored)
+        raw = text.encode()
+        if len(raw) > 255:  # never cut silently (see _Writer.str8)
+            raise ValueError(f"a stored text is {len(raw)} bytes of UTF-8; the limit is 255")
+        parts.append(_LENGTH8[len(raw)])
+        parts.append(raw)
+    parts.append(_U16.pack(len(stored)))
+    parts.append(stored)
     if token is not None and token.kind == WEB_PUSH:
-        out.parts.append(token.p256dh + token.auth)
+        parts.append(token.p256dh + token.auth)
     entries = record.log[-DEVICE_LOG_CAP:]
-    out.parts.append(_U8.pack(len(entries)))
+    parts.append(_LENGTH8[len(entries)])
     for entry in entries:
-        out.bytes16(pack_entry(entry))
-    return out.done()
+        packed = pack_entry(entry)
+        parts.append(_U16.pack(len(packed)))
+        parts.append(packed)
+    return b"".join(parts)
 
 
-# The fixed part of a record: the header and the five u48 times, each as u16 + u32
-# (struct has no 6-byte integer); one unpack_from instead of a call per field, since
-# audiences unpack every record of an app.
-_FIXED = struct.Struct(">BBBBB" + "HI" * 5)
+_LENGTH8 = [bytes([size]) for size in range(256)]
 
 
 def unpack(data: bytes, with_log: bool = True) -> DeviceRecord:
