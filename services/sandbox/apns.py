@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from .faults import FaultBook, FaultRule
 from .h2server import Connection, Disruption, Outcome, Request, Response
-from .limits import KeyedLimit
+from .limits import KeyedLimit, refuse_negative
 from .records import Ledger, redact
 
 log = logging.getLogger(__name__)
@@ -218,9 +218,9 @@ class ApnsSandbox:
         Returns the settings in force."""
         minute = self.device_limit.per_minute if device_per_minute is None else device_per_minute
         hour = self.device_limit.per_hour if device_per_hour is None else device_per_hour
-        for value in (minute, hour, token_update_penalty):
-            if value is not None and value < 0:
-                raise ValueError("limits and the penalty are not negative")
+        refuse_negative(
+            "limits and the penalty are not negative", minute, hour, token_update_penalty
+        )
         self.device_limit = KeyedLimit(minute, hour)
         if token_update_penalty is not None:
             self.token_update_penalty = float(token_update_penalty)

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from .faults import FaultBook, FaultRule
 from .fcm_message import message_size, size_limit, target_of, validate_request
 from .h2server import Connection, Disruption, Outcome, Request, Response
-from .limits import KeyedLimit, QuotaBucket
+from .limits import KeyedLimit, QuotaBucket, refuse_negative
 from .records import Ledger
 
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL
@@ -186,9 +186,7 @@ class FcmSandbox:
         0 turns it off. Returns the limits in force."""
         minute = self.device_limit.per_minute if device_per_minute is None else device_per_minute
         hour = self.device_limit.per_hour if device_per_hour is None else device_per_hour
-        for value in (minute, hour):
-            if value is not None and value < 0:
-                raise ValueError("a limit is a number of requests, 0 for none")
+        refuse_negative("a limit is a number of requests, 0 for none", minute, hour)
         self.device_limit = KeyedLimit(minute, hour)
         return self.limits()
 

@@ -40,6 +40,12 @@ class QuotaBucket:
         return self.wait()
 
 
+def refuse_negative(message: str, *values: float | None) -> None:
+    """ValueError(message) when a limit (or penalty) given is below zero; None is not given."""
+    if any(value is not None and value < 0 for value in values):
+        raise ValueError(message)
+
+
 class KeyedLimit:
     """Per-key buckets (device token, subscription, VAPID key): at most `per_minute` and
     `per_hour` requests per key; either may be off (None). Off entirely when both are.

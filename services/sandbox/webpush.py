@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from .faults import FaultBook, FaultRule
 from .h2server import Connection, Disruption, Outcome, Request, Response
-from .limits import KeyedLimit
+from .limits import KeyedLimit, refuse_negative
 from .pki import b64url, b64url_decode
 from .records import Ledger
 
@@ -146,9 +146,7 @@ class WebPushSandbox:
             if vapid_key_per_minute is None
             else vapid_key_per_minute
         )
-        for value in (per_sub, per_key):
-            if value is not None and value < 0:
-                raise ValueError("a limit is a number of requests, 0 for none")
+        refuse_negative("a limit is a number of requests, 0 for none", per_sub, per_key)
         self.subscription_limit = KeyedLimit(per_sub)
         self.vapid_key_limit = KeyedLimit(per_key)
         return self.limits()
