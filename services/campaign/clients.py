@@ -88,11 +88,18 @@ class RegistrationClient:
         return registration_service_pb2_grpc.RegistrationServiceStub(self._channel())
 
     async def stream_audience(
-        self, query: registration_service_pb2.AudienceQuery, cursor: str, batch_size: int
+        self,
+        query: registration_service_pb2.AudienceQuery,
+        cursor: str,
+        batch_size: int,
+        partition: tuple[int, int] | None = None,
     ) -> AsyncGenerator[registration_service_pb2.StreamAudienceResponse, None]:
+        """`partition`: (index, count), only that hash-slice of the audience."""
         request = registration_service_pb2.StreamAudienceRequest(
             query=query, cursor=cursor, batch_size=batch_size
         )
+        if partition is not None:
+            request.partition.index, request.partition.count = partition
         call = self.stub.StreamAudience(request)
         try:
             async for response in call:

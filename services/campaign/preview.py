@@ -7,8 +7,11 @@ The estimate costs the same at a thousand devices and at ten million:
 - when the audience has no filter, that query *is* the audience (users_only and the
   reachability are pushed down), so Registration's answer is the preview;
 - otherwise the whole filter is evaluated on a sample: the first SAMPLE devices of
-  StreamAudience (shard 0 first: devices are spread over shards by a hash of their
-  id), with their users from Identity. The match ratio scales Registration's count;
+  StreamAudience, with their users from Identity. Devices are spread over shards by a
+  hash of their id, but within a shard they stream in id order, which may follow age
+  (UUIDv7, ULID, counters): so on a big app the stream is thinned to one hash
+  partition, sized for the sample to span ~SAMPLE_SHARDS whole shards rather than the
+  low ids of one. The match ratio scales Registration's count;
   users are the matching user-bound devices divided by the devices per user of the
   pushed-down audience (a user with four devices is not four users).
 
@@ -34,6 +37,8 @@ from services.campaign.validation import message_violations
 from services.core.errors import NotFound
 
 SAMPLE = 2000
+SAMPLE_SHARDS = 4
+REGISTRATION_SHARDS = 256  # an app's device shards in Registration (docs/registration.md)
 SAMPLE_USER_IDS = 10
 ERROR = campaign_service_pb2.ISSUE_SEVERITY_ERROR
 WARNING = campaign_service_pb2.ISSUE_SEVERITY_WARNING
@@ -97,7 +102,10 @@ async def _sampled(
     streamed = bound = 0
     matched: list[device_pb2.AudienceDevice] = []
     exhausted = True
-    async with aclosing(deps.registration.stream_audience(query, "", 500)) as stream:
+    count = sample_partitions(counted.device_count)
+    partition = (0, count) if count > 1 else None
+    stream_of = deps.registration.stream_audience(query, "", 500, partition)
+    async with aclosing(stream_of) as stream:
         async for response in stream:
             devices = list(response.devices)
             streamed += len(devices)
@@ -106,10 +114,10 @@ async def _sampled(
             if streamed >= SAMPLE:
                 exhausted = False
                 break
-    if exhausted:  # every device of the audience was evaluated: no scaling
+    if exhausted and partition is None:  # every device was evaluated: no scaling
         scale, users = 1.0, float(len({d.user_id for d in matched if d.user_id}))
     else:
-        scale = counted.device_count / streamed
+        scale = counted.device_count / streamed if streamed else 0.0
         # Registration's users per user-bound device (its user_count is a proper
         # distinct-user estimate); the stream's share of bound devices stands in for
         # the audience's.
@@ -122,13 +130,20 @@ async def _sampled(
         estimated_devices=round(len(matched) * scale),
         # At least the users seen; never more users than devices.
         estimated_users=min(round(len(matched) * scale), max(len(users_seen), round(users))),
-        exact=exhausted,
+        exact=exhausted and partition is None,
         platform_estimates=[
             campaign_service_pb2.PlatformEstimate(platform=p, estimated_devices=round(n * scale))
             for p, n in sorted(per_platform.items())
         ],
         sample_user_ids=users_seen[:SAMPLE_USER_IDS],
     )
+
+
+def sample_partitions(devices: int) -> int:
+    """How many hash partitions to split the stream into, so that SAMPLE devices of one
+    span ~SAMPLE_SHARDS shards (1, no split, below ~190,000 devices; 8 at a million)."""
+    per_shard = devices / REGISTRATION_SHARDS
+    return max(1, min(REGISTRATION_SHARDS, round(per_shard * SAMPLE_SHARDS / SAMPLE)))
 
 
 async def _matching(
