@@ -27,10 +27,13 @@ from services.core.app_versions import version_key
 from services.core.attribute_filters import (
     BUILT_IN_FIELDS,
     COMPARISONS,
+    INSTANT_RANGE,
     compare,
     compile_filter,
     holds,
+    micros,
     resolve,
+    valid_instant,
 )
 from services.core.errors import FieldViolation, InvalidArgument
 
@@ -125,6 +128,10 @@ def _check_attribute(
             _bad(found, f"{path}.number.value", "must be a finite number")
     elif kind == "in_values" and not 1 <= len(condition.in_values.values) <= MAX_VALUES:
         _bad(found, f"{path}.in_values.values", f"must hold 1 to {MAX_VALUES} values")
+    elif kind in ("before_time", "after_time") and not valid_instant(
+        micros(getattr(condition, kind))
+    ):
+        _bad(found, f"{path}.{kind}", INSTANT_RANGE)
 
 
 def raise_if_invalid(audience: audience_pb2.Audience, prefix: str = "audience") -> None:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from google.protobuf import json_format
+from google.protobuf import json_format, timestamp_pb2
 
 from herald.type.v1 import filter_pb2
 
@@ -110,10 +110,27 @@ def compile_filter(message: filter_pb2.AttributeFilter) -> AttributeCondition:
         value = message.number.value
         comparison = COMPARISONS.get(message.number.operator)
     elif kind is ConditionKind.BEFORE_TIME:
-        value = message.before_time.ToMicroseconds()
+        value = micros(message.before_time)
     elif kind is ConditionKind.AFTER_TIME:
-        value = message.after_time.ToMicroseconds()
+        value = micros(message.after_time)
     return AttributeCondition(message.attribute, kind, value, comparison)
+
+
+# What a Timestamp may hold (0001-01-01 to 9999-12-31 UTC), in microseconds.
+MIN_INSTANT_US = -62_135_596_800 * 1_000_000
+MAX_INSTANT_US = 253_402_300_799 * 1_000_000 + 999_999
+INSTANT_RANGE = "must be a time from year 1 to year 9999"
+
+
+def micros(stamp: timestamp_pb2.Timestamp) -> int:
+    """Microseconds since the epoch. Not Timestamp.ToMicroseconds(), which raises on a
+    time outside years 1-9999: compiling never fails; validation reports such a time
+    (`valid_instant`, INSTANT_RANGE)."""
+    return stamp.seconds * 1_000_000 + stamp.nanos // 1000
+
+
+def valid_instant(us: int) -> bool:
+    return MIN_INSTANT_US <= us <= MAX_INSTANT_US
 
 
 # -- finding the value ----------------------------------------------------------------------

@@ -21,11 +21,13 @@ from dataclasses import dataclass
 
 from herald.type.v1 import platform_pb2
 from services.core.attribute_filters import (
+    INSTANT_RANGE,
     AttributeCondition,
     Comparison,
     ConditionKind,
     holds,
     resolve,
+    valid_instant,
 )
 from services.core.errors import Validator
 from services.identity.registration_client import DeviceSnapshot
@@ -75,6 +77,11 @@ def validate(segment: Segment, check: Validator, prefix: str) -> None:
             1 <= len(condition.value) <= MAX_VALUES
         ):
             check.add(f"{field}.in_values.values", f"must hold 1 to {MAX_VALUES} values")
+        elif condition.kind in (
+            ConditionKind.BEFORE_TIME,
+            ConditionKind.AFTER_TIME,
+        ) and not valid_instant(condition.value):
+            check.add(f"{field}.{condition.kind.value}", INSTANT_RANGE)
 
 
 def condition_holds(condition: AttributeCondition, user: User) -> bool:

@@ -8,8 +8,12 @@ from typing import Any
 import pytest
 from google.protobuf import struct_pb2, timestamp_pb2
 
+from herald.campaign.v1 import audience_pb2
+from herald.identity.v1 import user_pb2
 from herald.type.v1 import filter_pb2 as F
+from services.campaign import audience as audiences
 from services.core.attribute_filters import (
+    INSTANT_RANGE,
     Comparison,
     ConditionKind,
     compare,
@@ -17,7 +21,10 @@ from services.core.attribute_filters import (
     holds,
     instant_us,
     resolve,
+    valid_instant,
 )
+from services.core.errors import FieldViolation, Validator
+from services.identity import export_messages, segments
 
 USER: dict[str, Any] = {
     "external_id": "kim",
@@ -163,3 +170,37 @@ def test_compiled_once_with_the_values_converted():
 def test_compare_without_an_operator_never_holds():
     assert compare(Comparison.LESS_OR_EQUAL, (4, 10), (4, 10))
     assert not compare(None, 1, 1)
+
+
+def test_a_time_outside_years_1_to_9999_compiles_and_both_services_refuse_it():
+    # protobuf's own conversions raise on such a Timestamp; compiling must not (a
+    # stored campaign is compiled at every fan-out), validation must say what is wrong.
+    far = timestamp_pb2.Timestamp(seconds=10**12)
+    condition = compile_filter(F.AttributeFilter(attribute="signup", before_time=far))
+    assert condition.value == 10**18
+    assert not valid_instant(condition.value)
+    assert valid_instant(
+        compile_filter(F.AttributeFilter(before_time=_at("9999-12-31T23:59:59.999999Z"))).value
+    )
+    assert valid_instant(
+        compile_filter(F.AttributeFilter(after_time=_at("0001-01-01T00:00:00Z"))).value
+    )
+
+    audience = audience_pb2.Audience(
+        filter=audience_pb2.AudienceFilter(
+            user_attribute=F.AttributeFilter(attribute="signup", before_time=far)
+        )
+    )
+    assert audiences.validate(audience) == [
+        FieldViolation(
+            "audience.filter.user_attribute.before_time", INSTANT_RANGE, audiences.AUDIENCE_INVALID
+        )
+    ]
+    check = Validator()
+    segment = export_messages.segment(
+        user_pb2.Segment(attribute_filters=[F.AttributeFilter(attribute="signup", after_time=far)])
+    )
+    segments.validate(segment, check, "selector.segment")
+    assert check.violations == [
+        FieldViolation("selector.segment.attribute_filters[0].after_time", INSTANT_RANGE)
+    ]
