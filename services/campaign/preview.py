@@ -10,7 +10,7 @@ The estimate costs the same at a thousand devices and at ten million:
   StreamAudience, with their users from Identity. Devices are spread over shards by a
   hash of their id, but within a shard they stream in id order, which may follow age
   (UUIDv7, ULID, counters): so on a big app the stream is thinned to one hash
-  partition, sized for the sample to span ~SAMPLE_SHARDS whole shards rather than the
+  partition, sized for the sample to span SAMPLE_SHARDS whole shards rather than the
   low ids of one. The match ratio scales Registration's count;
   users are the matching user-bound devices divided by the devices per user of the
   pushed-down audience (a user with four devices is not four users).
@@ -20,6 +20,7 @@ The estimate costs the same at a thousand devices and at ten million:
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from contextlib import aclosing
 from typing import Any
@@ -37,7 +38,7 @@ from services.campaign.validation import message_violations
 from services.core.errors import NotFound
 
 SAMPLE = 2000
-SAMPLE_SHARDS = 4
+SAMPLE_SHARDS = 2
 REGISTRATION_SHARDS = 256  # an app's device shards in Registration (docs/registration.md)
 SAMPLE_USER_IDS = 10
 ERROR = campaign_service_pb2.ISSUE_SEVERITY_ERROR
@@ -141,9 +142,11 @@ async def _sampled(
 
 def sample_partitions(devices: int) -> int:
     """How many hash partitions to split the stream into, so that SAMPLE devices of one
-    span ~SAMPLE_SHARDS shards (1, no split, below ~190,000 devices; 8 at a million)."""
+    are SAMPLE_SHARDS whole shards' slices and a sliver of the next (1, no split, up to
+    256,000 devices, where SAMPLE devices already span SAMPLE_SHARDS shards; 4 at a
+    million). More shards would cost Registration more reads for little gain."""
     per_shard = devices / REGISTRATION_SHARDS
-    return max(1, min(REGISTRATION_SHARDS, round(per_shard * SAMPLE_SHARDS / SAMPLE)))
+    return max(1, min(REGISTRATION_SHARDS, math.ceil(per_shard * SAMPLE_SHARDS / SAMPLE)))
 
 
 async def _matching(
