@@ -10,8 +10,9 @@ slowest printed, with Registration's CPU per call):
 - CountAudience exact = true (the old full scan), once;
 - CountAudience in its estimate mode (the default sample);
 - PreviewAudience with no filter (Registration's estimate alone), with a platform
-  filter (pushed down), and with a user-attribute filter (the first 2,000 streamed
-  devices evaluated with their users from Identity);
+  filter (pushed down), and with two user-attribute filters (a 2,000-device sample of
+  the stream evaluated with its users from Identity): `city` equals one of 50 cities
+  (rare), and `city` exists (every device of the upserted users: the truth is known);
 - LaunchCampaign of a campaign scheduled an hour ahead (checks + estimate; no
   fan-out), then cancelled.
 
@@ -169,9 +170,24 @@ async def _measure(args: argparse.Namespace, services: Services, campaign_port: 
                 attribute="city", equals=struct_pb2.Value(string_value=CITIES[0])
             )
         )
-        for name, condition in (("no_filter", None), ("ios", ios), ("city_attribute", city)):
+        has_city = audience_pb2.AudienceFilter(
+            user_attribute=filter_pb2.AttributeFilter(attribute="city", exists=True)
+        )
+        filters = (
+            ("no_filter", None),
+            ("ios", ios),
+            ("city_equals", city),
+            ("city_exists", has_city),
+        )
+        for name, condition in filters:
             answer, timing = await _timed(args.rounds, pid, preview(condition))
             result[f"preview_{name}"] = {**_preview_figures(answer), **timing}
+        # Every device of the users upserted in Identity (all of them have a city).
+        with_city = min(args.identity_users, args.users) * (args.devices // args.users)
+        result["preview_city_exists"]["truth_devices"] = with_city
+        result["preview_city_exists"]["device_error_pct"] = round(
+            100 * (result["preview_city_exists"]["estimated_devices"] - with_city) / with_city, 1
+        )
         result["preview_ios"]["exact_ios_devices"] = next(
             (c.count for c in exact.platform_counts if c.platform == platform_pb2.PLATFORM_IOS), 0
         )
