@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import struct
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -135,14 +136,15 @@ def token_group(digest: bytes) -> int:
     return int.from_bytes(digest[12:14], "big") % TOKEN_GROUPS
 
 
-def token_key(app_id: str, digest: bytes) -> str:
+def token_key(app_id: str, digest: bytes) -> bytes:
     return token_part_key(app_id, token_group(digest), digest[14] % TOKEN_PARTS)
 
 
 @functools.lru_cache(maxsize=4 * TOKEN_GROUPS * TOKEN_PARTS)
-def token_part_key(app_id: str, group: int, part: int) -> str:
-    # Memoised: imports name ~5,000 of these per message (16,384 per app in all).
-    return f"reg:{hash_tag(f'tok:{app_id}:{group}')}:idx:{part}"
+def token_part_key(app_id: str, group: int, part: int) -> bytes:
+    # Memoised, and bytes (what redis-py sends as is): imports name ~5,000 of these
+    # per message (16,384 per app in all), one key argument each.
+    return f"reg:{hash_tag(f'tok:{app_id}:{group}')}:idx:{part}".encode()
 
 
 def token_field(digest: bytes) -> bytes:
@@ -182,6 +184,7 @@ def packed_items(items: Iterable[bytes | str]) -> bytes:
 # A key number as packed_items packs it (u32 length 1, the number): batch items are
 # packed as they are added, with these prebuilt, since imports add ~15,000 per message.
 _KEY_NUMBERS = [b"\x00\x00\x00\x01" + bytes([n]) for n in range(256)]
+_U32 = struct.Struct(">I").pack
 
 
 class _Batch:
@@ -192,22 +195,38 @@ class _Batch:
     __slots__ = ("keys", "numbers", "packed", "positions")
 
     def __init__(self) -> None:
-        self.keys: list[str] = []
-        self.numbers: dict[str, bytes] = {}
+        self.keys: list[str | bytes] = []
+        self.numbers: dict[str | bytes, bytes] = {}
         self.packed = bytearray()
         self.positions: list[int] = []
 
-    def add(self, key: str, position: int, *item: bytes) -> None:
+    def _start(self, key: str | bytes, position: int) -> bytearray:
         number = self.numbers.get(key)
         if number is None:
             self.keys.append(key)
             number = self.numbers[key] = _KEY_NUMBERS[len(self.keys)]
+        self.positions.append(position)
         packed = self.packed
         packed += number
-        for part in item:
-            packed += len(part).to_bytes(4, "big")
-            packed += part
-        self.positions.append(position)
+        return packed
+
+    def add(self, key: str | bytes, position: int, first: bytes, second: bytes) -> None:
+        packed = self._start(key, position)
+        packed += _U32(len(first))
+        packed += first
+        packed += _U32(len(second))
+        packed += second
+
+    def add3(
+        self, key: str | bytes, position: int, first: bytes, second: bytes, third: bytes
+    ) -> None:
+        packed = self._start(key, position)
+        packed += _U32(len(first))
+        packed += first
+        packed += _U32(len(second))
+        packed += second
+        packed += _U32(len(third))
+        packed += third
 
 
 def _as_bytes(raw: bytes | str | None) -> bytes | None:
@@ -301,7 +320,7 @@ class RegistrationStore:
             if found is None:
                 found = by_shard[shard] = (devices_key(app_id, shard), _Batch())
             key, batch = found
-            batch.add(key, position, device_field(device_id), expected or b"", new)
+            batch.add3(key, position, device_field(device_id), expected or b"", new)
         return sorted(await self._batches(self._cas, (b for _, b in by_shard.values())))
 
     async def shard_records(
@@ -348,7 +367,7 @@ class RegistrationStore:
             pipe.hlen(devices_key(app_id, shard))
         count = sum(await pipe.execute())
         # One UNLINK per slot: a device shard, or the 64 token index parts of one tag.
-        unlinks = [[devices_key(app_id, shard)] for shard in range(DEVICE_SHARDS)]
+        unlinks: list[list[str | bytes]] = [[devices_key(app_id, s)] for s in range(DEVICE_SHARDS)]
         unlinks += [
             [token_part_key(app_id, group, part) for part in range(TOKEN_PARTS)]
             for group in range(TOKEN_GROUPS)
@@ -413,7 +432,7 @@ class RegistrationStore:
             if batch is None:
                 batch = by_group[group] = _Batch()
             key = token_part_key(app_id, group, digest[14] % TOKEN_PARTS)
-            batch.add(key, position, token_field(digest), expected, new)
+            batch.add3(key, position, token_field(digest), expected, new)
         return await self._batches(self._cas, by_group.values())
 
     async def release_values(
@@ -457,7 +476,7 @@ class RegistrationStore:
             batch = by_user.get(key)
             if batch is None:
                 batch = by_user[key] = _Batch()
-            batch.add(key, position, member, value, b"")
+            batch.add3(key, position, member, value, b"")
         await self._batches(self._cas, by_user.values())
 
     async def user_devices(self, user_id: str) -> list[tuple[str, str, IndexEntry]]:
