@@ -21,6 +21,11 @@ from services.cli.errors import OutcomeError
 CS = campaign_service_pb2
 STATE = campaign_pb2.CampaignState
 BAR_WIDTH = 40
+FINAL_STATES = (
+    campaign_pb2.CAMPAIGN_STATE_COMPLETED,
+    campaign_pb2.CAMPAIGN_STATE_CANCELLED,
+    campaign_pb2.CAMPAIGN_STATE_FAILED,
+)
 # What the chart shows, in the order of the funnel (targeted -> sent -> answers).
 CHART = (
     ("targeted", "cyan"),
@@ -71,7 +76,9 @@ def watch(ctx: Context, campaign_id: str, interval: float) -> int:
     request = CS.WatchCampaignRequest(
         campaign_id=campaign_id, min_interval=inputs.seconds(max(interval, 0.1))
     )
-    stream = ctx.client.stream("campaign", "WatchCampaign", request)
+    # Every snapshot is the whole progress: after a connection recycle the same watch
+    # simply starts again.
+    stream = ctx.client.stream("campaign", "WatchCampaign", request, resume=lambda _: request)
     last: report_pb2.CampaignProgress | None = None
     if ctx.out.json_mode:
         for snapshot in stream:
@@ -85,21 +92,23 @@ def watch(ctx: Context, campaign_id: str, interval: float) -> int:
         TextColumn(
             "{task.fields[delivered]} delivered, {task.fields[bounced]} bounced, "
             "{task.fields[failed]} failed, {task.fields[suppressed]} suppressed "
-            "of {task.fields[targeted]} · {task.fields[rate]:.0f}/s"
+            "of {task.fields[targeted]} · {task.fields[rate]}"
         ),
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=ctx.out.out, transient=False) as bar:
         task = bar.add_task(campaign_id, total=1000, state="…", **_fields(None))
+        rate = _AverageRate()
         for snapshot in stream:
             last = snapshot.progress
+            rate.add(last)
             # The server's fraction accounts for suppressions and an audience still
             # being resolved; the bar trusts it rather than guessing a denominator.
             bar.update(
                 task,
                 completed=round(last.fraction_complete * 1000),
                 state=_state(last.state),
-                **_fields(last),
+                **_fields(last, rate),
             )
     if last is not None:
         ctx.out.line(
@@ -110,15 +119,46 @@ def watch(ctx: Context, campaign_id: str, interval: float) -> int:
     return _final(last)
 
 
-def _fields(progress: report_pb2.CampaignProgress | None) -> dict[str, Any]:
+class _AverageRate:
+    """Sends per second over the watch, for the last line: once a campaign is final
+    the server's current rate is 0/s, which says nothing about how fast it went."""
+
+    def __init__(self) -> None:
+        self._first: tuple[float, int] | None = None
+        self._last: tuple[float, int] | None = None
+
+    def add(self, progress: report_pb2.CampaignProgress) -> None:
+        point = (progress.snapshot_time.ToNanoseconds() / 1e9, progress.sent)
+        if self._first is None and progress.state == campaign_pb2.CAMPAIGN_STATE_SENDING:
+            self._first = point
+        self._last = point
+
+    def per_second(self) -> float | None:
+        if self._first is None or self._last is None:
+            return None
+        seconds = self._last[0] - self._first[0]
+        sent = self._last[1] - self._first[1]
+        return sent / seconds if seconds > 0 and sent > 0 else None
+
+
+def _fields(
+    progress: report_pb2.CampaignProgress | None, rate: _AverageRate | None = None
+) -> dict[str, Any]:
     p = progress or report_pb2.CampaignProgress()
+    average = rate.per_second() if rate is not None else None
+    if p.state not in FINAL_STATES:
+        speed = f"{p.send_rate:.0f}/s"
+    elif average is not None:
+        speed = f"avg {average:.0f}/s"
+    else:  # watched only once it was over: how fast it went is not known here
+        speed = "done"
     return {
         "delivered": p.delivered,
         "bounced": p.bounced,
         "failed": p.failed,
         "suppressed": p.suppressed,
         "targeted": max(p.targeted, p.estimated_targeted),
-        "rate": p.send_rate,
+        "rate": speed,
     }
 
 

@@ -76,17 +76,37 @@ class Client:
         except grpc.RpcError as error:
             raise self._error(error, service, method) from None
 
-    def stream(self, service: str, method: str, request: Any) -> Iterator[Any]:
+    def stream(
+        self,
+        service: str,
+        method: str,
+        request: Any,
+        resume: Callable[[Any], Any] | None = None,
+    ) -> Iterator[Any]:
         """A server stream without a deadline (exports and watches run as long as
-        they need); the caller may stop iterating at any time."""
+        they need); the caller may stop iterating at any time.
+
+        Servers end every connection after a while (HERALD_CONNECTION_MAX_AGE_SECONDS),
+        and a stream still open then fails UNAVAILABLE from the transport. With
+        `resume`, such a stream that had answered is reopened with the request
+        `resume(last response)` builds (the same watch, the export from its cursor);
+        a stream that fails before any answer, or with a server's own error, raises.
+        """
         rpc = getattr(self._stub(service), method)
-        responses = rpc(request, metadata=self._metadata())
-        try:
-            yield from responses
-        except grpc.RpcError as error:
-            raise self._error(error, service, method) from None
-        finally:
-            responses.cancel()
+        while True:
+            responses = rpc(request, metadata=self._metadata())
+            last: Any = None
+            try:
+                for last in responses:
+                    yield last
+                return
+            except grpc.RpcError as error:
+                failure = self._error(error, service, method)
+                if resume is None or last is None or not failure.unreachable:
+                    raise failure from None
+                request = resume(last)
+            finally:
+                responses.cancel()
 
     def close(self) -> None:
         for channel in self._channels.values():

@@ -183,7 +183,10 @@ def export_users(args: argparse.Namespace, ctx: Context) -> int:
         cursor=args.cursor,
     )
     exported = 0
-    for batch in ctx.client.stream("identity", "ExportUsers", request):
+
+    # After a connection recycle the export goes on right after the last batch written:
+    # `request.cursor` follows the batches (the call in flight has sent its copy).
+    for batch in ctx.client.stream("identity", "ExportUsers", request, resume=lambda _: request):
         lines = [json.dumps(formatting.to_json(u), ensure_ascii=False) for u in batch.users]
         if lines:
             sys.stdout.write("\n".join(lines) + "\n")
@@ -192,6 +195,8 @@ def export_users(args: argparse.Namespace, ctx: Context) -> int:
         for missing in batch.not_found:
             kind = missing.WhichOneof("kind") or "identifier"
             ctx.out.err.print(f"not found: {kind} {getattr(missing, kind, '')}", highlight=False)
+        if batch.cursor:
+            request.cursor = batch.cursor
         if args.cursor_file and batch.cursor:
             # Written only after the batch reached stdout: resuming never skips users.
             Path(args.cursor_file).write_text(batch.cursor + "\n")

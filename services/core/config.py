@@ -96,6 +96,11 @@ class Settings(BaseSettings):
 
     # How long in-flight RPCs may run after SIGTERM before they are cancelled.
     shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=600)
+    # Servers end each client connection after this long (new replicas get their share
+    # of calls); calls in flight then get the grace period. Long streams end with it and
+    # their clients reopen them from a cursor.
+    connection_max_age_seconds: float = Field(default=300.0, ge=1, le=86_400)
+    connection_age_grace_seconds: float = Field(default=30.0, ge=0, le=3_600)
 
     # Delivery: the AES-256-GCM key that encrypts provider credentials at rest
     # (base64 of 32 random bytes). Required by Delivery; `make run` generates one in .run/.

@@ -181,8 +181,11 @@ def _grpc_server(settings: Settings) -> grpc.aio.Server:
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             # Clients reconnect now and then, so new replicas get their share of calls;
             # long streams end with it too, and their clients resume from a cursor.
-            ("grpc.max_connection_age_ms", 5 * 60 * 1000),
-            ("grpc.max_connection_age_grace_ms", 30 * 1000),
+            ("grpc.max_connection_age_ms", round(settings.connection_max_age_seconds * 1000)),
+            (
+                "grpc.max_connection_age_grace_ms",
+                round(settings.connection_age_grace_seconds * 1000),
+            ),
         ],
     )
 

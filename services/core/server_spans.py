@@ -18,6 +18,8 @@ log lines. The propagator runs only when one of its headers is present.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Mapping
 from typing import Any
 
@@ -137,5 +139,9 @@ class ServerSpans:
             if crash is not None:
                 span.record_exception(crash)
             span.end()
-        if token is not None:
-            otel_context.detach(token)  # type: ignore[arg-type]
+        if isinstance(token, contextvars.Token):
+            # What otel_context.detach does, minus its error log: a stream the caller
+            # abandoned may be closed by the loop's async-generator finalizer, in another
+            # context than the one the call's context was attached in.
+            with contextlib.suppress(ValueError):
+                token.var.reset(token)
