@@ -13,8 +13,8 @@ the same order.
 
 from __future__ import annotations
 
+import hashlib
 import re
-import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -143,7 +143,12 @@ class _Matcher:
 
 
 def partition_of(app_id: str, device_id: str, count: int) -> int:
-    return zlib.crc32(f"{app_id}\n{device_id}".encode()) % count
+    """A device's partition: BLAKE2b, not CRC-32 like the shards. CRC is affine over
+    GF(2), so for ids of one length (UUIDs) crc32(app "\n" id) is crc32(id) XOR a
+    constant, and a partition would be a set of whole shards: no thinning within a
+    shard, which a sample of a partition relies on (Campaign's preview)."""
+    digest = hashlib.blake2b(f"{app_id}\n{device_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
 
 
 def _reads(first_shard: int) -> list[list[int]]:

@@ -9,6 +9,7 @@ import pytest
 
 from herald.registration.v1 import registration_service_pb2 as pb
 from services.core.status import parse_error
+from services.registration.store import device_shard
 from tests.integration.registration.conftest import ANDROID, IOS, Stack, redis_snapshot
 from tests.integration.registration.test_audience_and_import import import_all, imported, stream
 
@@ -120,6 +121,27 @@ async def test_an_audience_of_named_users_streams_in_the_order_of_a_full_walk(st
     ]
     assert sorted(halves[0] + halves[1]) == sorted(every)
     assert all(halves)  # both partitions hold some of the 20
+
+
+async def test_a_partition_takes_devices_from_within_each_shard(stack: Stack):
+    """A partition must thin every shard (a sample of one spans whole shards), not be a
+    set of whole shards, which CRC-32 made it for ids of one length like these."""
+    await seed(stack)
+    partition_of_device: dict[str, int] = {}
+    for index in range(4):
+        responses = await stream(
+            stack,
+            query=pb.AudienceQuery(app_ids=["shop"]),
+            partition=pb.AudiencePartition(index=index, count=4),
+            batch_size=5000,
+        )
+        partition_of_device.update({d.device_id: index for r in responses for d in r.devices})
+    assert len(partition_of_device) == BOUND + UNBOUND
+    partitions_of_shard: dict[int, set[int]] = {}
+    for device_id, index in partition_of_device.items():
+        partitions_of_shard.setdefault(device_shard(device_id), set()).add(index)
+    split = [shard for shard, indexes in partitions_of_shard.items() if len(indexes) > 1]
+    assert len(split) > 0.9 * len(partitions_of_shard)
 
 
 @pytest.mark.parametrize("sample_size", [-1, 1_000_001])
