@@ -62,14 +62,32 @@ def unpack_device_id(data: bytes) -> str:
     """The device id of a stored form (pack_device_id's inverse)."""
     if not data or data[0] not in (UUID_LOWER, UUID_UPPER):
         return data.decode(errors="replace")
+    return unpack_device_id_bytes(data).decode(errors="replace")
+
+
+def unpack_device_id_bytes(data: bytes) -> bytes:
+    """The UTF-8 device id of a stored form: what audiences sort and compare, built
+    without a str in between (they read every device of an app)."""
+    if not data or data[0] not in (UUID_LOWER, UUID_UPPER):
+        return data
     start = 2 + data[1]
-    digits = data[start : start + 16].hex()
+    digits = binascii.hexlify(data[start : start + 16])
     if data[0] == UUID_UPPER:
         digits = digits.upper()
-    return (
-        data[2:start].decode(errors="replace")
-        + f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
-        + data[start + 16 :].decode(errors="replace")
+    return b"".join(
+        (
+            data[2:start],
+            digits[:8],
+            b"-",
+            digits[8:12],
+            b"-",
+            digits[12:16],
+            b"-",
+            digits[16:20],
+            b"-",
+            digits[20:],
+            data[start + 16 :],
+        )
     )
 
 
@@ -112,14 +130,18 @@ def unpack_fcm(data: bytes) -> str:
     parts = []
     at, size = 0, len(data)
     while at < size:
-        count = shift = 0
-        while True:
-            byte = data[at]
-            at += 1
-            count |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
+        count = data[at]
+        at += 1
+        if count >= 0x80:  # a longer varint (a part of 128 characters or more)
+            count &= 0x7F
+            shift = 7
+            while True:
+                byte = data[at]
+                at += 1
+                count |= (byte & 0x7F) << shift
+                shift += 7
+                if byte < 0x80:
+                    break
         used = (6 * count + 7) // 8
         parts.append(binascii.b2a_base64(data[at : at + used], newline=False)[:count])
         at += used

@@ -24,7 +24,13 @@ from redis.asyncio.cluster import RedisCluster
 
 from services.core.redis import RedisClient, hash_tag, load_script, shard_of
 from services.core.script_batches import run_scripts
-from services.registration.compact import UUID_LOWER, UUID_UPPER, pack_device_id, unpack_device_id
+from services.registration.compact import (
+    UUID_LOWER,
+    UUID_UPPER,
+    pack_device_id,
+    unpack_device_id,
+    unpack_device_id_bytes,
+)
 
 SCRIPTS = "services.registration.scripts"
 
@@ -126,10 +132,8 @@ def device_field(device_id: str) -> bytes:
 
 
 def device_id_bytes(field: bytes) -> bytes:
-    """The UTF-8 device id of a device hash field (most ids are stored as they came)."""
-    if field and field[0] in (UUID_LOWER, UUID_UPPER):
-        return unpack_device_id(field).encode()
-    return field
+    """The UTF-8 device id of a device hash field (compact.py)."""
+    return unpack_device_id_bytes(field)
 
 
 def token_group(digest: bytes) -> int:
@@ -331,7 +335,14 @@ class RegistrationStore:
         for app_id, shard in app_ids_and_shards:
             pipe.hgetall(devices_key(app_id, shard))
         return [
-            {device_id_bytes(field): value for field, value in content.items()}
+            # Only compact fields are decoded (a tag byte first): audiences read
+            # every device of an app through here.
+            {
+                (
+                    unpack_device_id_bytes(field) if UUID_LOWER <= field[0] <= UUID_UPPER else field
+                ): value
+                for field, value in content.items()
+            }
             for content in await pipe.execute()
         ]
 
