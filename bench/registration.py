@@ -38,6 +38,13 @@ from herald.registration.v1 import device_pb2, registration_service_pb2_grpc
 from herald.registration.v1 import registration_service_pb2 as pb
 from herald.type.v1 import platform_pb2, push_token_pb2
 from services.core.embedded_redis import EmbeddedRedis, free_port
+from services.registration.store import (
+    DEVICE_SHARDS,
+    TOKEN_GROUPS,
+    TOKEN_PARTS,
+    devices_key,
+    token_part_key,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 IOS = platform_pb2.PLATFORM_IOS
@@ -564,6 +571,39 @@ def audience_main(argv: list[str]) -> int:
     return 0
 
 
+def _memory_breakdown(client: redis.Redis, app_id: str, devices: int) -> None:
+    """Where the imported app's bytes are (MEMORY USAGE of every key, all elements
+    counted) and how many of its hashes Redis keeps in the compact encoding."""
+    groups: list[tuple[str, list[str | bytes]]] = [
+        ("device shards", [devices_key(app_id, shard) for shard in range(DEVICE_SHARDS)]),
+        (
+            "token index parts",
+            [
+                token_part_key(app_id, group, part)
+                for group in range(TOKEN_GROUPS)
+                for part in range(TOKEN_PARTS)
+            ],
+        ),
+    ]
+    for name, keys in groups:
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.memory_usage(key, samples=0)
+            pipe.object("encoding", key)
+        answers = pipe.execute()
+        used = sum(size or 0 for size in answers[0::2])
+        encodings: dict[str, int] = {}
+        for encoding in answers[1::2]:
+            if encoding is not None:
+                label = encoding.decode() if isinstance(encoding, bytes) else str(encoding)
+                encodings[label] = encodings.get(label, 0) + 1
+        print(
+            f"  {name}: {used / max(1, devices):.1f} bytes/device "
+            f"({len(keys):,} keys: {encodings})",
+            flush=True,
+        )
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["load"]:
         return load_main(argv[1:])
@@ -715,6 +755,7 @@ def main(argv: list[str]) -> int:
             f"redis args {args.redis_arg or 'default'})",
             flush=True,
         )
+        _memory_breakdown(client, "bench-import", imported["created"])
         client.close()
     finally:
         services.stop()

@@ -126,9 +126,9 @@ def devices_key(app_id: str, shard: int) -> str:
     return f"reg:{hash_tag(f'{app_id}:{shard}')}:dev"
 
 
-def device_field(device_id: str) -> bytes:
-    """A device's field in its shard hash: the compact id (compact.py)."""
-    return pack_device_id(device_id)
+# A device's field in its shard hash: its compact id (compact.py). An alias, not a
+# wrapper: imports compute it several times for each of their devices.
+device_field = pack_device_id
 
 
 def device_id_bytes(field: bytes) -> bytes:
@@ -204,18 +204,18 @@ class _Batch:
         self.packed = bytearray()
         self.positions: list[int] = []
 
-    def _start(self, key: str | bytes, position: int) -> bytearray:
+    def number(self, key: str | bytes, position: int) -> bytes:
+        """The key's number (packed), the item at `position` of the caller's list."""
         number = self.numbers.get(key)
         if number is None:
             self.keys.append(key)
             number = self.numbers[key] = _KEY_NUMBERS[len(self.keys)]
         self.positions.append(position)
-        packed = self.packed
-        packed += number
-        return packed
+        return number
 
     def add(self, key: str | bytes, position: int, first: bytes, second: bytes) -> None:
-        packed = self._start(key, position)
+        packed = self.packed
+        packed += self.number(key, position)
         packed += _U32(len(first))
         packed += first
         packed += _U32(len(second))
@@ -224,7 +224,8 @@ class _Batch:
     def add3(
         self, key: str | bytes, position: int, first: bytes, second: bytes, third: bytes
     ) -> None:
-        packed = self._start(key, position)
+        packed = self.packed
+        packed += self.number(key, position)
         packed += _U32(len(first))
         packed += first
         packed += _U32(len(second))
