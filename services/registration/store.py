@@ -368,9 +368,9 @@ class RegistrationStore:
         return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
 
     async def purge_app(self, app_id: str) -> int:
-        """Deletes every device record and token index shard of an app and forgets the
-        app; returns how many devices there were. Single-key commands only (the shards
-        are in different slots). User index members and user log entries of the purged
+        """Deletes every device record and token index part of an app and forgets the
+        app; returns how many devices there were. Each command's keys share a slot (a
+        device shard, or the parts of one token tag). User index members and user log entries of the purged
         devices stay until a reader finds them stale (their record is gone)."""
         self._known_apps.discard(app_id)
         await self.redis.srem(APPS_KEY, app_id)
