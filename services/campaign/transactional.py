@@ -24,6 +24,7 @@ from services.campaign import keys
 from services.campaign.deps import Deps
 from services.campaign.messages import CompiledMessage
 from services.campaign.recipients import FREQUENCY_CAPPED, prepare
+from services.campaign.store import Stored
 from services.campaign.validation import message_violations, raise_for
 from services.core.errors import (
     FailedPrecondition,
@@ -105,11 +106,25 @@ class Transactional:
                 )
             return CS.SendToUsersResponse.FromString(stored[64:])
         await self.deps.identity.app(request.app_id)
+        if request.campaign_id:  # reports of an unknown campaign would be orphans
+            await self._campaign_of_app(request.app_id, request.campaign_id)
         response = await self._send(request)
         await self.deps.redis.set(
             replay_key, fingerprint.encode() + response.SerializeToString(), ex=REPLAY_TTL
         )
         return response
+
+    async def _campaign_of_app(self, app_id: str, campaign_id: str) -> Stored:
+        """The stored campaign; NOT_FOUND when it does not exist in this app (a campaign
+        of another app is not named as such: its id says nothing to this caller)."""
+        stored = await self.deps.store.get(campaign_id)
+        if stored is None or stored.campaign.app_id != app_id:
+            raise NotFound(
+                "CAMPAIGN_NOT_FOUND",
+                "the campaign does not exist in this app",
+                {"campaign_id": campaign_id},
+            )
+        return stored
 
     async def _send(self, request: CS.SendToUsersRequest) -> CS.SendToUsersResponse:
         message = CompiledMessage(request.message)
@@ -274,13 +289,7 @@ class Transactional:
         message: push_message_pb2.PushMessage = request.message
         campaign_id = ""
         if source == "campaign_id":
-            stored = await self.deps.store.get(request.campaign_id)
-            if stored is None or stored.campaign.app_id != request.app_id:
-                raise NotFound(
-                    "CAMPAIGN_NOT_FOUND",
-                    "the campaign does not exist in this app",
-                    {"campaign_id": request.campaign_id},
-                )
+            stored = await self._campaign_of_app(request.app_id, request.campaign_id)
             message = stored.campaign.message
             campaign_id = request.campaign_id
         devices, user = await self._test_targets(request, message.background)
