@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from herald.registration.v1 import device_pb2
 from herald.type.v1 import filter_pb2
+from services.core.app_versions import version_key
 from services.core.errors import Validator
 from services.registration import audience_count, pagination, record, rules
 from services.registration.apps import AppDirectory
@@ -35,22 +36,10 @@ SHARDS_PER_READ = 16
 
 REACH_FOREGROUND = device_pb2.REACHABILITY_FOREGROUND
 REACH_VISIBLE = device_pb2.REACHABILITY_VISIBLE
-_VERSION = re.compile(r"^\d+(\.\d+)*(-[0-9A-Za-z.]+)?$")
 
 _EQ, _NE = filter_pb2.COMPARISON_OPERATOR_EQUAL, filter_pb2.COMPARISON_OPERATOR_NOT_EQUAL
 _LT, _LE = filter_pb2.COMPARISON_OPERATOR_LESS, filter_pb2.COMPARISON_OPERATOR_LESS_OR_EQUAL
 _GT, _GE = filter_pb2.COMPARISON_OPERATOR_GREATER, filter_pb2.COMPARISON_OPERATOR_GREATER_OR_EQUAL
-
-
-def version_key(version: str) -> tuple[tuple[int, ...], int, str] | None:
-    """A sort key: numeric components (trailing zeros dropped), then release after pre-release."""
-    if not _VERSION.match(version):
-        return None
-    release, _, pre = version.partition("-")
-    numbers = [int(part) for part in release.split(".")]
-    while len(numbers) > 1 and numbers[-1] == 0:
-        numbers.pop()
-    return tuple(numbers), 0 if pre else 1, pre
 
 
 def compare(operator: int, left: tuple, right: tuple) -> bool:
