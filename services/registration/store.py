@@ -224,12 +224,8 @@ class _Batch:
     def add3(
         self, key: str | bytes, position: int, first: bytes, second: bytes, third: bytes
     ) -> None:
+        self.add(key, position, first, second)
         packed = self.packed
-        packed += self.number(key, position)
-        packed += _U32(len(first))
-        packed += first
-        packed += _U32(len(second))
-        packed += second
         packed += _U32(len(third))
         packed += third
 
