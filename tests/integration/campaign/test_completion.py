@@ -93,6 +93,13 @@ async def test_completes_with_what_is_known_after_the_bounded_wait(stack: Stack)
         return bool((await report(stack, cid)).sent == 4)
 
     await wait_for(all_sent, what="4 sent")
+
+    async def settling() -> bool:
+        # The wait is measured from the moment the fan-out finished, stamped just after
+        # the last batch: advancing the clock before the stamp would move it too.
+        return bool(await stack.redis.hexists(keys.campaign(cid), "settle"))
+
+    await wait_for(settling, what="the fan-out's end stamped")
     stack.clock.advance(80)
     await asyncio.sleep(0.5)
     assert await state_of(stack, cid) == C.CAMPAIGN_STATE_SENDING
