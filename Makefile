@@ -51,7 +51,7 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 typecheck: $(STAMP) ## mypy on services/, tests/ and bench/ (generated code read through its .pyi)
 	@$(VENV)/bin/mypy services tests bench
 
-check: lint typecheck gen-check test ## Everything CI checks
+check: lint typecheck gen-check test test-cluster ## Everything CI checks (what .ci/run runs after install)
 
 bench: $(STAMP) ## Run the benchmarks (never part of make test); figures go to docs/benchmarks.md
 	@$(PY) -m bench $(ARGS)
