@@ -235,10 +235,7 @@ class Audiences:
                         if resume_after is not None and device_key <= resume_after:
                             continue
                         device_id = device_key.decode()
-                        if (
-                            partition is not None
-                            and partition_of(app_id, device_id, partition[1]) != partition[0]
-                        ):
+                        if _outside(partition, app_id, device_id):
                             continue
                         rec = record.unpack(content[device_key], with_log=False)
                         if matches(rec):
@@ -269,10 +266,7 @@ class Audiences:
             if resume is not None and (app_id, shard, device_key) <= resume:
                 continue
             device_id = device_key.decode()
-            if (
-                partition is not None
-                and partition_of(app_id, device_id, partition[1]) != partition[0]
-            ):
+            if _outside(partition, app_id, device_id):
                 continue
             if matches(rec):
                 yield Matched(app_id, shard, device_id, rec)
@@ -321,3 +315,9 @@ class Audiences:
             sample_size or audience_count.DEFAULT_SAMPLE,
             query.user_ids,
         )
+
+
+def _outside(partition: tuple[int, int] | None, app_id: str, device_id: str) -> bool:
+    """Whether the device belongs to another partition ({index, count}) than the one
+    asked for; never when the whole audience is asked."""
+    return partition is not None and partition_of(app_id, device_id, partition[1]) != partition[0]
