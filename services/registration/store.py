@@ -16,6 +16,7 @@ import functools
 import os
 import struct
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -417,14 +418,11 @@ class RegistrationStore:
         """Import form of claim_token: each (digest, value) goes to its device unless
         another device holds the token. One script call per token shard, pipelined.
         Returns the positions (in `claims`) of the contested tokens."""
-        by_group: dict[int, _Batch] = {}
+        by_group: defaultdict[int, _Batch] = defaultdict(_Batch)
         for position, (digest, value) in enumerate(claims):
             group = token_group(digest)
-            batch = by_group.get(group)
-            if batch is None:
-                batch = by_group[group] = _Batch()
             key = token_part_key(app_id, group, digest[14] % TOKEN_PARTS)
-            batch.add(key, position, token_field(digest), value)
+            by_group[group].add(key, position, token_field(digest), value)
         return await self._batches(self._claim_free, by_group.values())
 
     async def set_token_entries(
@@ -433,14 +431,11 @@ class RegistrationStore:
         """Compare-and-set of token index entries: (digest, expected, new or b"" to
         delete). Confirms claims and releases tokens; pipelined, one script call per
         token shard. Returns the positions that did not apply (the entry changed)."""
-        by_group: dict[int, _Batch] = {}
+        by_group: defaultdict[int, _Batch] = defaultdict(_Batch)
         for position, (digest, expected, new) in enumerate(changes):
             group = token_group(digest)
-            batch = by_group.get(group)
-            if batch is None:
-                batch = by_group[group] = _Batch()
             key = token_part_key(app_id, group, digest[14] % TOKEN_PARTS)
-            batch.add3(key, position, token_field(digest), expected, new)
+            by_group[group].add3(key, position, token_field(digest), expected, new)
         return await self._batches(self._cas, by_group.values())
 
     async def release_values(
@@ -478,13 +473,10 @@ class RegistrationStore:
 
     async def remove_user_entries(self, entries: Sequence[tuple[str, bytes, bytes]]) -> None:
         """Compare-and-delete of user index members: (user_id, member, value read)."""
-        by_user: dict[str, _Batch] = {}
+        by_user: defaultdict[str, _Batch] = defaultdict(_Batch)
         for position, (user_id, member, value) in enumerate(entries):
             key = user_devices_key(user_id)
-            batch = by_user.get(key)
-            if batch is None:
-                batch = by_user[key] = _Batch()
-            batch.add3(key, position, member, value, b"")
+            by_user[key].add3(key, position, member, value, b"")
         await self._batches(self._cas, by_user.values())
 
     async def user_devices(self, user_id: str) -> list[tuple[str, str, IndexEntry]]:
