@@ -8,6 +8,7 @@ reaches Campaign's caller unchanged.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Any
 
@@ -132,6 +133,19 @@ class RegistrationClient:
                 user_id=user_id, app_id=app_id, page_size=1000, view=device_pb2.DEVICE_VIEW_FULL
             ),
         )
+
+    async def push_enabled_any_app(
+        self, user_ids: Iterable[str], concurrency: int
+    ) -> dict[str, bool]:
+        """Whether each user has a foreground-capable device in any app ("push enabled
+        for any app"), asked concurrently with at most `concurrency` calls in flight."""
+        limit = asyncio.Semaphore(concurrency)
+
+        async def one(user_id: str) -> tuple[str, bool]:
+            async with limit:
+                return user_id, (await self.user_devices(user_id)).push_enabled_any_app
+
+        return dict(await asyncio.gather(*(one(u) for u in set(user_ids))))
 
     async def device(self, app_id: str, device_id: str) -> device_pb2.Device:
         answer = await _call(

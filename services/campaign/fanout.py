@@ -246,15 +246,11 @@ class Fanout:
         return batch
 
     async def _any_app(self, devices: list[device_pb2.AudienceDevice]) -> dict[str, bool]:
+        # A foreground device answers for its user by itself: only the others are asked.
         wanted = {d.user_id for d in devices if d.user_id and d.capability != audiences.FOREGROUND}
-        limit = asyncio.Semaphore(self.deps.tuning.users_concurrency)
-
-        async def one(user_id: str) -> tuple[str, bool]:
-            async with limit:
-                answer = await self.deps.registration.user_devices(user_id)
-                return user_id, answer.push_enabled_any_app
-
-        return dict(await asyncio.gather(*(one(u) for u in wanted)))
+        return await self.deps.registration.push_enabled_any_app(
+            wanted, self.deps.tuning.users_concurrency
+        )
 
     # -- sending ----------------------------------------------------------------------
     async def _send(self, batch: Batch) -> None:

@@ -155,10 +155,11 @@ async def _matching(
     """The devices the whole filter holds for, with their users as the fan-out sees them."""
     user_ids = {d.user_id for d in devices if d.user_id}
     users = await deps.identity.users(user_ids) if compiled.needs_user else {}
-    any_app: dict[str, bool] = {}
-    if compiled.needs_any_app:
-        for user_id in user_ids:
-            any_app[user_id] = (await deps.registration.user_devices(user_id)).push_enabled_any_app
+    any_app = (
+        await deps.registration.push_enabled_any_app(user_ids, deps.tuning.users_concurrency)
+        if compiled.needs_any_app
+        else {}
+    )
     return [
         device
         for device in devices
