@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from services.registration import record
 from services.registration.model import DeviceRecord
-from services.registration.store import DEVICE_SHARDS, RegistrationStore, devices_key
+from services.registration.store import RegistrationStore
 
 DEFAULT_SAMPLE = 5_000
 MAX_SAMPLE = 1_000_000
@@ -49,19 +49,6 @@ class AudienceCount:
     per_platform: dict[int, float] = field(default_factory=dict)
     exact: bool = True
     examined: int = 0
-
-
-async def shard_sizes(store: RegistrationStore, app_ids: Sequence[str]) -> dict[str, list[int]]:
-    """Devices per shard of each app (HLEN, pipelined: 256 cheap commands per app)."""
-    pipe = store.redis.pipeline(transaction=False)
-    for app_id in app_ids:
-        for shard in range(DEVICE_SHARDS):
-            pipe.hlen(devices_key(app_id, shard))
-    sizes = [int(n) for n in await pipe.execute()]
-    return {
-        app_id: sizes[i * DEVICE_SHARDS : (i + 1) * DEVICE_SHARDS]
-        for i, app_id in enumerate(app_ids)
-    }
 
 
 def sampled_shards(sizes: list[int], share: float) -> list[int]:
@@ -126,7 +113,7 @@ async def count(
     follows the users named, and a sample of a big app would rarely hold one of them."""
     if user_ids:
         return await count_users(store, app_ids, matches, user_ids)
-    sizes = await shard_sizes(store, app_ids) if app_ids else {}
+    sizes = await store.shard_sizes(app_ids) if app_ids else {}
     total = sum(sum(s) for s in sizes.values())
     result = AudienceCount(exact=exact or total <= sample_size)
     users: set[str] = set()
