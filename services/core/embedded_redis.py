@@ -44,25 +44,28 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def free_port(below: int = 65536) -> int:
-    """A free loopback port under `below` (a cluster node also needs port + 10000).
+CLUSTER_BUS_OFFSET = 10_000  # a cluster node's bus listens on its port + 10000
 
-    Picked below the ephemeral range when there is room: a port chosen now is bound a
-    moment later (often after being wired into other services' settings), and in
-    between any outgoing connection may take an ephemeral port, which is all that
-    binding port 0 hands out.
+
+def free_port(below: int = 65536, bus_offset: int = 0) -> int:
+    """A free loopback port under `below`; with `bus_offset`, port + offset is free too.
+
+    Picked below the kernel's ephemeral range when there is room (for both ports): a
+    port chosen now is bound a moment later (often after being wired into other
+    services' settings), and in between any outgoing connection may take an ephemeral
+    port, which is all that binding port 0 hands out.
     """
-    top = min(_ephemeral_start(), below)
+    top = min(_ephemeral_start(), below) - bus_offset
     if top - 10_000 >= 1024:
         for _ in range(200):
             port = random.randrange(top - 10_000, top)
-            if _bindable(port):
+            if _bindable(port) and (not bus_offset or _bindable(port + bus_offset)):
                 return port
     while True:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = int(probe.getsockname()[1])
-        if port < below:
+        if port + bus_offset < below and (not bus_offset or _bindable(port + bus_offset)):
             return port
 
 
@@ -94,6 +97,10 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
+class PortTaken(RuntimeError):
+    """The port redis-server was to listen on (or its cluster bus port) is in use."""
+
+
 class EmbeddedRedis:
     """A redis-server child process bound to loopback."""
 
@@ -105,20 +112,34 @@ class EmbeddedRedis:
         extra: list[str] | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()  # redis-server chdirs into --dir before opening files
-        self.port = port or free_port()
-        self.persistent = persistent
         self.extra = extra or []
+        self._bus_offset = CLUSTER_BUS_OFFSET if "--cluster-enabled" in self.extra else 0
+        # A port we chose ourselves may be taken before redis-server binds it: then we
+        # choose again. A port the caller named is kept, and a clash is an error.
+        self._port_is_ours = not port
+        self.port = port or free_port(bus_offset=self._bus_offset)
+        self.persistent = persistent
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+    def start(self, timeout: float = 10.0, attempts: int = 5) -> EmbeddedRedis:
+        for attempt in range(attempts):
+            try:
+                return self._start_once(timeout)
+            except PortTaken:
+                if not self._port_is_ours or attempt == attempts - 1:
+                    raise
+                self.port = free_port(bus_offset=self._bus_offset)
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> EmbeddedRedis:
         if _answers_ping(self.port):
             # Another Redis (another session's, another stack's) already has the port:
             # sharing it would mix two data sets, so refuse plainly.
-            raise RuntimeError(f"port {self.port} already serves a Redis; choose another")
+            raise PortTaken(f"port {self.port} already serves a Redis; choose another")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         persistence = (
             ["--appendonly", "yes", "--save", "60 1000"]
@@ -147,9 +168,12 @@ class EmbeddedRedis:
         while _pid_serving(self.port) != self.process.pid:
             if self.process.poll() is not None:
                 err = self.process.stderr.read().decode() if self.process.stderr else ""
+                self.stop()  # closes the pipe too
                 log = self.data_dir / "redis.log"
                 tail = log.read_text()[-2000:] if log.exists() else ""
-                raise RuntimeError(f"redis-server exited at start: {err}{tail}")
+                log.unlink(missing_ok=True)  # a retry's log starts clean
+                failure = PortTaken if "Address already in use" in tail else RuntimeError
+                raise failure(f"redis-server exited at start: {err}{tail}")
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"redis-server did not answer on port {self.port}")
@@ -181,7 +205,6 @@ class EmbeddedRedisCluster:
         self.nodes = [
             EmbeddedRedis(
                 data_dir / f"node{index}",
-                port=free_port(below=55536),  # the cluster bus listens on port + 10000
                 extra=[
                     "--cluster-enabled",
                     "yes",
@@ -203,6 +226,14 @@ class EmbeddedRedisCluster:
         return self.nodes[0].port
 
     def start(self, timeout: float = 30.0) -> EmbeddedRedisCluster:
+        try:
+            self._create(timeout)
+        except BaseException:
+            self.stop()  # no node outlives a cluster that failed to form
+            raise
+        return self
+
+    def _create(self, timeout: float) -> None:
         for node in self.nodes:
             node.start()
         cli = str(Path(redis_server_binary()).with_name("redis-cli"))
@@ -216,10 +247,8 @@ class EmbeddedRedisCluster:
         deadline = time.monotonic() + timeout
         while not self._ready(cli):
             if time.monotonic() > deadline:
-                self.stop()
                 raise RuntimeError("the Redis Cluster did not become ready")
             time.sleep(0.2)
-        return self
 
     def _ready(self, cli: str) -> bool:
         for node in self.nodes:
