@@ -58,7 +58,12 @@ def _users_tag(shard: int) -> str:
 
 
 def user(external_id: str) -> str:
-    return f"{PREFIX}:{_users_tag(user_shard(external_id))}:user:{external_id}"
+    return user_in_shard(user_shard(external_id), external_id)
+
+
+def user_in_shard(shard: int, external_id: str) -> str:
+    """`user(external_id)` when its shard is already known (batch reads group by it)."""
+    return f"{PREFIX}:{_users_tag(shard)}:user:{external_id}"
 
 
 def user_index(shard: int) -> str:

@@ -14,7 +14,7 @@ from herald.identity.v1 import identity_service_pb2 as pb
 from herald.identity.v1 import identity_service_pb2_grpc, user_pb2
 from services.core.auth import caller_app
 from services.core.server import Runtime
-from services.identity import app_messages, export_messages, user_messages
+from services.identity import app_messages, export_messages, user_messages, user_wire
 from services.identity.api_keys import ApiKeys
 from services.identity.app_model import SecretMatch
 from services.identity.app_store import AppStore
@@ -193,11 +193,8 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         self, request: pb.BatchGetUsersRequest, context: Context
     ) -> pb.BatchGetUsersResponse:
         read_mask = list(request.read_mask.paths)
-        users, missing = await self.users.batch_get(list(request.external_ids), read_mask)
-        return pb.BatchGetUsersResponse(
-            users=[user_messages.user_to_proto(user, read_mask) for user in users],
-            missing_external_ids=missing,
-        )
+        read = await self.users.batch_get(list(request.external_ids), read_mask)
+        return user_wire.batch_get_response(read.found, read.missing, read_mask, read.fields)
 
     # --- devices: login, logout, subscription state ---------------------------------
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
@@ -12,7 +11,7 @@ from services.identity.app_messages import timestamp
 from services.identity.identifiers import Identifier, IdentifierKind
 from services.identity.registration_client import DeviceSnapshot
 from services.identity.user_model import User
-from services.identity.user_patches import ATTRIBUTE_PREFIX, UserInput
+from services.identity.user_patches import UserInput
 from services.identity.users import identifier_from
 
 
@@ -48,9 +47,9 @@ def identifier_to_proto(kind: IdentifierKind, value: str) -> user_pb2.UserIdenti
     return user_pb2.UserIdentifier(**{kind.value: value})
 
 
-def user_to_proto(user: User, read_mask: Sequence[str] = ()) -> user_pb2.User:
-    if read_mask:
-        return _project(user, read_mask)
+def user_to_proto(user: User) -> user_pb2.User:
+    """The whole user (BatchGetUsers, which takes a read mask, writes its answer from the
+    stored records: user_wire.py)."""
     message = user_pb2.User(
         external_id=user.external_id,
         email=user.email,
@@ -63,32 +62,6 @@ def user_to_proto(user: User, read_mask: Sequence[str] = ()) -> user_pb2.User:
     if user.attributes:
         message.attributes.CopyFrom(dict_to_struct(user.attributes))
     return message
-
-
-def _project(user: User, read_mask: Sequence[str]) -> user_pb2.User:
-    """Only the masked fields (the external id always), for BatchGetUsers' read_mask.
-
-    Built directly rather than cut out of the full message: a campaign asks for a few
-    fields of every user of its audience, and the attributes are the costly part."""
-    fields: dict[str, Any] = {"external_id": user.external_id}
-    picked_attributes: dict[str, Any] = {}
-    for path in read_mask:
-        if path.startswith(ATTRIBUTE_PREFIX):
-            key = path[len(ATTRIBUTE_PREFIX) :]
-            if key in user.attributes:
-                picked_attributes[key] = user.attributes[key]
-        elif path == "attributes":
-            picked_attributes.update(user.attributes)
-        elif path == "create_time":
-            fields[path] = timestamp(user.create_us)
-        elif path == "update_time":
-            fields[path] = timestamp(user.update_us)
-        elif path != "external_id":
-            fields[path] = getattr(user, path)  # email, phone, time_zone, locale
-    projected = user_pb2.User(**fields)
-    if picked_attributes:
-        projected.attributes.CopyFrom(dict_to_struct(picked_attributes))
-    return projected
 
 
 def push_token_info(

@@ -55,6 +55,7 @@ def _reservation_key(kind: Unique, value: str) -> str:
 # The fields of a user record (see _fields_of) by the User attribute they hold. Batch
 # reads HMGET only the fields a read mask needs (plus the version, which every record
 # has): a plain list answer, and few arguments, since redis-py encodes each in Python.
+# Listed in the order of the User message's field numbers, which user_wire.py writes in.
 RECORD_FIELD_OF = {
     "email": "e",
     "phone": "p",
@@ -67,14 +68,9 @@ RECORD_FIELD_OF = {
 VERSION_FIELD = "v"
 
 
-def _user_from_values(
-    external_id: str, wanted: Sequence[str], values: Sequence[Any]
-) -> User | None:
-    """A user from HMGET of the fields of `wanted` (then the version); fields not wanted
-    keep their defaults. None when the record does not exist (every write sets the
-    version, write_user.lua)."""
-    if values[-1] is None:
-        return None
+def _user_from_values(external_id: str, wanted: Sequence[str], values: Sequence[Any]) -> User:
+    """A user from HMGET of the fields of `wanted` (then the version) of a record that
+    exists; fields not wanted keep their defaults."""
     found: dict[str, Any] = {"version": int(values[-1])}
     for name, value in zip(wanted, values, strict=False):
         if value is None:
@@ -138,24 +134,43 @@ class UserStore:
 
         Only the User attributes in `wanted` are read (names of RECORD_FIELD_OF); the
         others keep their defaults."""
+        records = await self.read_records(external_ids, wanted)
+        return [
+            None if values is None else _user_from_values(external_id, wanted, values)
+            for external_id, values in zip(external_ids, records, strict=True)
+        ]
+
+    async def read_records(
+        self, external_ids: Sequence[str], wanted: Sequence[str]
+    ) -> list[list[bytes | None] | None]:
+        """The stored values of the fields of `wanted` (names of RECORD_FIELD_OF) of each
+        user, as Redis returns them, then the version; None where the user does not
+        exist. In request order, in one round trip.
+
+        BatchGetUsers encodes these values straight into its answer (user_wire.py),
+        so their format is the record's: see `_fields_of`."""
         if not external_ids:
             return []
         fields = [RECORD_FIELD_OF[name] for name in wanted] + [VERSION_FIELD]
         # One script call per user shard (its records share a slot) rather than one
         # command per user: redis-py's cost is per command and per reply.
-        by_shard: dict[int, list[int]] = {}
+        by_shard: dict[int, tuple[list[int], list[str]]] = {}
         for position, external_id in enumerate(external_ids):
-            by_shard.setdefault(keys.user_shard(external_id), []).append(position)
-        calls = [
-            (self._read_users, [keys.user(external_ids[p]) for p in positions], fields)
-            for positions in by_shard.values()
-        ]
-        found: list[User | None] = [None] * len(external_ids)
-        for positions, answers in zip(
-            by_shard.values(), await run_scripts(self.redis, calls), strict=True
-        ):
-            for position, values in zip(positions, answers, strict=True):
-                found[position] = _user_from_values(external_ids[position], wanted, values)
+            shard = keys.user_shard(external_id)
+            group = by_shard.get(shard)
+            if group is None:
+                group = by_shard[shard] = ([], [])
+            group[0].append(position)
+            group[1].append(keys.user_in_shard(shard, external_id))
+        groups = list(by_shard.values())
+        answers = await run_scripts(
+            self.redis, [(self._read_users, shard_keys, fields) for _, shard_keys in groups]
+        )
+        found: list[list[bytes | None] | None] = [None] * len(external_ids)
+        for (positions, _), shard_answers in zip(groups, answers, strict=True):
+            for position, values in zip(positions, shard_answers, strict=True):
+                if values[-1] is not None:  # every write sets the version (write_user.lua)
+                    found[position] = values
         return found
 
     async def write(self, user: User, expected_version: int) -> int:

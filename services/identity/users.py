@@ -19,6 +19,7 @@ import heapq
 import itertools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
+from typing import NamedTuple
 
 from services.core.errors import (
     Aborted,
@@ -69,6 +70,16 @@ READABLE_PATHS = (
 )
 _LIST_KIND = "users"
 _TAKEN = {Unique.EMAIL: "USER_EMAIL_TAKEN", Unique.PHONE: "USER_PHONE_TAKEN"}
+
+
+class StoredUsers(NamedTuple):
+    """BatchGetUsers' read: which User attributes were read (names of
+    user_store.RECORD_FIELD_OF), each found user's stored values of them (then its
+    version), and the ids no user has."""
+
+    fields: tuple[str, ...]
+    found: list[tuple[str, list[bytes | None]]]
+    missing: list[str]
 
 
 def user_not_found(description: str) -> NotFound:
@@ -159,8 +170,8 @@ def _record_fields_for(read_mask: Sequence[str]) -> tuple[str, ...]:
         "attributes" if path.startswith(ATTRIBUTE_PREFIX) else _RECORD_FIELDS_OF_PATH.get(path, "")
         for path in read_mask
     }
-    wanted.discard("")
-    return tuple(sorted(wanted))
+    # In _RECORD_FIELDS_OF_PATH's order, the User message's, which user_wire.py writes in.
+    return tuple(name for name in _RECORD_FIELDS_OF_PATH.values() if name in wanted)
 
 
 class Users:
@@ -225,9 +236,10 @@ class Users:
         token = pagination.encode(_LIST_KIND, "", page_ids[-1]) if more else ""
         return users, token
 
-    async def batch_get(
-        self, external_ids: Sequence[str], read_mask: Sequence[str]
-    ) -> tuple[list[User], list[str]]:
+    async def batch_get(self, external_ids: Sequence[str], read_mask: Sequence[str]) -> StoredUsers:
+        """The users' stored values of the fields the read mask shows, in request order,
+        and the ids no user has. Left as stored: BatchGetUsers writes them into its
+        answer as they are (user_wire.py)."""
         if not 1 <= len(external_ids) <= MAX_BATCH:
             raise InvalidArgument(
                 f"ask for 1 to {MAX_BATCH} users per call",
@@ -235,14 +247,16 @@ class Users:
                 reason="BATCH_TOO_LARGE",
             )
         check_read_mask(read_mask)
-        users = await self.store.get_many(list(external_ids), _record_fields_for(read_mask))
-        found = [user for user in users if user is not None]
-        missing = [
-            external_id
-            for external_id, user in zip(external_ids, users, strict=True)
-            if user is None
-        ]
-        return found, missing
+        fields = _record_fields_for(read_mask)
+        records = await self.store.read_records(external_ids, fields)
+        found: list[tuple[str, list[bytes | None]]] = []
+        missing: list[str] = []
+        for external_id, values in zip(external_ids, records, strict=True):
+            if values is None:
+                missing.append(external_id)
+            else:
+                found.append((external_id, values))
+        return StoredUsers(fields, found, missing)
 
     # --- writes ---------------------------------------------------------------------
 

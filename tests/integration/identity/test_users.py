@@ -294,6 +294,84 @@ async def test_batch_get_users_masks_and_full_answers_agree_with_get_user(identi
     assert user.attributes == full.attributes
 
 
+async def test_batch_get_users_attribute_paths_name_top_level_keys_of_any_json_type(identity):
+    stored = {
+        "a.b": "dotted key",
+        "a": {"b": "nested value"},
+        "tags": ["x", 2, True, {"deep": []}],
+        "vip": False,
+        "score": 0,
+        "motto": 'Zoë said "hi"\n',
+    }
+    await _upsert(identity, external_id="zoe", attributes=_attributes(**stored))
+    await _upsert(identity, external_id="plain", time_zone="Asia/Tokyo")
+
+    async def masked(*paths: str) -> list[user_pb2.User]:
+        answer = await identity.BatchGetUsers(
+            pb.BatchGetUsersRequest(
+                external_ids=["zoe", "plain"], read_mask=field_mask_pb2.FieldMask(paths=paths)
+            )
+        )
+        return list(answer.users)
+
+    zoe, plain = await masked("attributes.a.b", "attributes.tags", "attributes.vip", "attributes.x")
+    assert zoe.attributes == _attributes(
+        **{"a.b": "dotted key", "tags": stored["tags"], "vip": False}
+    )
+    assert not plain.HasField("attributes")
+    assert (zoe.time_zone, zoe.create_time.seconds) == ("", 0)  # not in the mask
+
+    zoe, plain = await masked("attributes", "attributes.vip")
+    full = (await identity.GetUser(pb.GetUserRequest(external_id="zoe"))).user
+    assert zoe.attributes == full.attributes == _attributes(**stored)
+    assert (plain.external_id, plain.HasField("attributes")) == ("plain", False)
+
+    zoe, plain = await masked("attributes.score", "attributes.motto", "time_zone")
+    assert dict(zoe.attributes) == {"score": 0, "motto": stored["motto"]}
+    assert zoe.attributes.fields["score"].WhichOneof("kind") == "number_value"  # not unset
+    assert plain.time_zone == "Asia/Tokyo"
+
+
+async def test_batch_get_users_across_every_shard_keeps_the_request_order(identity):
+    ids = [f"user-{n}" for n in range(300)]
+    for external_id in ids[::3]:  # a third exist
+        await _upsert(identity, external_id=external_id, attributes=_attributes(n=external_id))
+    asked = ids[::-1]
+    answer = await identity.BatchGetUsers(
+        pb.BatchGetUsersRequest(
+            external_ids=asked, read_mask=field_mask_pb2.FieldMask(paths=["attributes.n"])
+        )
+    )
+    existing = set(ids[::3])
+    assert [user.external_id for user in answer.users] == [i for i in asked if i in existing]
+    assert all(user.attributes["n"] == user.external_id for user in answer.users)
+    assert list(answer.missing_external_ids) == [i for i in asked if i not in existing]
+
+    nobody = await identity.BatchGetUsers(pb.BatchGetUsersRequest(external_ids=["p", "q"]))
+    assert (list(nobody.users), list(nobody.missing_external_ids)) == ([], ["p", "q"])
+
+
+async def test_batch_get_users_refuses_an_unknown_mask_path_or_no_ids(identity, redis: Redis):
+    before = await redis_snapshot(redis)
+    code, reason, fields = await _error(
+        identity.BatchGetUsers(
+            pb.BatchGetUsersRequest(
+                external_ids=["a"],
+                read_mask=field_mask_pb2.FieldMask(paths=["email", "password", "attributes."]),
+            )
+        )
+    )
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert fields == {"read_mask.paths[1]", "read_mask.paths[2]"}
+    code, reason, fields = await _error(identity.BatchGetUsers(pb.BatchGetUsersRequest()))
+    assert (code, reason, fields) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "BATCH_TOO_LARGE",
+        {"external_ids"},
+    )
+    assert await redis_snapshot(redis) == before
+
+
 async def test_delete_user_without_devices_frees_its_identifiers(stack):
     identity = identity_service_pb2_grpc.IdentityServiceStub(stack["identity"])
     await _upsert(identity, external_id="kim", email="kim@example.com")
