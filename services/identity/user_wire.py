@@ -53,11 +53,12 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-_SHORT = [_varint(n) for n in range(1 << 14)]  # every length below 16 KiB, pre-encoded
+_SHORT_LIMIT = 1 << 14
+_SHORT = [_varint(n) for n in range(_SHORT_LIMIT)]  # every length below 16 KiB, pre-encoded
 
 
 def _length(n: int) -> bytes:
-    return _SHORT[n] if n < 16384 else _varint(n)
+    return _SHORT[n] if n < _SHORT_LIMIT else _varint(n)
 
 
 def _delimited(key: bytes, payload: bytes) -> bytes:
@@ -122,16 +123,48 @@ def _time_writer(key: bytes) -> FieldWriter:
 def _attributes_writer(keys: tuple[str, ...] | None) -> FieldWriter:
     """All attributes (keys None) or only those keys, in mask order; nothing when the
     user has none of them (the field stays unset, as an empty Struct is not sent)."""
+    if keys is None:
 
-    def write(stored: bytes) -> bytes:
+        def write_all(stored: bytes) -> bytes:
+            found = attributes.decode_stored(stored)
+            return _delimited(_USER_ATTRIBUTES, _struct(found.items())) if found else b""
+
+        return write_all
+    # Per user this runs for every masked key: each map entry's key field is written
+    # once here, and a string value (the usual kind) is written inline.
+    picked = [(key, _delimited(_ENTRY_KEY, key.encode())) for key in keys]
+
+    def write_picked(stored: bytes, short: list[bytes] = _SHORT) -> bytes:
+        # `short[n] if n < SHORT_LIMIT else _varint(n)` is _length inlined: this runs
+        # for every user of an audience.
         found = attributes.decode_stored(stored)
-        if keys is None:
-            picked = _struct(found.items())
-        else:
-            picked = _struct((key, found[key]) for key in keys if key in found)
-        return _delimited(_USER_ATTRIBUTES, picked) if picked else b""
+        entries = []
+        for key, entry_key in picked:
+            if key in found:
+                value = found[key]
+                if type(value) is str:
+                    raw = value.encode()
+                    n = len(raw)
+                    value_bytes = _STRING + (short[n] if n < _SHORT_LIMIT else _varint(n)) + raw
+                else:
+                    value_bytes = _value(value)
+                n = len(value_bytes)
+                entry = (
+                    entry_key
+                    + _ENTRY_VALUE
+                    + (short[n] if n < _SHORT_LIMIT else _varint(n))
+                    + value_bytes
+                )
+                n = len(entry)
+                entries.append(
+                    _STRUCT_ENTRY + (short[n] if n < _SHORT_LIMIT else _varint(n)) + entry
+                )
+        if not entries:
+            return b""
+        body = b"".join(entries)
+        return _USER_ATTRIBUTES + _length(len(body)) + body
 
-    return write
+    return write_picked
 
 
 def _attribute_keys(read_mask: Sequence[str]) -> tuple[str, ...] | None:
@@ -161,28 +194,26 @@ def field_writers(read_mask: Sequence[str], record_fields: Sequence[str]) -> lis
     return writers
 
 
-def user_bytes(
-    external_id: str, values: Sequence[bytes | None], writers: Sequence[FieldWriter]
-) -> bytes:
-    """A User message from a record's stored values (one per writer; None: absent)."""
-    parts = [_delimited(_USER_EXTERNAL_ID, external_id.encode())]
-    for write, stored in zip(writers, values, strict=False):  # values end with the version
-        if stored is not None:
-            parts.append(write(stored))
-    return b"".join(parts)
-
-
 def batch_get_response(
     found: Sequence[tuple[str, Sequence[bytes | None]]],
     missing: Sequence[str],
     read_mask: Sequence[str],
     record_fields: Sequence[str],
 ) -> pb.BatchGetUsersResponse:
-    """The answer: `found` users (external id, stored values) in order, then `missing`."""
+    """The answer: `found` users (external id, stored values of `record_fields`, then
+    the version) in order, then `missing`."""
     writers = field_writers(read_mask, record_fields)
-    parts = [
-        _delimited(_RESPONSE_USER, user_bytes(external_id, values, writers))
-        for external_id, values in found
-    ]
+    short = _SHORT
+    parts = []
+    for external_id, values in found:
+        raw_id = external_id.encode()
+        n = len(raw_id)  # not checked against MAX_EXTERNAL_ID: a stored id is short
+        user = [_USER_EXTERNAL_ID, short[n] if n < _SHORT_LIMIT else _varint(n), raw_id]
+        for write, stored in zip(writers, values, strict=False):  # the version is left
+            if stored is not None:
+                user.append(write(stored))
+        encoded = b"".join(user)
+        n = len(encoded)
+        parts += (_RESPONSE_USER, short[n] if n < _SHORT_LIMIT else _varint(n), encoded)
     parts.extend(_delimited(_RESPONSE_MISSING, external_id.encode()) for external_id in missing)
     return pb.BatchGetUsersResponse.FromString(b"".join(parts))
