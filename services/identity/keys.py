@@ -15,6 +15,8 @@ hints, verified against the user record, which is the source of truth.
 
 from __future__ import annotations
 
+import zlib
+
 from services.core.redis import hash_tag, shard_of
 
 PREFIX = "idn"
@@ -58,12 +60,21 @@ def _users_tag(shard: int) -> str:
 
 
 def user(external_id: str) -> str:
-    return user_in_shard(user_shard(external_id), external_id)
+    return f"{PREFIX}:{_users_tag(user_shard(external_id))}:user:{external_id}"
 
 
-def user_in_shard(shard: int, external_id: str) -> str:
-    """`user(external_id)` when its shard is already known (batch reads group by it)."""
-    return f"{PREFIX}:{_users_tag(shard)}:user:{external_id}"
+_USER_KEY_PREFIXES = [
+    f"{PREFIX}:{_users_tag(shard)}:user:".encode() for shard in range(USER_SHARDS)
+]
+
+
+def user_shard_and_key(external_id: str) -> tuple[int, bytes]:
+    """`user_shard(external_id)` and `user(external_id)` as bytes from one encoding of
+    the id: BatchGetUsers computes them for every user it reads. The shard is
+    shard_of's (crc32 of the UTF-8 id); tests/unit/identity/test_keys.py checks both."""
+    raw = external_id.encode()
+    shard = zlib.crc32(raw) % USER_SHARDS
+    return shard, _USER_KEY_PREFIXES[shard] + raw
 
 
 def user_index(shard: int) -> str:

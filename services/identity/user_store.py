@@ -154,14 +154,14 @@ class UserStore:
         fields = [RECORD_FIELD_OF[name] for name in wanted] + [VERSION_FIELD]
         # One script call per user shard (its records share a slot) rather than one
         # command per user: redis-py's cost is per command and per reply.
-        by_shard: dict[int, tuple[list[int], list[str]]] = {}
+        by_shard: dict[int, tuple[list[int], list[bytes]]] = {}
         for position, external_id in enumerate(external_ids):
-            shard = keys.user_shard(external_id)
+            shard, key = keys.user_shard_and_key(external_id)
             group = by_shard.get(shard)
             if group is None:
                 group = by_shard[shard] = ([], [])
             group[0].append(position)
-            group[1].append(keys.user_in_shard(shard, external_id))
+            group[1].append(key)
         groups = list(by_shard.values())
         answers = await run_scripts(
             self.redis, [(self._read_users, shard_keys, fields) for _, shard_keys in groups]

@@ -204,7 +204,7 @@ def batch_get_response(
     the version) in order, then `missing`."""
     writers = field_writers(read_mask, record_fields)
     short = _SHORT
-    parts = []
+    parts: list[bytes] = []
     for external_id, values in found:
         raw_id = external_id.encode()
         n = len(raw_id)  # not checked against MAX_EXTERNAL_ID: a stored id is short
