@@ -39,6 +39,8 @@ from services.campaign.audience import BUILT_IN
 from services.campaign.fanout_users import user_of
 from services.campaign.messages import PLATFORM_NAMES, CompiledMessage
 from services.campaign.recipients import RESERVED_NAMES
+from services.core.protowire import SHORT, length, length_delimited, varint
+from services.core.protowire import key as field_key
 
 N = notification_pb2.Notification
 PAYLOADS = ("apns", "fcm", "web_push")
@@ -51,35 +53,9 @@ TOO_LARGE = b""  # what `content` answers for a payload over the provider's limi
 _MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"  # private-use: never JSON-escaped
 
 
-# -- protobuf wire encoding (only what a notification needs) -----------------------------
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _key(number: int, wire_type: int) -> bytes:
-    return _varint(number << 3 | wire_type)
-
-
-_SHORT = [_varint(n) for n in range(1 << 14)]  # every length below 16 KB, pre-encoded
-
-
-def _length(n: int) -> bytes:
-    return _SHORT[n] if n < 16384 else _varint(n)
-
-
-def length_delimited(number: int, payload: bytes) -> bytes:
-    """A string, bytes or embedded message field."""
-    return _key(number, 2) + _length(len(payload)) + payload
-
-
 def enqueue_request(notifications: list[bytes], request_id: str) -> bytes:
     """A serialized EnqueueRequest (notifications = 1, request_id = 2)."""
-    parts = [b"\n" + _length(len(n)) + n for n in notifications]  # b"\n": field 1, bytes
+    parts = [b"\n" + length(len(n)) + n for n in notifications]  # b"\n": field 1, bytes
     parts.append(length_delimited(2, request_id.encode()))
     return b"".join(parts)
 
@@ -88,13 +64,13 @@ _APP_ID = N.DESCRIPTOR.fields_by_name["app_id"].number
 _DEVICE_ID = N.DESCRIPTOR.fields_by_name["device_id"].number
 _USER_ID = N.DESCRIPTOR.fields_by_name["user_id"].number
 _TOKEN = N.DESCRIPTOR.fields_by_name["token"].number
-_APNS_ENVIRONMENT = _key(N.DESCRIPTOR.fields_by_name["apns_environment"].number, 0)
+_APNS_ENVIRONMENT = field_key(N.DESCRIPTOR.fields_by_name["apns_environment"].number, 0)
 _CAMPAIGN_ID = N.DESCRIPTOR.fields_by_name["campaign_id"].number
 _IDEMPOTENCY_KEY = N.DESCRIPTOR.fields_by_name["idempotency_key"].number
 
 
 _DEVICE_ID_TAG, _TOKEN_TAG, _USER_ID_TAG, _IDEMPOTENCY_KEY_TAG = (
-    _key(number, 2) for number in (_DEVICE_ID, _TOKEN, _USER_ID, _IDEMPOTENCY_KEY)
+    field_key(number, 2) for number in (_DEVICE_ID, _TOKEN, _USER_ID, _IDEMPOTENCY_KEY)
 )
 
 
@@ -119,7 +95,7 @@ class DeviceFields:
         environment = device.apns_environment
         if len(token) >= 16384 or len(key) >= 16384 or len(user_id) >= 16384:
             return self._encode_long(device)
-        short = _SHORT
+        short = SHORT
         return b"".join(
             (
                 app,
@@ -134,7 +110,7 @@ class DeviceFields:
                 short[len(key)],
                 key,
                 _USER_ID_TAG + short[len(user_id)] + user_id if user_id else b"",
-                _APNS_ENVIRONMENT + _varint(environment) if environment else b"",
+                _APNS_ENVIRONMENT + varint(environment) if environment else b"",
             )
         )
 
@@ -150,7 +126,7 @@ class DeviceFields:
         if device.user_id:
             parts.append(length_delimited(_USER_ID, device.user_id.encode()))
         if device.apns_environment:
-            parts.append(_APNS_ENVIRONMENT + _varint(device.apns_environment))
+            parts.append(_APNS_ENVIRONMENT + varint(device.apns_environment))
         return b"".join(parts)
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import grpc
 
+from services.core.protowire import passing_encoded
+
 Behavior = Callable[..., Any]
 Decorator = Callable[[Behavior, bool], Behavior]  # (behavior, request_streaming) -> behavior
 
@@ -36,7 +38,7 @@ def rewrap(
             return make(
                 decorate(behavior, request_streaming),
                 request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                response_serializer=passing_encoded(handler.response_serializer),
             )
     return handler
 

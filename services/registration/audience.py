@@ -24,7 +24,8 @@ from services.core.app_versions import version_key
 from services.core.errors import Validator
 from services.registration import audience_count, pagination, record, rules
 from services.registration.apps import AppDirectory
-from services.registration.model import FOREGROUND, PLATFORMS, DeviceRecord
+from services.registration.model import FOREGROUND, PLATFORMS
+from services.registration.record import AudienceView
 from services.registration.store import DEVICE_SHARDS, RegistrationStore, device_shard
 from services.registration.validation import check_id, fail
 
@@ -72,7 +73,7 @@ class Matched:
     app_id: str
     shard: int
     device_id: str
-    record: DeviceRecord
+    record: AudienceView
 
 
 class _Matcher:
@@ -81,22 +82,24 @@ class _Matcher:
     walks every record of its apps)."""
 
     def __init__(self, query: AudienceQuery) -> None:
-        checks: list[Callable[[DeviceRecord], bool]] = []
+        checks: list[Callable[[AudienceView], bool]] = []
         if query.platforms:
             platforms = set(query.platforms)
             checks.append(lambda rec: rec.platform in platforms)
         if query.reachability in (REACH_FOREGROUND, REACH_VISIBLE):
             provisional_counts = query.reachability == REACH_VISIBLE
 
-            def reachable(rec: DeviceRecord) -> bool:
-                capability, provisional = rules.capability(rec)
+            def reachable(rec: AudienceView) -> bool:
+                capability, provisional = rules.capability_of(
+                    rec.platform, rec.authorization_status, rec.os_version, True
+                )
                 return capability == FOREGROUND or (provisional_counts and provisional)
 
             checks.append(reachable)
         if query.app_versions:
             versions = [(op, version_key(v)) for op, v in query.app_versions]
 
-            def version_matches(rec: DeviceRecord) -> bool:
+            def version_matches(rec: AudienceView) -> bool:
                 key = version_key(rec.app_version)
                 return key is not None and all(compare(op, key, want) for op, want in versions)  # type: ignore[arg-type]
 
@@ -104,7 +107,7 @@ class _Matcher:
         if query.locales:
             prefixes = [loc.lower().replace("_", "-") for loc in query.locales]
 
-            def locale_matches(rec: DeviceRecord) -> bool:
+            def locale_matches(rec: AudienceView) -> bool:
                 locale = rec.locale.lower().replace("_", "-")
                 return any(locale == p or locale.startswith(p + "-") for p in prefixes)
 
@@ -122,8 +125,8 @@ class _Matcher:
             checks.append(lambda rec: rec.last_seen_ms >= seen_after)
         self._checks = tuple(checks)
 
-    def __call__(self, rec: DeviceRecord) -> bool:
-        if rec.token is None:
+    def __call__(self, rec: AudienceView) -> bool:
+        if not rec.token_kind:  # the token is checked before the matcher's own checks
             return False
         for check in self._checks:  # noqa: SIM110 - a loop, not a generator per record
             if not check(rec):
@@ -237,7 +240,7 @@ class Audiences:
                         device_id = device_key.decode()
                         if _outside(partition, app_id, device_id):
                             continue
-                        rec = record.unpack(content[device_key], with_log=False)
+                        rec = record.audience_view(content[device_key])
                         if matches(rec):
                             yield Matched(app_id, shard, device_id, rec)
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from services.registration import record
-from services.registration.model import DeviceRecord
+from services.registration.record import AudienceView
 from services.registration.store import RegistrationStore
 
 DEFAULT_SAMPLE = 5_000
@@ -39,7 +39,7 @@ USER_SAMPLE = 300
 USERS_PER_READ = 1000
 SHARDS_PER_READ = 16
 
-Matcher = Callable[[DeviceRecord], bool]
+Matcher = Callable[[AudienceView], bool]
 
 
 @dataclass
@@ -85,7 +85,7 @@ async def read_shards(
         for content in await store.shard_records([(app_id, s) for s in part]):
             sample.read += len(content)
             for packed in content.values():
-                rec = record.unpack(packed, with_log=False)
+                rec = record.audience_view(packed)
                 if not matches(rec):
                     continue
                 sample.devices += 1
@@ -169,7 +169,7 @@ async def count_users(
 
 async def user_records(
     store: RegistrationStore, user_ids: list[str], apps: set[str]
-) -> list[tuple[str, str, DeviceRecord]]:
+) -> list[tuple[str, str, AudienceView]]:
     """(app, device id, record) of these users' devices in `apps`, each still bound to
     its user (an index entry may be stale: the record decides)."""
     wanted: dict[str, list[tuple[str, str]]] = {}  # app -> [(user, device)]
@@ -177,12 +177,12 @@ async def user_records(
         for app_id, device_id, _entry in entries:
             if app_id in apps:
                 wanted.setdefault(app_id, []).append((user_id, device_id))
-    found: list[tuple[str, str, DeviceRecord]] = []
+    found: list[tuple[str, str, AudienceView]] = []
     for app_id, pairs in wanted.items():
         records = await store.get_many(app_id, [device_id for _, device_id in pairs])
         for (user_id, device_id), packed in zip(pairs, records, strict=True):
             if packed is not None:
-                rec = record.unpack(packed, with_log=False)
+                rec = record.audience_view(packed)
                 if rec.user_id == user_id:
                     found.append((app_id, device_id, rec))
     return found

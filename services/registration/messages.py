@@ -146,27 +146,6 @@ def _timestamp_fields(ms: int) -> dict[str, int] | None:
     return {"seconds": ms // 1000, "nanos": ms % 1000 * 1_000_000} if ms else None
 
 
-def audience_device_fields(app_id: str, device_id: str, rec: DeviceRecord) -> dict[str, Any]:
-    """An AudienceDevice as constructor fields, for `devices.add(**fields)`: built in
-    place in the response (nested messages too, by upb in C) instead of built alone and
-    copied in, the bulk of StreamAudience's cost per device."""
-    capability, provisional = rules.capability(rec)
-    return {
-        "app_id": app_id,
-        "device_id": device_id,
-        "platform": rec.platform,
-        "token": _token_fields(rec.token),
-        "apns_environment": rec.apns_environment,
-        "user_id": rec.user_id,
-        "capability": capability,
-        "provisional": provisional,
-        "locale": rec.locale,
-        "time_zone": rec.time_zone,
-        "app_version": rec.app_version,
-        "last_seen_time": _timestamp_fields(rec.last_seen_ms),
-    }
-
-
 def token_change(app_id: str, device_id: str, entry: ChangeEntry) -> device_pb2.TokenChange:
     return device_pb2.TokenChange(
         change_id=entry.change_id,

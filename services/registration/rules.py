@@ -61,12 +61,18 @@ def default_authorization(platform: int, os_version: str, has_token: bool) -> in
 
 def capability(record: DeviceRecord) -> tuple[int, bool]:
     """(PushCapability, provisional) of a record."""
-    if record.token is None:
+    return capability_of(
+        record.platform, record.authorization_status, record.os_version, record.token is not None
+    )
+
+
+def capability_of(platform: int, status: int, os_version: str, has_token: bool) -> tuple[int, bool]:
+    """(PushCapability, provisional) of a device's fields (the table above)."""
+    if not has_token:
         return NONE, False
-    status = record.authorization_status
-    if record.platform == IOS and status == PROVISIONAL:
+    if platform == IOS and status == PROVISIONAL:
         return BACKGROUND, True
-    if record.platform == ANDROID and not asks_permission(ANDROID, record.os_version):
+    if platform == ANDROID and not asks_permission(ANDROID, os_version):
         return (BACKGROUND if status == DENIED else FOREGROUND), False
     return (FOREGROUND if status == AUTHORIZED else BACKGROUND), False
 

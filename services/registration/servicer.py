@@ -9,8 +9,9 @@ import grpc
 from herald.registration.v1 import registration_service_pb2 as pb
 from herald.registration.v1 import registration_service_pb2_grpc
 from services.core.auth import caller_app
+from services.core.protowire import Encoded
 from services.core.server import Runtime
-from services.registration import messages
+from services.registration import audience_wire, messages
 from services.registration.apps import AppDirectory
 from services.registration.audience import Audiences
 from services.registration.domain import Devices
@@ -205,22 +206,19 @@ class RegistrationServicer(registration_service_pb2_grpc.RegistrationServiceServ
             next_page_token=token,
         )
 
-    async def StreamAudience(
+    async def StreamAudience(  # type: ignore[override] # answers in wire form, sent as they are
         self, request: pb.StreamAudienceRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.StreamAudienceResponse]:
+    ) -> AsyncIterator[Encoded]:  # StreamAudienceResponse in wire form
         partition = (
             (request.partition.index, request.partition.count)
             if request.HasField("partition")
             else None
         )
+        writer = audience_wire.ResponseWriter()  # answers in wire form (audience_wire.py)
         async for batch, cursor, streamed in self.audiences.stream(
             messages.audience_query(request.query), request.batch_size, request.cursor, partition
         ):
-            response = pb.StreamAudienceResponse(cursor=cursor, streamed_count=streamed)
-            add = response.devices.add
-            for m in batch:
-                add(**messages.audience_device_fields(m.app_id, m.device_id, m.record))
-            yield response
+            yield writer.response(batch, cursor, streamed)
 
     async def CountAudience(
         self, request: pb.CountAudienceRequest, context: grpc.aio.ServicerContext
