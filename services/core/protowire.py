@@ -22,6 +22,8 @@ VARINT = 0
 
 
 def varint(value: int) -> bytes:
+    if value < 0:
+        value &= 0xFFFF_FFFF_FFFF_FFFF  # a negative int64 is its two's complement
     if 1 << 28 <= value < 1 << 35:  # Unix seconds, nanoseconds: one call, no loop
         return bytes(
             (
@@ -44,11 +46,12 @@ def key(number: int, wire_type: int) -> bytes:
     return varint(number << 3 | wire_type)
 
 
-SHORT = [varint(n) for n in range(1 << 14)]  # every value below 16,384, pre-encoded
+SHORT_LIMIT = 1 << 14
+SHORT = [varint(n) for n in range(SHORT_LIMIT)]  # every value below 16,384, pre-encoded
 
 
 def length(n: int) -> bytes:
-    return SHORT[n] if n < 16384 else varint(n)
+    return SHORT[n] if n < SHORT_LIMIT else varint(n)
 
 
 _LENGTH_DELIMITED_KEYS = [key(number, LENGTH_DELIMITED) for number in range(128)]

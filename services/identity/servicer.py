@@ -13,6 +13,7 @@ from typing import Any
 from herald.identity.v1 import identity_service_pb2 as pb
 from herald.identity.v1 import identity_service_pb2_grpc, user_pb2
 from services.core.auth import caller_app
+from services.core.protowire import Encoded
 from services.core.server import Runtime
 from services.identity import app_messages, export_messages, user_messages, user_wire
 from services.identity.api_keys import ApiKeys
@@ -189,9 +190,9 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
             users=[user_messages.user_to_proto(user) for user in users], next_page_token=token
         )
 
-    async def BatchGetUsers(
+    async def BatchGetUsers(  # type: ignore[override] # the answer in wire form, sent as it is
         self, request: pb.BatchGetUsersRequest, context: Context
-    ) -> pb.BatchGetUsersResponse:
+    ) -> Encoded:  # BatchGetUsersResponse in wire form, sent as it is
         read_mask = list(request.read_mask.paths)
         read = await self.users.batch_get(list(request.external_ids), read_mask)
         return user_wire.batch_get_response(read.found, read.missing, read_mask, read.fields)

@@ -6,7 +6,7 @@ Python, then copying it into the response cost more than reading the records. He
 record's stored values (user_store.read_records) go to protobuf wire format directly
 (https://protobuf.dev/programming-guides/encoding/): strings are the bytes Redis
 returned, the attributes JSON is decoded once and only the masked keys are written, and
-the response is parsed once, in C, from the concatenation.
+the concatenation is sent as it is (services/core/protowire.py's Encoded).
 
 The bytes are those of the message user_messages.user_to_proto builds (fields in number
 order, unset ones left out; a Struct as map entries {1: key, 2: Value}, numbers as
@@ -20,7 +20,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from herald.identity.v1 import identity_service_pb2 as pb
+from services.core.protowire import SHORT, SHORT_LIMIT, Encoded, length, varint
 from services.identity import attributes
 from services.identity.user_patches import ATTRIBUTE_PREFIX
 
@@ -43,26 +43,8 @@ _DOUBLE = struct.Struct("<d").pack
 _MICROS_PER_SECOND = 1_000_000
 
 
-def _varint(value: int) -> bytes:
-    value &= 0xFFFF_FFFF_FFFF_FFFF  # a negative int64 is its two's complement
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-_SHORT_LIMIT = 1 << 14
-_SHORT = [_varint(n) for n in range(_SHORT_LIMIT)]  # every length below 16 KiB, pre-encoded
-
-
-def _length(n: int) -> bytes:
-    return _SHORT[n] if n < _SHORT_LIMIT else _varint(n)
-
-
 def _delimited(key: bytes, payload: bytes) -> bytes:
-    return key + _length(len(payload)) + payload
+    return key + length(len(payload)) + payload
 
 
 def _value(value: Any) -> bytes:
@@ -99,8 +81,8 @@ def _struct(items: Any) -> bytes:
 
 def _timestamp(micros: int) -> bytes:
     seconds, rest = divmod(micros, _MICROS_PER_SECOND)
-    return (_TIMESTAMP_SECONDS + _varint(seconds) if seconds else b"") + (
-        _TIMESTAMP_NANOS + _varint(rest * 1000) if rest else b""
+    return (_TIMESTAMP_SECONDS + varint(seconds) if seconds else b"") + (
+        _TIMESTAMP_NANOS + varint(rest * 1000) if rest else b""
     )
 
 
@@ -134,8 +116,8 @@ def _attributes_writer(keys: tuple[str, ...] | None) -> FieldWriter:
     # once here, and a string value (the usual kind) is written inline.
     picked = [(key, _delimited(_ENTRY_KEY, key.encode())) for key in keys]
 
-    def write_picked(stored: bytes, short: list[bytes] = _SHORT) -> bytes:
-        # `short[n] if n < SHORT_LIMIT else _varint(n)` is _length inlined: this runs
+    def write_picked(stored: bytes, short: list[bytes] = SHORT) -> bytes:
+        # `short[n] if n < SHORT_LIMIT else varint(n)` is _length inlined: this runs
         # for every user of an audience.
         found = attributes.decode_stored(stored)
         entries = []
@@ -145,24 +127,22 @@ def _attributes_writer(keys: tuple[str, ...] | None) -> FieldWriter:
                 if type(value) is str:
                     raw = value.encode()
                     n = len(raw)
-                    value_bytes = _STRING + (short[n] if n < _SHORT_LIMIT else _varint(n)) + raw
+                    value_bytes = _STRING + (short[n] if n < SHORT_LIMIT else varint(n)) + raw
                 else:
                     value_bytes = _value(value)
                 n = len(value_bytes)
                 entry = (
                     entry_key
                     + _ENTRY_VALUE
-                    + (short[n] if n < _SHORT_LIMIT else _varint(n))
+                    + (short[n] if n < SHORT_LIMIT else varint(n))
                     + value_bytes
                 )
                 n = len(entry)
-                entries.append(
-                    _STRUCT_ENTRY + (short[n] if n < _SHORT_LIMIT else _varint(n)) + entry
-                )
+                entries.append(_STRUCT_ENTRY + (short[n] if n < SHORT_LIMIT else varint(n)) + entry)
         if not entries:
             return b""
         body = b"".join(entries)
-        return _USER_ATTRIBUTES + _length(len(body)) + body
+        return _USER_ATTRIBUTES + length(len(body)) + body
 
     return write_picked
 
@@ -199,21 +179,21 @@ def batch_get_response(
     missing: Sequence[str],
     read_mask: Sequence[str],
     record_fields: Sequence[str],
-) -> pb.BatchGetUsersResponse:
-    """The answer: `found` users (external id, stored values of `record_fields`, then
-    the version) in order, then `missing`."""
+) -> Encoded:
+    """The BatchGetUsersResponse in wire form: `found` users (external id, stored
+    values of `record_fields`, then the version) in order, then `missing`."""
     writers = field_writers(read_mask, record_fields)
-    short = _SHORT
+    short = SHORT
     parts: list[bytes] = []
     for external_id, values in found:
         raw_id = external_id.encode()
         n = len(raw_id)  # not checked against MAX_EXTERNAL_ID: a stored id is short
-        user = [_USER_EXTERNAL_ID, short[n] if n < _SHORT_LIMIT else _varint(n), raw_id]
+        user = [_USER_EXTERNAL_ID, short[n] if n < SHORT_LIMIT else varint(n), raw_id]
         for write, stored in zip(writers, values, strict=False):  # the version is left
             if stored is not None:
                 user.append(write(stored))
         encoded = b"".join(user)
         n = len(encoded)
-        parts += (_RESPONSE_USER, short[n] if n < _SHORT_LIMIT else _varint(n), encoded)
+        parts += (_RESPONSE_USER, short[n] if n < SHORT_LIMIT else varint(n), encoded)
     parts.extend(_delimited(_RESPONSE_MISSING, external_id.encode()) for external_id in missing)
-    return pb.BatchGetUsersResponse.FromString(b"".join(parts))
+    return Encoded(b"".join(parts))

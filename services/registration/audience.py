@@ -13,6 +13,7 @@ the same order.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 from collections.abc import AsyncIterator, Callable
@@ -216,11 +217,12 @@ class Audiences:
         query: AudienceQuery,
         partition: tuple[int, int] | None,
         after: tuple[str, int, str] | None,
-    ) -> AsyncIterator[Matched]:
+    ) -> AsyncIterator[list[Matched]]:
+        """The audience's devices in stream order, a shard's matches at a time (an
+        async generator step per device would cost more than matching it)."""
         matches = _Matcher(query)
         if query.user_ids:
-            async for matched in self._matching_users(query, matches, partition, after):
-                yield matched
+            yield await self._matching_users(query, matches, partition, after)
             return
         for app_id in await self._apps(query):
             if after is not None and app_id < after[0]:
@@ -229,20 +231,12 @@ class Audiences:
             for shards in _reads(first_shard):
                 contents = await self.store.shard_records([(app_id, s) for s in shards])
                 for shard, content in zip(shards, contents, strict=True):
-                    resume_after = (
-                        after[2].encode()
-                        if after is not None and (app_id, shard) == (after[0], after[1])
-                        else None
-                    )
-                    for device_key in sorted(content):
-                        if resume_after is not None and device_key <= resume_after:
-                            continue
-                        device_id = device_key.decode()
-                        if _outside(partition, app_id, device_id):
-                            continue
-                        rec = record.audience_view(content[device_key])
-                        if matches(rec):
-                            yield Matched(app_id, shard, device_id, rec)
+                    keys = sorted(content)
+                    if after is not None and (app_id, shard) == (after[0], after[1]):
+                        keys = keys[bisect.bisect_right(keys, after[2].encode()) :]
+                    found = _shard_matches(app_id, shard, keys, content, matches, partition)
+                    if found:
+                        yield found
 
     async def _matching_users(
         self,
@@ -250,7 +244,7 @@ class Audiences:
         matches: _Matcher,
         partition: tuple[int, int] | None,
         after: tuple[str, int, str] | None,
-    ) -> AsyncIterator[Matched]:
+    ) -> list[Matched]:
         """A query naming its users (at most MAX_USER_IDS): their devices from the user
         index instead of a walk of every shard, in the same order, so cursors mean the
         same. A user has a handful of devices, so they fit in memory."""
@@ -265,14 +259,13 @@ class Audiences:
             key=lambda item: item[0],
         )
         resume = (after[0], after[1], after[2].encode()) if after is not None else None
-        for (app_id, shard, device_key), rec in keyed:
-            if resume is not None and (app_id, shard, device_key) <= resume:
-                continue
-            device_id = device_key.decode()
-            if _outside(partition, app_id, device_id):
-                continue
-            if matches(rec):
-                yield Matched(app_id, shard, device_id, rec)
+        return [
+            Matched(app_id, shard, device_key.decode(), rec)
+            for (app_id, shard, device_key), rec in keyed
+            if (resume is None or (app_id, shard, device_key) > resume)
+            and not _outside(partition, app_id, device_key.decode())
+            and matches(rec)
+        ]
 
     async def stream(
         self,
@@ -287,17 +280,17 @@ class Audiences:
         position = pagination.decode(cursor, fingerprint, "cursor", "INVALID_CURSOR")
         after = (str(position[0]), int(position[1]), str(position[2])) if position else None
         size = batch_size or DEFAULT_BATCH
-        batch: list[Matched] = []
+        pending: list[Matched] = []
         streamed = 0
-        async for matched in self.matching(query, partition, after):
-            batch.append(matched)
-            if len(batch) == size:
-                streamed += len(batch)
+        async for found in self.matching(query, partition, after):
+            pending += found
+            while len(pending) >= size:
+                batch, pending = pending[:size], pending[size:]
+                streamed += size
                 yield batch, self._cursor(fingerprint, batch[-1]), streamed
-                batch = []
-        if batch:
-            streamed += len(batch)
-            yield batch, self._cursor(fingerprint, batch[-1]), streamed
+        if pending:
+            streamed += len(pending)
+            yield pending, self._cursor(fingerprint, pending[-1]), streamed
 
     @staticmethod
     def _cursor(fingerprint: str, last: Matched) -> str:
@@ -318,6 +311,27 @@ class Audiences:
             sample_size or audience_count.DEFAULT_SAMPLE,
             query.user_ids,
         )
+
+
+def _shard_matches(
+    app_id: str,
+    shard: int,
+    keys: list[bytes],
+    content: dict[bytes, bytes],
+    matches: _Matcher,
+    partition: tuple[int, int] | None,
+) -> list[Matched]:
+    """The matching devices among `keys` of one shard, in order."""
+    view = record.audience_view
+    found = []
+    for key in keys:
+        device_id = key.decode()
+        if partition is not None and _outside(partition, app_id, device_id):
+            continue
+        rec = view(content[key])
+        if matches(rec):
+            found.append(Matched(app_id, shard, device_id, rec))
+    return found
 
 
 def _outside(partition: tuple[int, int] | None, app_id: str, device_id: str) -> bool:

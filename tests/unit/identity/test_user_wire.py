@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from herald.identity.v1 import user_pb2
+from herald.identity.v1 import identity_service_pb2, user_pb2
 from services.identity import user_wire
 from services.identity.user_messages import user_to_proto
 from services.identity.user_model import User
@@ -58,10 +58,14 @@ def _stored(user: User, wanted: tuple[str, ...]) -> list[bytes | None]:
     return [record.get(RECORD_FIELD_OF[name]) for name in wanted] + [record[VERSION_FIELD]]
 
 
-def _answer(users: list[User], read_mask: list[str], missing: Sequence[str] = ()) -> Any:
+def _answer(
+    users: list[User], read_mask: list[str], missing: Sequence[str] = ()
+) -> identity_service_pb2.BatchGetUsersResponse:
+    """The wire-form answer, parsed as a caller's stub parses it."""
     fields = _record_fields_for(read_mask)
     found = [(user.external_id, _stored(user, fields)) for user in users]
-    return user_wire.batch_get_response(found, list(missing), read_mask, fields)
+    encoded = user_wire.batch_get_response(found, list(missing), read_mask, fields)
+    return identity_service_pb2.BatchGetUsersResponse.FromString(encoded.data)
 
 
 def _projected(user: User, read_mask: list[str]) -> user_pb2.User:
