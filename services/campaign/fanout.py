@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import uuid
 from collections import Counter
@@ -269,32 +268,30 @@ class Fanout:
         outgoing: list[Outgoing] = []
         renders = 0
         views: dict[str, dict[str, Any]] = {}
+        capped = self.campaign.HasField("frequency_cap")
+        fast = self.fast
+        # Per device below: what does not change within a batch is looked up once.
+        plans = {p: fast.plan(p) for p in self.credentials} if fast is not None else {}
         for device, user in ready:
             platform = device.platform
             if platform not in self.credentials:
                 batch.suppress(CREDENTIALS_MISSING, platform)
                 continue
-            if (
-                self.campaign.HasField("frequency_cap")
-                and device.user_id
-                and device.user_id not in allowed
-            ):
+            if capped and device.user_id and device.user_id not in allowed:
                 batch.suppress(FREQUENCY_CAPPED, platform)
                 continue
             renders += 1
-            plan = self.fast.plan(platform) if self.fast is not None else None
-            if plan is not None and self.fast is not None:
+            plan = plans.get(platform)
+            if plan is not None and fast is not None:
                 try:
-                    content = plan.content(
-                        self.fast.key(device, user), functools.partial(_context, device, user)
-                    )
+                    content = plan.content(fast.key(device, user), _context, device, user)
                 except TemplateRenderError:
                     batch.suppress(TEMPLATE_RENDER_ERROR, platform)
                     continue
                 if content is wire.TOO_LARGE:
                     batch.suppress(PAYLOAD_TOO_LARGE, platform)
                     continue
-                outgoing.append((content + self.fast.device.encode(device), device, platform))
+                outgoing.append((content + fast.device.encode(device), device, platform))
                 continue
             view = None
             if user is not None:

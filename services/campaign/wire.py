@@ -268,15 +268,18 @@ class PlatformPlan:
             base = self.bases[pattern] = _Base(n.SerializeToString(), rendered.size)
         return base
 
-    def content(self, key: tuple[Any, ...], context: Callable[[], Mapping[str, Any]]) -> bytes:
+    def content(
+        self, key: tuple[Any, ...], context: Callable[..., Mapping[str, Any]], *args: Any
+    ) -> bytes:
         """The notification without the device's fields, or TOO_LARGE; raises
-        TemplateRenderError. `context` builds the full template context on a miss."""
+        TemplateRenderError. `context(*args)` builds the full template context on a miss
+        (called with its arguments only then: most devices hit the cache)."""
         hit = self.cache.get(key)
         if hit is not None:
             return hit
         values: list[str] = []
         if self.templates:
-            built = context()
+            built = context(*args)
             values = [t.render(built) for t in self.templates]
         base = self._base(tuple(bool(v) for v in values))
         size = base.size
@@ -353,6 +356,8 @@ class FastMessage:
         """What the message's templates read for this recipient (`stored`: the user as
         fanout_users keeps it, None for none)."""
         if self.masked:
+            if not self.readers:  # templates of user attributes only: the common case
+                return (stored,)
             return (stored, *(_key_part(read(device, None)) for read in self.readers))
         user = user_of(device.user_id, stored) if stored is not None else None
         return tuple(_key_part(read(device, user)) for read in self.readers)
