@@ -297,20 +297,13 @@ def _token(kind: int, raw: bytes, web_keys: bytes) -> Token | None:
 
 def audience_view(data: bytes) -> AudienceView:
     fixed, texts, token_raw, web_keys, _ = _read(data)
+    os_version, app_version, locale, time_zone, user_id = texts
+    platform, status, environment, kind = fixed[1:5]
+    last_seen = (fixed[9] << 32) | fixed[10]
     return AudienceView(
-        fixed[1],  # platform
-        texts[0],  # os_version
-        fixed[2],  # authorization status
-        (fixed[9] << 32) | fixed[10],  # last seen
-        texts[1],  # app_version
-        texts[2],  # locale
-        texts[3],  # time_zone
-        texts[4],  # user_id
-        fixed[3],  # APNs environment
-        fixed[4],  # token kind
-        token_raw,
-        web_keys,
-    )
+        platform, os_version, status, last_seen, app_version, locale, time_zone, user_id,
+        environment, kind, token_raw, web_keys,
+    )  # fmt: skip
 
 
 def unpack(data: bytes, with_log: bool = True) -> DeviceRecord:
