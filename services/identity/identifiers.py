@@ -32,13 +32,16 @@ class Identifier:
     value: str  # normalised
 
 
+_CONTROL = re.compile("[\x00-\x1f]")  # one C scan: BatchGetUsers checks 1,000 ids a call
+
+
 def external_id_problem(external_id: str) -> str:
     """Why an external id is unusable, or "" when it is fine."""
     if not external_id.strip():
         return "is required"
     if len(external_id.encode()) > MAX_EXTERNAL_ID:
         return f"must be at most {MAX_EXTERNAL_ID} bytes in UTF-8"
-    if any(ord(char) < 32 for char in external_id):
+    if _CONTROL.search(external_id):
         return "must not contain control characters"
     return ""
 

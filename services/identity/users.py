@@ -246,6 +246,13 @@ class Users:
                 [FieldViolation("external_ids", f"must hold 1 to {MAX_BATCH} ids")],
                 reason="BATCH_TOO_LARGE",
             )
+        violations = [
+            FieldViolation(f"external_ids[{index}]", problem)
+            for index, external_id in enumerate(external_ids)
+            if (problem := external_id_problem(external_id))
+        ]
+        if violations:  # as GetUser: an id no user could have is a caller's mistake
+            raise InvalidArgument("the request has invalid fields", violations[:100])
         check_read_mask(read_mask)
         fields = _record_fields_for(read_mask)
         records = await self.store.read_records(external_ids, fields)

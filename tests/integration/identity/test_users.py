@@ -262,6 +262,19 @@ async def test_batch_get_users_in_request_order_with_a_read_mask(identity):
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "BATCH_TOO_LARGE")
 
 
+async def test_batch_get_users_names_each_unusable_id_and_answers_nothing(identity):
+    await _upsert(identity, external_id="a")
+    code, reason, fields = await _error(
+        identity.BatchGetUsers(
+            pb.BatchGetUsersRequest(external_ids=["a", "x" * 256, "b\x07", "  ", "é" * 127])
+        )
+    )
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    # 127 × "é" is 254 bytes of UTF-8: usable; 256 ASCII bytes, a control character
+    # and an id of spaces are not.
+    assert fields == {"external_ids[1]", "external_ids[2]", "external_ids[3]"}
+
+
 async def test_batch_get_users_masks_and_full_answers_agree_with_get_user(identity):
     await _upsert(
         identity,
