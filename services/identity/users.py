@@ -246,12 +246,15 @@ class Users:
                 [FieldViolation("external_ids", f"must hold 1 to {MAX_BATCH} ids")],
                 reason="BATCH_TOO_LARGE",
             )
+        # An id too long or with control characters is a caller's mistake (GetUser's
+        # check); a blank one is only no user's, answered as missing: Registration
+        # binds devices to any user id text, and a campaign's fan-out asks for them all.
         violations = [
             FieldViolation(f"external_ids[{index}]", problem)
             for index, external_id in enumerate(external_ids)
-            if (problem := external_id_problem(external_id))
+            if external_id.strip() and (problem := external_id_problem(external_id))
         ]
-        if violations:  # as GetUser: an id no user could have is a caller's mistake
+        if violations:
             raise InvalidArgument("the request has invalid fields", violations[:100])
         check_read_mask(read_mask)
         fields = _record_fields_for(read_mask)
