@@ -181,7 +181,7 @@ async def test_cli_scripts_faults_and_reads_back(sandbox, apns_client):
     code, out = await cli(
         sandbox, "fault", "add", "--service", "apns", "--token", device, "--status", "410"
     )
-    assert code == 0
+    assert code == 0, out
     assert json.loads(out)["reason"] is None
 
     result = await send(apns_client(), NotificationRequest(device, {"aps": {"alert": "cli"}}))
@@ -198,7 +198,7 @@ async def test_cli_scripts_faults_and_reads_back(sandbox, apns_client):
 
 async def test_cli_issues_an_apns_certificate(sandbox):
     code, out = await cli(sandbox, "apns-certificate", "dev.herald.demo")
-    assert code == 0
+    assert code == 0, out
     pem = json.loads(out)["pem"]
     assert "BEGIN PRIVATE KEY" in pem
     assert "BEGIN CERTIFICATE" in pem
@@ -211,7 +211,7 @@ async def test_cli_goaway_with_last_stream_id(sandbox, fcm):
         *("fault", "add", "--service", "fcm", "--token", lost, "--action", "goaway"),
         *("--last-stream-id", str(2**31 - 1), "--error-code", "2"),
     )
-    assert code == 0
+    assert code == 0, out
     assert json.loads(out)["last_stream_id"] == 2**31 - 1
 
     with pytest.raises(httpx.RemoteProtocolError, match=r"error_code:2, last_stream_id:2147483647"):
@@ -221,10 +221,10 @@ async def test_cli_goaway_with_last_stream_id(sandbox, fcm):
 
 async def test_cli_delay_slows_the_answer(sandbox, fcm):
     slow = fcm_token()
-    code, _ = await cli(
+    code, out = await cli(
         sandbox, "fault", "add", "--service", "any", "--token", slow, "--delay", "0.6"
     )
-    assert code == 0
+    assert code == 0, out
 
     with pytest.raises(httpx.ReadTimeout):
         await fcm.post(send_path(sandbox), json={"message": {"token": slow}}, timeout=0.2)
