@@ -328,6 +328,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--delivery-concurrency", type=int, default=200, help="Delivery's sends in flight"
     )
+    parser.add_argument(
+        "--delivery-processes",
+        type=int,
+        default=1,
+        help="Delivery server processes (HERALD_PROCESSES; 2 uses both cores here)",
+    )
     args = parser.parse_args(argv)
     return asyncio.run(_bench(args))
 
@@ -342,7 +348,10 @@ async def _bench(args: argparse.Namespace) -> int:
         try:
             if args.real_delivery:
                 real = await RealDelivery(
-                    Path(workdir), services.redis.url, args.delivery_concurrency, 1
+                    Path(workdir),
+                    services.redis.url,
+                    args.delivery_concurrency,
+                    args.delivery_processes,
                 ).start(APP)
                 delivery_address = real.address
             else:

@@ -46,7 +46,7 @@ from herald.delivery.v1 import (
     notification_pb2,
 )
 from herald.type.v1 import platform_pb2, push_options_pb2, push_token_pb2
-from services.core.embedded_redis import EmbeddedRedis
+from services.core.embedded_redis import EmbeddedRedis, free_port
 
 DS = delivery_service_pb2
 APP = "bench"
@@ -80,12 +80,6 @@ http {{
 }}
 """
 OLD_NGINX_LISTEN = "listen 127.0.0.1:{port} ssl http2;"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_port(port: int, within: float = 20.0) -> bool:
@@ -126,7 +120,7 @@ def _nginx_binary() -> str | None:
 def _start_nginx(
     binary: str, state: Path, sandbox_dir: Path
 ) -> tuple[subprocess.Popen[bytes], int] | None:
-    port = _free_port()
+    port = free_port()
     home = state / "nginx"
     home.mkdir()
     conf = NGINX_CONF.format(
@@ -207,11 +201,12 @@ class DeliveryProcess:
     def __init__(
         self, redis_url: str, origin: str, ca: str, concurrency: int, processes: int, **env: str
     ) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         environ = {
             **os.environ,
             "HERALD_REDIS_URL": redis_url,
             "HERALD_DELIVERY_PORT": str(self.port),
+            "HERALD_METRICS_PORT": "-2",  # any free port: each worker process needs one
             "HERALD_APNS_DEVELOPMENT_ORIGIN": origin,
             "HERALD_APNS_PRODUCTION_ORIGIN": origin,
             "HERALD_PROVIDER_CA_FILE": ca,

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import ssl
 import statistics
 import subprocess
@@ -36,16 +35,11 @@ from typing import Any
 from herald.delivery.v1 import credentials_pb2, notification_pb2
 from herald.type.v1 import platform_pb2, push_token_pb2
 from services.core.config import load_settings
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from services.core.embedded_redis import free_port
 
 
 def _start_sandbox(state: Path) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
-    ports = {name: _free_port() for name in ("apns", "fcm", "webpush", "control")}
+    ports = {name: free_port() for name in ("apns", "fcm", "webpush", "control")}
     args = [sys.executable, "-m", "services.sandbox", "serve", "--state-dir", str(state)]
     for name, port in ports.items():
         args += [f"--{name}-port", str(port)]
