@@ -115,17 +115,28 @@ class EnqueueService:
             by_shard.setdefault(shard, []).append((position, item))
         await self._check_depth({shard: len(items) for shard, items in by_shard.items()})
 
+        keyed = [
+            (position, item)
+            for items in by_shard.values()
+            for position, item in items
+            if item.idempotency_key
+        ]
+        owners = await self.store.claim_idempotency(
+            [
+                (
+                    keys.idempotency(item.idempotency_key, tokens.canonical(item.token)),
+                    item.notification_id,
+                )
+                for _, item in keyed
+            ]
+        )
+        owner_at = {position: owner for (position, _), owner in zip(keyed, owners, strict=True)}
         queued = 0
         appends = []
         for shard, items in by_shard.items():
             fresh: list[NewItem] = []
             for position, item in items:
-                owner = None
-                if item.idempotency_key:
-                    owner = await self.store.claim_idempotency(
-                        keys.idempotency(item.idempotency_key, tokens.canonical(item.token)),
-                        item.notification_id,
-                    )
+                owner = owner_at.get(position)
                 # An earlier notification with this key and token: answer its id, queue nothing.
                 results[position].notification_id = owner or item.notification_id
                 if owner is None:

@@ -175,13 +175,26 @@ class QueueStore:
             found.append(keys.index(shard, "campaign", item.app_id, item.campaign_id))
         return found
 
-    async def claim_idempotency(self, key: str, notification_id: str) -> str | None:
-        """None if `notification_id` now owns the key, else the id that already does."""
+    async def claim_idempotency(self, claims: list[tuple[str, str]]) -> list[str | None]:
+        """For each (key, notification id), in order: None if the id now owns the key,
+        else the id that already does. Pipelined: an Enqueue of a campaign claims a key
+        for every notification (one round trip per key cost more than the queueing)."""
+        if not claims:
+            return []
         ttl = self.options.record_ttl_seconds
-        if await self.redis.set(key, notification_id, nx=True, ex=ttl):
-            return None
-        owner: Any = await self.redis.get(key)
-        return owner.decode() if owner else None
+        pipe = self.redis.pipeline(transaction=False)
+        for key, notification_id in claims:
+            pipe.set(key, notification_id, nx=True, ex=ttl)
+        won: list[Any] = await pipe.execute()
+        taken = [position for position, ok in enumerate(won) if not ok]
+        owners: list[str | None] = [None] * len(claims)
+        if taken:
+            pipe = self.redis.pipeline(transaction=False)
+            for position in taken:
+                pipe.get(claims[position][0])
+            for position, owner in zip(taken, await pipe.execute(), strict=True):
+                owners[position] = owner.decode() if owner else None
+        return owners
 
     # -- workers ------------------------------------------------------------------------
     async def read(

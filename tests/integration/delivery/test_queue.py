@@ -95,6 +95,34 @@ async def test_an_idempotency_key_is_sent_once_per_token_across_requests(start_n
     assert len(sandbox.received("apns", token=token)) == 1
 
 
+async def test_idempotency_keys_of_one_request_are_claimed_together_in_order(start_node, sandbox):
+    """A campaign's Enqueue: a key per notification. A key claimed by an earlier request
+    and a key repeated within the request answer the owner's id and queue nothing."""
+    node = await start_node()
+    await put_all(node.stub, sandbox)
+    tokens = [new_device_token() for _ in range(6)]
+
+    def keyed(token: str, key: str):
+        n = apns_notification(token)
+        n.idempotency_key = key
+        return n
+
+    earlier = await node.stub.Enqueue(enqueue_request([keyed(tokens[0], "sale:d0")]))
+    batch = [keyed(token, f"sale:d{i}") for i, token in enumerate(tokens)]
+    batch.append(keyed(tokens[3], "sale:d3"))  # the same key and token twice in one request
+    answer = await node.stub.Enqueue(enqueue_request(batch))
+    ids = [r.notification_id for r in answer.results]
+    await wait_final(node.stub, [earlier.results[0].notification_id, *ids[1:6]])
+    await asyncio.sleep(0.3)
+
+    assert answer.queued_count == 5  # d1..d5; d0 was queued before, d3's repeat is d3
+    assert ids[0] == earlier.results[0].notification_id
+    assert ids[6] == ids[3]
+    assert len(set(ids)) == 6
+    received = Counter(e["token"] for e in sandbox.received("apns"))
+    assert [received[t] for t in tokens] == [1] * 6
+
+
 async def test_invalid_items_get_errors_and_the_others_are_queued(start_node, sandbox):
     node = await start_node()
     await node.stub.PutCredentials(DS.PutCredentialsRequest(credentials=apns_credentials(sandbox)))
