@@ -122,6 +122,15 @@ async def run_cli(
     return Result(process.returncode, out.decode(), err.decode())
 
 
+async def create_campaign(addresses: dict[str, str], name: str, *options: str) -> str:
+    """`herald campaigns create shop --name <name> <options> --json`; returns its id."""
+    created = await run_cli(
+        "campaigns", "create", "shop", "--name", name, *options, "--json", addresses=addresses
+    )
+    assert created.code == 0, created.stderr
+    return str(created.json()["campaign_id"])
+
+
 async def create_app(addresses: dict[str, str], app_id: str = "shop") -> str:
     """Set-up through the API (faster than a CLI round trip); returns the client secret."""
     import uuid

@@ -12,7 +12,7 @@ from services.identity.spec import SPEC as IDENTITY_SPEC
 from services.registration.spec import SPEC as REGISTRATION_SPEC
 from services.sandbox.apns import new_device_token
 
-from .conftest import create_app, run_cli
+from .conftest import create_app, create_campaign, run_cli
 from .test_send_and_trace import _put_credentials
 
 
@@ -101,12 +101,9 @@ async def test_cancel_stops_a_sending_campaign_and_watch_says_so(stack, sandbox)
         assert registered.code == 0, registered.stderr
     # One message a minute: the first goes at once, the others wait for the throttle,
     # so the campaign is still SENDING when it is cancelled.
-    created = await run_cli(
-        "campaigns", "create", "shop", "--name", "Slow", "--title", "Hi", "--body", "x",
-        "--throttle", "1", "--json", addresses=addresses,
-    )  # fmt: skip
-    assert created.code == 0, created.stderr
-    campaign_id = created.json()["campaign_id"]
+    campaign_id = await create_campaign(
+        addresses, "Slow", "--title", "Hi", "--body", "x", "--throttle", "1"
+    )
     launched = await run_cli("campaigns", "launch", campaign_id, addresses=addresses)
     assert launched.code == 0, launched.stderr
     assert "SENDING" in launched.stdout

@@ -22,7 +22,7 @@ from services.identity.spec import SPEC as IDENTITY_SPEC
 from services.registration.spec import SPEC as REGISTRATION_SPEC
 from services.sandbox.apns import new_device_token
 
-from .conftest import REPO, cli_env, create_app, run_cli
+from .conftest import REPO, cli_env, create_app, create_campaign, run_cli
 from .test_send_and_trace import _put_credentials
 
 DEVICES = 65
@@ -73,12 +73,9 @@ async def test_watch_follows_a_campaign_to_its_end_across_recycled_connections(
             )
     # 60 a minute: a minute's worth at once, then one a second: the campaign sends for
     # about five seconds and its watch is cut every two.
-    created = await run_cli(
-        "campaigns", "create", "shop", "--name", "Paced", "--title", "Hi", "--body", "x",
-        "--throttle", "60", "--json", addresses=addresses,
-    )  # fmt: skip
-    assert created.code == 0, created.stderr
-    campaign_id = created.json()["campaign_id"]
+    campaign_id = await create_campaign(
+        addresses, "Paced", "--title", "Hi", "--body", "x", "--throttle", "60"
+    )
 
     watched = await run_cli("campaigns", "launch", campaign_id, "--watch", addresses=addresses)
 

@@ -24,7 +24,7 @@ from services.identity.spec import SPEC as IDENTITY_SPEC
 from services.registration.spec import SPEC as REGISTRATION_SPEC
 from services.sandbox.apns import new_device_token
 
-from .conftest import create_app, run_cli
+from .conftest import create_app, create_campaign, run_cli
 from .test_send_and_trace import _enqueue_and_wait, _put_credentials
 
 DEFAULT_EXPORTER = Settings.model_fields["trace_exporter"].default
@@ -249,12 +249,9 @@ async def test_a_campaign_notifications_trace_shows_its_own_path_of_the_launch(t
             for i in range(3)
         )
     )
-    created = await run_cli(
-        "campaigns", "create", "shop", "--name", "Sale", "--title", "Hi", "--body", "News",
-        "--platform", "ios", "--json", addresses=addresses,
-    )  # fmt: skip
-    assert created.code == 0, created.stderr
-    campaign_id = created.json()["campaign_id"]
+    campaign_id = await create_campaign(
+        addresses, "Sale", "--title", "Hi", "--body", "News", "--platform", "ios"
+    )
     launched = await run_cli("campaigns", "launch", campaign_id, "--watch", addresses=addresses)
     assert launched.code == 0, launched.stderr
 
