@@ -63,6 +63,11 @@ def length_delimited(number: int, payload: bytes) -> bytes:
     return tag + length(len(payload)) + payload
 
 
+def delimited(field_key: bytes, payload: bytes) -> bytes:
+    """`length_delimited` with the field's key already encoded."""
+    return field_key + length(len(payload)) + payload
+
+
 class Encoded:
     """A message already in wire form, sent as it is. A wrapper, not a bytes subclass:
     gRPC's core takes exactly bytes from a serializer."""

@@ -20,7 +20,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from services.core.protowire import SHORT, SHORT_LIMIT, Encoded, length, varint
+from services.core.protowire import SHORT, SHORT_LIMIT, Encoded, delimited, varint
 from services.identity import attributes
 from services.identity.user_patches import ATTRIBUTE_PREFIX
 
@@ -43,14 +43,10 @@ _DOUBLE = struct.Struct("<d").pack
 _MICROS_PER_SECOND = 1_000_000
 
 
-def _delimited(key: bytes, payload: bytes) -> bytes:
-    return key + length(len(payload)) + payload
-
-
 def _value(value: Any) -> bytes:
     """A google.protobuf.Value, as Struct.update fills it from a JSON value."""
     if isinstance(value, str):
-        return _delimited(_STRING, value.encode())
+        return delimited(_STRING, value.encode())
     if value is None:
         return _NULL
     if value is True:
@@ -60,10 +56,10 @@ def _value(value: Any) -> bytes:
     if isinstance(value, int | float):
         return _NUMBER + _DOUBLE(value)
     if isinstance(value, dict):
-        return _delimited(_STRUCT_VALUE, _struct(value.items()))
+        return delimited(_STRUCT_VALUE, _struct(value.items()))
     if isinstance(value, list):
-        return _delimited(
-            _LIST_VALUE_VALUE, b"".join(_delimited(_LIST_VALUE, _value(item)) for item in value)
+        return delimited(
+            _LIST_VALUE_VALUE, b"".join(delimited(_LIST_VALUE, _value(item)) for item in value)
         )
     raise ValueError(f"not a JSON value: {type(value).__name__}")
 
@@ -71,9 +67,9 @@ def _value(value: Any) -> bytes:
 def _struct(items: Any) -> bytes:
     """A google.protobuf.Struct's fields from (key, JSON value) pairs."""
     return b"".join(
-        _delimited(
+        delimited(
             _STRUCT_ENTRY,
-            _delimited(_ENTRY_KEY, key.encode()) + _delimited(_ENTRY_VALUE, _value(value)),
+            delimited(_ENTRY_KEY, key.encode()) + delimited(_ENTRY_VALUE, _value(value)),
         )
         for key, value in items
     )
@@ -90,14 +86,14 @@ FieldWriter = Callable[[bytes], bytes]
 
 
 def _string_writer(key: bytes) -> FieldWriter:
-    return lambda stored: _delimited(key, stored)
+    return lambda stored: delimited(key, stored)
 
 
 def _time_writer(key: bytes) -> FieldWriter:
     def write(stored: bytes) -> bytes:
         micros = int(stored)
         # As app_messages.timestamp: 0 leaves the field unset.
-        return _delimited(key, _timestamp(micros)) if micros else b""
+        return delimited(key, _timestamp(micros)) if micros else b""
 
     return write
 
@@ -109,12 +105,12 @@ def _attributes_writer(keys: tuple[str, ...] | None) -> FieldWriter:
 
         def write_all(stored: bytes) -> bytes:
             found = attributes.decode_stored(stored)
-            return _delimited(_USER_ATTRIBUTES, _struct(found.items())) if found else b""
+            return delimited(_USER_ATTRIBUTES, _struct(found.items())) if found else b""
 
         return write_all
     # Per user this runs for every masked key: each map entry's key field is written
     # once here, and a string value (the usual kind) is written inline.
-    picked = [(key, _delimited(_ENTRY_KEY, key.encode())) for key in keys]
+    picked = [(key, delimited(_ENTRY_KEY, key.encode())) for key in keys]
 
     def write_picked(stored: bytes, short: list[bytes] = SHORT) -> bytes:
         # `short[n] if n < SHORT_LIMIT else varint(n)` is _length inlined: this runs
@@ -142,7 +138,7 @@ def _attributes_writer(keys: tuple[str, ...] | None) -> FieldWriter:
         if not entries:
             return b""
         body = b"".join(entries)
-        return _USER_ATTRIBUTES + length(len(body)) + body
+        return delimited(_USER_ATTRIBUTES, body)
 
     return write_picked
 
@@ -195,5 +191,5 @@ def batch_get_response(
         encoded = b"".join(user)
         n = len(encoded)
         parts += (_RESPONSE_USER, short[n] if n < SHORT_LIMIT else varint(n), encoded)
-    parts.extend(_delimited(_RESPONSE_MISSING, external_id.encode()) for external_id in missing)
+    parts.extend(delimited(_RESPONSE_MISSING, external_id.encode()) for external_id in missing)
     return Encoded(b"".join(parts))

@@ -17,6 +17,7 @@ from services.core.protowire import (
     SHORT,
     VARINT,
     Encoded,
+    delimited,
     length,
     length_delimited,
     varint,
@@ -71,10 +72,7 @@ def app_field(app_id: str) -> bytes:
 
 
 def _text(tag: bytes, value: str) -> bytes:
-    if not value:
-        return b""
-    raw = value.encode()
-    return tag + length(len(raw)) + raw
+    return delimited(tag, value.encode()) if value else b""
 
 
 _APNS_FIELD, _FCM_FIELD, _WEB_PUSH_FIELD = (
@@ -88,12 +86,10 @@ def _token(view: AudienceView) -> bytes:
     kind = view.token_kind
     if kind == APNS:
         value = view.token_raw.hex().encode()
-        inner = _APNS_TOKEN_FIELD + length(len(value)) + value
-        token = _APNS_FIELD + length(len(inner)) + inner
+        token = delimited(_APNS_FIELD, delimited(_APNS_TOKEN_FIELD, value))
     elif kind in (FCM_PACKED, FCM):
         value = unpack_fcm(view.token_raw).encode() if kind == FCM_PACKED else view.token_raw
-        inner = _FCM_TOKEN_FIELD + length(len(value)) + value
-        token = _FCM_FIELD + length(len(inner)) + inner
+        token = delimited(_FCM_FIELD, delimited(_FCM_TOKEN_FIELD, value))
     elif kind == WEB_PUSH:
         keys = view.web_keys
         inner = (
@@ -101,10 +97,10 @@ def _token(view: AudienceView) -> bytes:
             + length_delimited(_P256DH, encode_base64url(keys[:65]).encode())
             + length_delimited(_AUTH, encode_base64url(keys[65:]).encode())
         )
-        token = _WEB_PUSH_FIELD + length(len(inner)) + inner
+        token = delimited(_WEB_PUSH_FIELD, inner)
     else:
         return b""
-    return _TOKEN + length(len(token)) + token
+    return delimited(_TOKEN, token)
 
 
 # Timestamp.nanos of each millisecond, with its key.
@@ -164,7 +160,7 @@ class ResponseWriter:
 
 def response(devices: list[bytes], cursor: str, streamed: int) -> Encoded:
     """A StreamAudienceResponse of these encoded devices."""
-    parts = [_DEVICES + length(len(d)) + d for d in devices]
+    parts = [delimited(_DEVICES, d) for d in devices]
     parts.append(length_delimited(_CURSOR, cursor.encode()))
     if streamed:
         parts.append(_STREAMED + varint(streamed))

@@ -257,9 +257,6 @@ class AudienceView(NamedTuple):
     def has_token(self) -> bool:
         return self.token_kind != 0
 
-    def token(self) -> Token | None:
-        return _token(self.token_kind, self.token_raw, self.web_keys)
-
 
 def _read(data: bytes) -> tuple[tuple[int, ...], list[str], bytes, bytes, int]:
     """(the fixed part, the five texts, the stored token, its Web keys, where the log
@@ -283,7 +280,8 @@ def _read(data: bytes) -> tuple[tuple[int, ...], list[str], bytes, bytes, int]:
     return fixed, texts, token_raw, web_keys, at
 
 
-def _token(kind: int, raw: bytes, web_keys: bytes) -> Token | None:
+def token_of(kind: int, raw: bytes, web_keys: bytes) -> Token | None:
+    """The Token of a record's stored token kind byte, bytes and Web keys."""
     if kind == APNS:
         return Token(APNS, raw.hex())
     if kind == FCM_PACKED:
@@ -327,7 +325,7 @@ def unpack(data: bytes, with_log: bool = True) -> DeviceRecord:
         texts[3],  # time_zone
         texts[4],  # user_id
         fixed[3],  # APNs environment
-        _token(fixed[4], token_raw, web_keys),
+        token_of(fixed[4], token_raw, web_keys),
         (fixed[11] << 32) | fixed[12],  # token update
         (fixed[13] << 32) | fixed[14],  # token confirm
         log,
