@@ -159,10 +159,14 @@ async def test_wrong_key_wrong_app_and_wrong_scope_are_refused_and_change_nothin
     # Nothing was written by the refused calls: no device in either app, no user, no app.
     full = {"HERALD_API_KEY": backend}
     devices = await run_cli("devices", "list", "shop", "--json", addresses=secured, env=full)
+    # The other app's devices are the operator's to read: the wrong-app call aimed there.
+    news_devices = await run_cli("devices", "list", "news", "--json", addresses=secured, env=admin)
     user = await run_cli("users", "get", "kim", addresses=secured, env=full)
     apps = await run_cli("apps", "list", "--json", addresses=secured, env=admin)
     assert devices.code == 0, devices.stderr
     assert devices.json()["devices"] == []
+    assert news_devices.code == 0, news_devices.stderr
+    assert news_devices.json()["devices"] == []
     assert user.code == 1
     assert user.stderr.startswith("error: NOT_FOUND (USER_NOT_FOUND)")
     assert sorted(a["app_id"] for a in apps.json()["apps"]) == ["news", "shop"]
