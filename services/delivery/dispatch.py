@@ -132,12 +132,47 @@ class Dispatcher:
         return out
 
     # -- checks (Send and Enqueue reject bad input with these before queueing) ---------
+    async def check(
+        self, notification: notification_pb2.Notification, prefix: str = "notification."
+    ) -> None:
+        """What prepare() raises, without building the provider request: Enqueue checks
+        each notification here and the request is built at each send (an APNs request
+        carries its send's apns-id and expiration, a Web Push body its own encryption)."""
+        provider, _, _ = await self._sendable(notification, prefix)
+        if provider == "apns":
+            apns_payload.check(notification, prefix)
+        elif provider == "fcm":
+            fcm_payload.check(notification, prefix)
+        else:
+            webpush_payload.check(notification, prefix)
+
     async def prepare(
         self, notification: notification_pb2.Notification, prefix: str = "notification."
     ) -> Prepared:
         """Validate and build the provider request. Raises InvalidArgument (INVALID_ARGUMENT,
         TOKEN_MALFORMED, PAYLOAD_TOO_LARGE) naming the field, or FailedPrecondition
         (CREDENTIALS_MISSING)."""
+        provider, slot, credential = await self._sendable(notification, prefix)
+        if provider == "apns":
+            apns_id = str(uuid.uuid4())
+            request = apns_payload.build(
+                notification, credential.public["bundle_id"], apns_id, prefix
+            )
+            origin = self.apns.origin_for(slot.environment)
+        elif provider == "fcm":
+            request = fcm_payload.build(notification, credential.public["project_id"], prefix)
+            origin = self.settings.fcm_origin
+        else:
+            request = webpush_payload.build(notification, prefix)
+            url = urlsplit(notification.token.web_push.endpoint)
+            origin = f"{url.scheme}://{url.netloc}"
+        return Prepared(provider, slot, credential, request, origin)
+
+    async def _sendable(
+        self, notification: notification_pb2.Notification, prefix: str
+    ) -> tuple[str, Slot, Credential]:
+        """The provider, credential slot and credential of a notification whose target
+        and payload kind are valid; raises naming the field, or CREDENTIALS_MISSING."""
         if not notification.app_id:
             raise InvalidArgument(
                 "app_id is required", [FieldViolation(f"{prefix}app_id", "is required")]
@@ -158,20 +193,7 @@ class Dispatcher:
                 f"app {notification.app_id} has no {slot.name} credentials",
                 {"app_id": notification.app_id, "provider": slot.name},
             )
-        if provider == "apns":
-            apns_id = str(uuid.uuid4())
-            request = apns_payload.build(
-                notification, credential.public["bundle_id"], apns_id, prefix
-            )
-            origin = self.apns.origin_for(slot.environment)
-        elif provider == "fcm":
-            request = fcm_payload.build(notification, credential.public["project_id"], prefix)
-            origin = self.settings.fcm_origin
-        else:
-            request = webpush_payload.build(notification, prefix)
-            url = urlsplit(notification.token.web_push.endpoint)
-            origin = f"{url.scheme}://{url.netloc}"
-        return Prepared(provider, slot, credential, request, origin)
+        return provider, slot, credential
 
     def _slot(
         self, notification: notification_pb2.Notification, provider: str, prefix: str

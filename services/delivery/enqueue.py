@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-import uuid
 from typing import Any
 
 from herald.delivery.v1 import delivery_service_pb2, notification_pb2
@@ -29,6 +28,7 @@ from services.core.status import to_status
 from services.delivery import queue_keys as keys
 from services.delivery import queue_tracing, tokens
 from services.delivery.dispatch import Dispatcher
+from services.delivery.notification_ids import new_ids
 from services.delivery.options import DeliveryOptions
 from services.delivery.queue_store import NewItem, QueueStore
 
@@ -94,16 +94,20 @@ class EnqueueService:
         caller_trace = queue_tracing.current_context()
         results = [DS.EnqueueResult() for _ in request.notifications]
         accepted: list[tuple[int, notification_pb2.Notification]] = []
-        for position, given in enumerate(request.notifications):
-            item = notification_pb2.Notification()
-            item.CopyFrom(given)
-            item.notification_id = str(uuid.uuid4())
-            item.create_time.FromMilliseconds(now_ms)
-            item.ClearField("attempts")
+        ids = new_ids(len(request.notifications))
+        seconds, nanos = now_ms // 1000, now_ms % 1000 * 1_000_000
+        # The request's own messages become the queued ones (the fingerprint is taken):
+        # a copy per notification cost more than the rest of its bookkeeping.
+        for position, item in enumerate(request.notifications):
+            item.notification_id = ids[position]
+            item.create_time.seconds = seconds
+            item.create_time.nanos = nanos
+            if item.attempts:
+                del item.attempts[:]
             if not item.trace_context and caller_trace:
                 item.trace_context.update(caller_trace)
             try:
-                await self.dispatcher.prepare(item, prefix="")
+                await self.dispatcher.check(item, prefix="")
             except HeraldError as error:
                 results[position].error.CopyFrom(item_error(error))
                 continue

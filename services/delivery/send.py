@@ -181,7 +181,7 @@ class SendService:
             for device in devices:
                 target = Target(_copy(n, device.token, device.apns_environment, device.device_id))
                 try:
-                    await self.dispatcher.prepare(target.notification)
+                    await self.dispatcher.check(target.notification)
                 except HeraldError as error:
                     target.error = error
                 targets.append(target)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import re
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from herald.type.v1 import push_token_pb2
 from services.core.errors import FieldViolation, InvalidArgument
 from services.core.logs import redact
@@ -39,11 +41,29 @@ def redacted(token: push_token_pb2.PushToken) -> str:
     return redact(canonical(token))
 
 
-def _b64url_len(value: str) -> int:
+def _b64url(value: str) -> bytes | None:
     try:
-        return len(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
     except ValueError:
-        return -1
+        return None
+
+
+def _b64url_len(value: str) -> int:
+    decoded = _b64url(value)
+    return -1 if decoded is None else len(decoded)
+
+
+def _is_p256_point(value: str) -> bool:
+    """A point on the curve: a key of the right length that is not would only fail at
+    encryption, after the notification was queued."""
+    raw = _b64url(value)
+    if raw is None or len(raw) != 65:
+        return False
+    try:
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
+    except ValueError:
+        return False
+    return True
 
 
 def check_token(token: push_token_pb2.PushToken, path: str) -> None:
@@ -67,8 +87,13 @@ def check_token(token: push_token_pb2.PushToken, path: str) -> None:
         sub = token.web_push
         if not sub.endpoint.startswith("https://") or len(sub.endpoint) < 12:
             bad.append(FieldViolation(f"{path}.web_push.endpoint", "must be an https URL"))
-        if _b64url_len(sub.p256dh) != 65 or not sub.p256dh:
-            bad.append(FieldViolation(f"{path}.web_push.p256dh", "must be 65 bytes in base64url"))
+        if not _is_p256_point(sub.p256dh):
+            bad.append(
+                FieldViolation(
+                    f"{path}.web_push.p256dh",
+                    "must be a P-256 public key (65 bytes, uncompressed) in base64url",
+                )
+            )
         if _b64url_len(sub.auth) != 16:
             bad.append(FieldViolation(f"{path}.web_push.auth", "must be 16 bytes in base64url"))
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import json_format
@@ -39,14 +40,20 @@ INTERRUPTION_LEVELS = {
 }
 
 
-def build(
-    notification: notification_pb2.Notification,
-    bundle_id: str,
-    apns_id: str,
-    prefix: str = "notification.",
-    now: float | None = None,
-) -> ProviderRequest:
-    """Headers and body for POST /3/device/<token>; raises InvalidArgument naming the field."""
+@dataclass(frozen=True)
+class Checked:
+    """What the checks found: everything of the request but its per-send headers."""
+
+    type_name: str
+    topic_suffix: str
+    priority: int
+    collapse_id: str
+    body: bytes
+
+
+def check(notification: notification_pb2.Notification, prefix: str = "notification.") -> Checked:
+    """Validate the APNs part and size the body; raises InvalidArgument naming the field.
+    Enqueue stops here: the request itself is built at each send."""
     apns = notification.apns
     p = f"{prefix}apns."
     check = Validator()
@@ -87,19 +94,31 @@ def build(
     if len(body) > limit:
         field = f"{p}raw_payload_json" if apns.raw_payload_json else f"{p}body"
         raise too_large(field, len(body), limit, "APNs payload")
+    return Checked(type_name, suffix, priority, collapse_id, body)
+
+
+def build(
+    notification: notification_pb2.Notification,
+    bundle_id: str,
+    apns_id: str,
+    prefix: str = "notification.",
+    now: float | None = None,
+) -> ProviderRequest:
+    """Headers and body for POST /3/device/<token>; raises InvalidArgument naming the field."""
+    checked = check(notification, prefix)
     ttl = ttl_seconds(notification)
     now = time.time() if now is None else now
     headers = [
-        ("apns-push-type", type_name),
-        ("apns-priority", str(priority)),
-        ("apns-topic", apns.topic or bundle_id + suffix),
+        ("apns-push-type", checked.type_name),
+        ("apns-priority", str(checked.priority)),
+        ("apns-topic", notification.apns.topic or bundle_id + checked.topic_suffix),
         ("apns-expiration", "0" if ttl == 0 else str(int(now) + ttl)),
         ("apns-id", apns_id),
     ]
-    if collapse_id:
-        headers.append(("apns-collapse-id", collapse_id))
+    if checked.collapse_id:
+        headers.append(("apns-collapse-id", checked.collapse_id))
     token = notification.token.apns.device_token.lower()
-    return ProviderRequest(f"/3/device/{token}", tuple(headers), body)
+    return ProviderRequest(f"/3/device/{token}", tuple(headers), checked.body)
 
 
 def _header_safe(value: str) -> bool:

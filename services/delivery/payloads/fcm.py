@@ -26,6 +26,20 @@ COLOR_RE = re.compile(r"#[0-9a-fA-F]{6}")
 def build(
     notification: notification_pb2.Notification, project_id: str, prefix: str = "notification."
 ) -> ProviderRequest:
+    """The send request; raises InvalidArgument naming the field."""
+    sized = check(notification, prefix)
+    token = json.dumps(notification.token.fcm.registration_token, ensure_ascii=False)
+    # {"message":{"token":...,<the sized message's members>}}: the token goes first, as
+    # FCM's own examples put it, and the message is serialised once.
+    body = f'{{"message":{{"token":{token},{sized[1:]}}}'.encode()
+    headers = (("content-type", "application/json; charset=UTF-8"),)
+    return ProviderRequest(f"/v1/projects/{project_id}/messages:send", headers, body)
+
+
+def check(notification: notification_pb2.Notification, prefix: str = "notification.") -> str:
+    """Validate the FCM part and size the message; raises InvalidArgument naming the
+    field. Returns the message without its target as JSON (what FCM's limit counts;
+    Enqueue stops here, the request is built at each send)."""
     fcm = notification.fcm
     p = f"{prefix}fcm."
     check = Validator()
@@ -46,7 +60,7 @@ def build(
         check.require(bool(COLOR_RE.fullmatch(fcm.color)), f"{p}color", "must be #rrggbb")
     check.raise_if_any()
 
-    message: dict[str, Any] = {"token": notification.token.fcm.registration_token}
+    message: dict[str, Any] = {}
     if fcm.data:
         message["data"] = dict(fcm.data)
     shown = {
@@ -79,14 +93,12 @@ def build(
     if fcm.analytics_label:
         message["fcm_options"] = {"analytics_label": fcm.analytics_label}
     # FCM counts the message without its target (what the device receives).
-    sized = {k: v for k, v in message.items() if k != "token"}
-    size = len(json.dumps(sized, separators=(",", ":"), ensure_ascii=False).encode())
+    sized = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    size = len(sized.encode())
     if size > MAX_MESSAGE:
         field = f"{p}data" if fcm.data and not (fcm.title or fcm.body) else f"{p}body"
         raise too_large(field, size, MAX_MESSAGE, "FCM message")
-    body = json.dumps({"message": message}, separators=(",", ":"), ensure_ascii=False).encode()
-    headers = (("content-type", "application/json; charset=UTF-8"),)
-    return ProviderRequest(f"/v1/projects/{project_id}/messages:send", headers, body)
+    return sized
 
 
 def _priority(notification: notification_pb2.Notification) -> str:

@@ -60,6 +60,28 @@ def build(
     notification: notification_pb2.Notification, prefix: str = "notification."
 ) -> ProviderRequest:
     """The encrypted request; raises InvalidArgument naming the field."""
+    plaintext, topic = check(notification, prefix)
+    subscription = notification.token.web_push
+    body = encrypt(plaintext, subscription.p256dh, subscription.auth)
+    headers = [
+        ("ttl", str(ttl_seconds(notification))),
+        ("urgency", _urgency(notification)),
+        ("content-encoding", "aes128gcm"),
+        ("content-type", "application/octet-stream"),
+    ]
+    if topic:
+        headers.append(("topic", topic))
+    url = urlsplit(subscription.endpoint)
+    path = url.path + (f"?{url.query}" if url.query else "")
+    return ProviderRequest(path or "/", tuple(headers), body)
+
+
+def check(
+    notification: notification_pb2.Notification, prefix: str = "notification."
+) -> tuple[bytes, str]:
+    """Validate the Web Push part and size the plaintext; raises InvalidArgument naming
+    the field. Returns the plaintext and the Topic. Enqueue stops here: each send
+    encrypts anew (RFC 8291 wants a fresh key and salt per message)."""
     web = notification.web_push
     p = f"{prefix}web_push."
     check = Validator()
@@ -79,19 +101,7 @@ def build(
             MAX_PLAINTEXT,
             "Web Push plaintext",
         )
-    subscription = notification.token.web_push
-    body = encrypt(plaintext, subscription.p256dh, subscription.auth)
-    headers = [
-        ("ttl", str(ttl_seconds(notification))),
-        ("urgency", _urgency(notification)),
-        ("content-encoding", "aes128gcm"),
-        ("content-type", "application/octet-stream"),
-    ]
-    if topic:
-        headers.append(("topic", topic))
-    url = urlsplit(subscription.endpoint)
-    path = url.path + (f"?{url.query}" if url.query else "")
-    return ProviderRequest(path or "/", tuple(headers), body)
+    return plaintext, topic
 
 
 def _urgency(notification: notification_pb2.Notification) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections import Counter
 
 import grpc
@@ -142,6 +143,28 @@ async def test_invalid_items_get_errors_and_the_others_are_queued(start_node, sa
     assert [v.field for v in results[2].error.field_violations] == ["apns"]
     assert (results[3].error.code, results[3].error.reason) == (9, "CREDENTIALS_MISSING")
     done = await wait_final(node.stub, [results[1].notification_id])
+    assert done[0].outcome == OUT.DELIVERY_OUTCOME_DELIVERED
+
+
+async def test_a_web_push_key_off_the_curve_is_a_malformed_token_not_a_crash(start_node, sandbox):
+    """p256dh of the right length that is no P-256 point could only fail at encryption,
+    after queueing: Enqueue names it, and queues the item beside it."""
+    node = await start_node()
+    await put_all(node.stub, sandbox)
+    good = webpush_notification(sandbox.webpush.create_subscription())
+    off_curve = webpush_notification(sandbox.webpush.create_subscription())
+    off_curve.token.web_push.p256dh = (
+        base64.urlsafe_b64encode(b"\x04" + b"\x01" * 64).rstrip(b"=").decode()
+    )
+
+    answer = await node.stub.Enqueue(enqueue_request([off_curve, good]))
+
+    bad, queued = answer.results
+    assert answer.queued_count == 1
+    assert (bad.error.code, bad.error.reason) == (3, "TOKEN_MALFORMED")
+    assert [v.field for v in bad.error.field_violations] == ["token.web_push.p256dh"]
+    assert off_curve.token.web_push.p256dh not in bad.error.message
+    done = await wait_final(node.stub, [queued.notification_id])
     assert done[0].outcome == OUT.DELIVERY_OUTCOME_DELIVERED
 
 

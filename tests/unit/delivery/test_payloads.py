@@ -122,9 +122,14 @@ def test_apns_ttl_zero_is_expiration_zero():
         ({"raw_payload_json": "[1]"}, "notification.apns.raw_payload_json", "INVALID_ARGUMENT"),
     ],
 )
-def test_apns_rejections_name_the_field(fields, path, reason):
+@pytest.mark.parametrize("entry", ["build", "check"])
+def test_apns_rejections_name_the_field(fields, path, reason, entry):
+    # check() is what Enqueue runs: it must refuse exactly what build() refuses.
+    def run(n: notification_pb2.Notification) -> object:
+        return apns.build(n, "dev.app", "i") if entry == "build" else apns.check(n)
+
     with pytest.raises(InvalidArgument) as error:
-        apns.build(n_apns(**fields), "dev.app", "i")
+        run(n_apns(**fields))
     assert error.value.reason == reason
     assert path in [v.field for v in error.value.violations]
 
@@ -179,15 +184,19 @@ def test_fcm_message_fields():
     assert fcm.build(n, "proj").path == "/v1/projects/proj/messages:send"
 
 
-def test_fcm_rejections():
+@pytest.mark.parametrize("entry", ["build", "check"])
+def test_fcm_rejections(entry):
+    def run(n: notification_pb2.Notification) -> object:
+        return fcm.build(n, "p") if entry == "build" else fcm.check(n)
+
     with pytest.raises(InvalidArgument) as reserved:
-        fcm.build(n_fcm(data={"google.x": "1", "from": "x"}), "p")
+        run(n_fcm(data={"google.x": "1", "from": "x"}))
     assert {v.field for v in reserved.value.violations} == {
         'notification.fcm.data["google.x"]',
         'notification.fcm.data["from"]',
     }
     with pytest.raises(InvalidArgument) as big:
-        fcm.build(n_fcm(data={"k": "x" * 4100}), "p")
+        run(n_fcm(data={"k": "x" * 4100}))
     assert big.value.reason == "PAYLOAD_TOO_LARGE"
     assert big.value.violations[0].field == "notification.fcm.data"
 
@@ -255,9 +264,24 @@ def test_webpush_size_limit_is_4096_on_the_wire():
     over = notification_pb2.Notification(
         app_id="a", token=token, web_push=notification_pb2.WebPushPayload(raw_payload=b"x" * 3994)
     )
-    with pytest.raises(InvalidArgument) as error:
-        webpush.build(over)
-    assert (error.value.reason, error.value.violations[0].field) == (
-        "PAYLOAD_TOO_LARGE",
-        "notification.web_push.raw_payload",
-    )
+    for entry in (webpush.build, webpush.check):
+        with pytest.raises(InvalidArgument) as error:
+            entry(over)
+        assert (error.value.reason, error.value.violations[0].field) == (
+            "PAYLOAD_TOO_LARGE",
+            "notification.web_push.raw_payload",
+        )
+
+
+def test_fcm_message_at_the_limit_passes_and_one_byte_more_is_refused():
+    # FCM counts the message without its token: a long token must not push it over.
+    empty = n_fcm()
+    base = len(fcm.check(empty).encode())
+    data_overhead = len(',"data":{"k":""}')
+    fits = n_fcm(data={"k": "x" * (fcm.MAX_MESSAGE - base - data_overhead)})
+    fits.token.fcm.registration_token = "t" * 4000
+    assert len(fcm.check(fits).encode()) == fcm.MAX_MESSAGE
+    json.loads(fcm.build(fits, "p").body)
+    over = n_fcm(data={"k": "x" * (fcm.MAX_MESSAGE - base - data_overhead + 1)})
+    with pytest.raises(InvalidArgument):
+        fcm.build(over, "p")
