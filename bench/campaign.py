@@ -13,7 +13,10 @@ enqueued or suppressed).
 place, sending to nginx as the cheap HTTP/2 APNs endpoint Delivery's own benchmark
 uses (bench/campaign_delivery.py; every device is then an iOS device), and times
 LaunchCampaign to the last provider answer counted in the campaign's report, checking
-sent = delivered + bounced + failed.
+sent = delivered + bounced + failed. `--queue-only` puts the real Delivery there with
+its queue workers off (nothing is sent): the fan-out is timed into Delivery's durable
+queue through its real Enqueue, and the queue's length is checked against the sent
+count.
 
 Printed: devices/s, CPU microseconds per device of each process (Campaign,
 Registration, Identity, redis-server, Delivery and nginx or this process), the load
@@ -41,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import redis.asyncio
 from google.protobuf import duration_pb2, struct_pb2
 
 from bench.campaign_delivery import RealDelivery
@@ -89,7 +93,9 @@ class CountingDelivery(delivery_service_pb2_grpc.DeliveryServiceServicer):
         yield delivery_service_pb2.StreamOutcomesResponse()
 
 
-async def _seed(services: Services, devices: int, users: int, ios_only: bool = False) -> None:
+async def _seed(
+    services: Services, devices: int, users: int, ios_only: bool = False, real: bool = False
+) -> None:
     async with grpc.aio.insecure_channel(services.target("identity")) as channel:
         identity: Any = identity_service_pb2_grpc.IdentityServiceStub(channel)
         queue = iter(range(users))
@@ -116,7 +122,8 @@ async def _seed(services: Services, devices: int, users: int, ios_only: bool = F
                 for i in range(start, min(end, start + 5000)):
                     # device_fields alternates Android and iOS; odd numbers are iOS.
                     fields = device_fields(2 * i + 1 if ios_only else i, "d")
-                    if ios_only:  # the benchmark's APNs credentials are the sandbox's
+                    if real and "apns_environment" in fields:
+                        # the real Delivery has the sandbox's (development) APNs key
                         fields["apns_environment"] = platform_pb2.APNS_ENVIRONMENT_DEVELOPMENT
                     fields["user_id"] = f"u{i % users}"
                     fields["authorization_status"] = platform_pb2.AUTHORIZATION_STATUS_AUTHORIZED
@@ -244,7 +251,7 @@ async def _run(
                         done = True
                     elif p.audience_resolved and p.targeted and p.sent + p.suppressed == p.targeted:
                         fanned_out = fanned_out or time.perf_counter() - started
-                        done = counter is not None or answered == p.sent
+                        done = counter is not None or args.queue_only or answered == p.sent
                     if done:
                         break
             except grpc.aio.AioRpcError as error:
@@ -268,6 +275,7 @@ async def _run(
             "targeted": report.targeted,
             "suppressed": report.suppressed,
             "sent": report.sent,
+            "suppressed_by_reason": {r.reason: r.count for r in report.suppressed_by_reason},
             "seconds_to_fan_out_end": round(fanned_out, 1),
             "seconds": round(elapsed, 1),
             "devices_per_second": round(report.targeted / elapsed),
@@ -281,6 +289,8 @@ async def _run(
         }
         if counter is not None:
             result["enqueued_at_delivery"] = counter.count
+        elif args.queue_only:
+            result["queued_at_delivery"] = await _queued(services.redis.url)
         else:
             answered = report.delivered + report.bounced + report.failed
             result.update(
@@ -334,8 +344,25 @@ def main(argv: list[str]) -> int:
         default=1,
         help="Delivery server processes (HERALD_PROCESSES; 2 uses both cores here)",
     )
+    parser.add_argument(
+        "--queue-only",
+        action="store_true",
+        help="the real Delivery without queue workers: time the fan-out into its queue",
+    )
     args = parser.parse_args(argv)
     return asyncio.run(_bench(args))
+
+
+async def _queued(redis_url: str) -> int:
+    """Entries in all of Delivery's queue streams (nothing reads them with workers off)."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        total = 0
+        async for key in client.scan_iter(match="dlv:q:*", count=1000):
+            total += await client.xlen(key)
+        return total
+    finally:
+        await client.aclose()
 
 
 async def _bench(args: argparse.Namespace) -> int:
@@ -346,12 +373,13 @@ async def _bench(args: argparse.Namespace) -> int:
         real: RealDelivery | None = None
         campaign: subprocess.Popen[bytes] | None = None
         try:
-            if args.real_delivery:
+            if args.real_delivery or args.queue_only:
                 real = await RealDelivery(
                     Path(workdir),
                     services.redis.url,
                     args.delivery_concurrency,
                     args.delivery_processes,
+                    sending=not args.queue_only,
                 ).start(APP)
                 delivery_address = real.address
             else:
@@ -376,7 +404,13 @@ async def _bench(args: argparse.Namespace) -> int:
             _wait_serving(campaign_port, "herald.campaign.v1.CampaignService")
             _create_app(services, APP)
             seeded = time.perf_counter()
-            await _seed(services, args.devices, args.users, ios_only=args.real_delivery)
+            await _seed(
+                services,
+                args.devices,
+                args.users,
+                ios_only=args.real_delivery,
+                real=args.real_delivery or args.queue_only,
+            )
             print(
                 f"seeded {args.devices} devices / {args.users} users in "
                 f"{time.perf_counter() - seeded:.0f} s",
