@@ -19,6 +19,7 @@ from services.cli import (
     demo,
     devices,
     keys,
+    notifications,
     send,
     tls,
     trace,
@@ -29,7 +30,7 @@ from services.cli.context import Context, Handler
 from services.cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, CliError, UsageError
 from services.cli.output import Output
 
-GROUPS = (apps, keys, credentials, devices, users, send, campaigns, trace, demo)
+GROUPS = (apps, keys, credentials, devices, users, send, campaigns, notifications, trace, demo)
 
 DESCRIPTION = """\
 Manage and debug a Herald installation: apps, their API keys and provider credentials,

@@ -1,6 +1,7 @@
 """`herald campaigns` against the real Campaign service, Delivery and the sandboxes:
-create, launch --watch (the progress bar), report (table and chart), cancel (of a
-sending campaign, and its errors)."""
+create, launch --watch (the progress bar), report (table and chart), the campaign's
+notifications (`herald notifications list`), cancel (of a sending campaign, and its
+errors)."""
 
 from __future__ import annotations
 
@@ -61,12 +62,21 @@ async def test_create_launch_watch_report_and_cancel(stack, sandbox):
         "campaigns", "create", "shop", "--name", "x", "--body", "{{ oops", addresses=addresses
     )
     launched = await run_cli("campaigns", "launch", campaign_id, "--watch", addresses=addresses)
-    report, report_json, cancel_done, missing = await asyncio.gather(
+    report, report_json, cancel_done, missing, sent, sent_json, failed = await asyncio.gather(
         run_cli("campaigns", "report", campaign_id, addresses=addresses),
         run_cli("campaigns", "report", campaign_id, "--json", addresses=addresses),
         run_cli("campaigns", "cancel", campaign_id, addresses=addresses),
         run_cli("campaigns", "watch", "no-such-campaign", addresses=addresses),
-    )
+        run_cli("notifications", "list", "shop", "--campaign-id", campaign_id, addresses=addresses),
+        run_cli(
+            "notifications", "list", "shop", "--campaign-id", campaign_id, "--outcome",
+            "delivered", "--json", addresses=addresses,
+        ),
+        run_cli(
+            "notifications", "list", "shop", "--campaign-id", campaign_id, "--outcome",
+            "failed", "--json", addresses=addresses,
+        ),
+    )  # fmt: skip
 
     assert bad_template.code == 1
     assert bad_template.stderr.startswith("error: INVALID_ARGUMENT (TEMPLATE_SYNTAX_ERROR): ")
@@ -81,6 +91,17 @@ async def test_create_launch_watch_report_and_cancel(stack, sandbox):
     assert "█" in report.stdout
     counters = report_json.json()
     assert (counters["targeted"], counters["sent"], counters["delivered"]) == ("3", "3", "3")
+    # The campaign's notifications, each with the id `herald trace` takes.
+    assert sent.code == 0, sent.stderr
+    listed = sent_json.json()["notifications"]
+    assert sorted(n["device_id"] for n in listed) == ["phone-0", "phone-1", "phone-2"]
+    assert {n["campaign_id"] for n in listed} == {campaign_id}
+    for notification in listed:
+        assert notification["notification_id"] in sent.stdout
+        assert notification["trace_id"] in sent.stdout
+    assert sent.stdout.count("DELIVERED") == 3
+    assert failed.code == 0, failed.stderr
+    assert failed.json() == {"notifications": [], "next_page_token": ""}
     assert cancel_done.code == 1
     assert cancel_done.stderr.startswith("error: FAILED_PRECONDITION (CAMPAIGN_STATE_CONFLICT): ")
     assert "  state: " in cancel_done.stderr  # ErrorInfo metadata is shown too

@@ -34,6 +34,7 @@ def test_the_walk_finds_every_group():
         "users",
         "send",
         "campaigns",
+        "notifications",
         "trace",
         "demo",
     }
