@@ -4,6 +4,7 @@ report as a table with a small bar chart, drawn with rich."""
 from __future__ import annotations
 
 import argparse
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,6 +80,11 @@ def watch(ctx: Context, campaign_id: str, interval: float) -> int:
     # Every snapshot is the whole progress: after a connection recycle the same watch
     # simply starts again.
     stream = ctx.client.stream("campaign", "WatchCampaign", request, resume=lambda _: request)
+    # The first snapshot before any bar: a refused watch (an unknown campaign, another
+    # app's) is then only its error, not an empty bar followed by the error.
+    first = next(stream, None)
+    if first is not None:
+        stream = itertools.chain([first], stream)
     last: report_pb2.CampaignProgress | None = None
     if ctx.out.json_mode:
         for snapshot in stream:

@@ -107,6 +107,7 @@ async def test_create_launch_watch_report_and_cancel(stack, sandbox):
     assert "  state: " in cancel_done.stderr  # ErrorInfo metadata is shown too
     assert missing.code == 1
     assert missing.stderr.startswith("error: NOT_FOUND (CAMPAIGN_NOT_FOUND): ")
+    assert missing.stdout == ""  # no empty progress bar before the error
 
 
 async def test_cancel_stops_a_sending_campaign_and_watch_says_so(stack, sandbox):
