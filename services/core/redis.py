@@ -97,8 +97,13 @@ def shard_of(member: str, shards: int) -> int:
     return zlib.crc32(member.encode()) % shards
 
 
-def load_script(client: RedisClient, package: str, name: str) -> AsyncScript:
-    """Registers the Lua script `package/<name>` (EVALSHA with a NOSCRIPT fallback)."""
-    source = resources.files(package).joinpath(name).read_text()
+def load_script(
+    client: RedisClient, package: str, name: str, *, after: tuple[str, ...] = ()
+) -> AsyncScript:
+    """Registers the Lua script `package/<name>` (EVALSHA with a NOSCRIPT fallback).
+    `after`: files of the same package whose local functions it uses, put before it
+    (Redis scripts cannot load one another)."""
+    files = resources.files(package)
+    source = "\n".join(files.joinpath(part).read_text() for part in (*after, name))
     script: Any = client.register_script(source)
     return script

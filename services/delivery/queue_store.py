@@ -20,6 +20,7 @@ from services.delivery.coalescer import Coalescer
 from services.delivery.options import DeliveryOptions
 
 SCRIPTS = "services.delivery.scripts"
+WATERMARK = ("outcome_watermark.lua",)  # the outcome stream's trim, shared by two scripts
 QUEUED, RETRYING, CANCELLED = 1, 4, 6  # herald.type.v1.DeliveryOutcome numbers the scripts use
 
 
@@ -83,10 +84,10 @@ class QueueStore:
         self.shards = options.queue_shards
         self._append = load_script(redis, SCRIPTS, "append_items.lua")
         self._begin = load_script(redis, SCRIPTS, "begin_attempts.lua")
-        self._finish = load_script(redis, SCRIPTS, "finish_attempts.lua")
+        self._finish = load_script(redis, SCRIPTS, "finish_attempts.lua", after=WATERMARK)
         self._finishes: Coalescer[int, tuple[str, str, Finish, int]] = Coalescer(self._finish_batch)
         self._move = load_script(redis, SCRIPTS, "move_due.lua")
-        self._cancel = load_script(redis, SCRIPTS, "cancel_queued.lua")
+        self._cancel = load_script(redis, SCRIPTS, "cancel_queued.lua", after=WATERMARK)
 
     # -- set-up -------------------------------------------------------------------------
     async def ensure_groups(self) -> None:

@@ -4,28 +4,13 @@
 -- KEYS[1] outcomes stream, KEYS[2] outcomes watermark, KEYS[3..] records (one shard).
 -- ARGV[1] now (ms), ARGV[2] outcomes MINID, ARGV[3] record ttl (s),
 -- then per record: event bytes, app, campaign.
--- Appends an outcome event and trims the outcome stream exactly to MINID (no '~': an
--- approximate trim keeps whole macro nodes, so on small streams it deleted nothing and
--- expiry could not be told from retention). Before trimming, the newest id about to be
--- deleted is kept (the max) in the shard's watermark key: a StreamOutcomes cursor
--- position older than the watermark has lost outcomes it had not read (CURSOR_EXPIRED).
-local function id_before(a, b)
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  am, bm = tonumber(am), tonumber(bm)
-  if am ~= bm then return am < bm end
-  return tonumber(as) < tonumber(bs)
-end
+-- Appends an outcome event per cancelled item and trims the outcome stream exactly to
+-- MINID, keeping the watermark first (outcome_watermark.lua, loaded before this).
+local watermark_checked = false
 local function add_outcome(stream, watermark, minid, event, app, campaign)
-  if tonumber(minid) > 0 then
-    local gone = redis.call('XREVRANGE', stream, '(' .. minid .. '-0', '-', 'COUNT', 1)
-    if #gone > 0 then
-      local newest = gone[1][1]
-      local kept = redis.call('GET', watermark)
-      if not kept or id_before(kept, newest) then
-        redis.call('SET', watermark, newest)
-      end
-    end
+  if not watermark_checked then
+    watermark_checked = true  -- the trim point is the same for every item of the call
+    keep_watermark(stream, watermark, minid)
   end
   return redis.call('XADD', stream, 'MINID', minid, '*', 'e', event, 'app', app, 'c', campaign)
 end

@@ -12,32 +12,13 @@
 -- stream), attempt, attempt bytes, outcome, outcome reason, complete time (ms, '0' if
 -- not final), next due (ms, '0' if final), retry member, event bytes, app, campaign.
 -- Returns how many attempts were recorded (the others were answered already or expired).
--- Outcome events are appended with an exact trim to MINID (no '~': an approximate trim
--- keeps whole macro nodes, so on small streams it deleted nothing and expiry could not be
--- told from retention). Before trimming, the newest id about to be deleted is kept (the
--- max) in the shard's watermark key: a StreamOutcomes cursor position older than the
--- watermark has lost outcomes it had not read (CURSOR_EXPIRED). The trim point is the
--- same for every item of the call, so the watermark is checked once.
-local function id_before(a, b)
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  am, bm = tonumber(am), tonumber(bm)
-  if am ~= bm then return am < bm end
-  return tonumber(as) < tonumber(bs)
-end
+-- The outcome stream's trim and watermark: outcome_watermark.lua (loaded before this).
 local minid = ARGV[2]
 local watermark_checked = false
 local function add_outcome(event, app, campaign)
-  if not watermark_checked and tonumber(minid) > 0 then
-    watermark_checked = true
-    local gone = redis.call('XREVRANGE', KEYS[3], '(' .. minid .. '-0', '-', 'COUNT', 1)
-    if #gone > 0 then
-      local newest = gone[1][1]
-      local kept = redis.call('GET', KEYS[4])
-      if not kept or id_before(kept, newest) then
-        redis.call('SET', KEYS[4], newest)
-      end
-    end
+  if not watermark_checked then
+    watermark_checked = true  -- the trim point is the same for every item of the call
+    keep_watermark(KEYS[3], KEYS[4], minid)
   end
   return redis.call('XADD', KEYS[3], 'MINID', minid, '*', 'e', event, 'app', app, 'c', campaign)
 end
