@@ -8,7 +8,9 @@ With `require_api_keys`, `AuthInterceptor` admits a call only with one of:
   `api_key_cache_seconds`. Scope REGISTER reaches only the mobile-gateway RPCs, scope
   FULL every RPC of its own app; neither reaches the services' internal RPCs.
 A request naming an app (an `app_id` field at the top level or in a message it
-carries) must name the key's own app. RPCs that address a resource by id alone
+carries) must name the key's own app; a list of apps (`app_ids`, where empty means
+every app: audiences, exports) must name only it, and an empty one is narrowed to it,
+so an app key's "every app" is its own app. RPCs that address a resource by id alone
 (GetCampaign, GetNotification) check the owner with `require_app_access` once they have
 loaded it. Keys and secrets are compared in constant time and never logged.
 """
@@ -16,6 +18,7 @@ loaded it. Keys and secrets are compared in constant time and never logged.
 from __future__ import annotations
 
 import enum
+import functools
 import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from services.core.config import Settings
@@ -135,6 +139,40 @@ def app_ids_in(message: Message) -> set[str]:
     return found
 
 
+APP_LIST = "app_ids"
+
+
+@functools.cache
+def _app_list_holders(message_type: Descriptor) -> tuple[tuple[str, bool], ...]:
+    """(name, repeated) of the fields of `message_type` whose message carries an
+    `app_ids` list, outside any oneof (setting one of those would change which choice
+    the request made)."""
+    return tuple(
+        (field.name, field.is_repeated)
+        for field in message_type.fields
+        if field.message_type is not None
+        and APP_LIST in field.message_type.fields_by_name
+        and (field.is_repeated or field.containing_oneof is None)
+    )
+
+
+def hold_app_lists(message: Message, caller: Caller) -> None:
+    """Holds every `app_ids` list of the request (at the top or one message deep) to
+    the caller's app: another app named is PERMISSION_DENIED `APP_ACCESS_DENIED`, and
+    an empty list (every app) becomes the caller's own app. A message left unset counts
+    as empty: an audience query without one means every app too."""
+    lists = [message] if APP_LIST in message.DESCRIPTOR.fields_by_name else []
+    for name, repeated in _app_list_holders(message.DESCRIPTOR):
+        value = getattr(message, name)
+        lists += list(value) if repeated else [value]
+    for holder in lists:
+        named = getattr(holder, APP_LIST)
+        for app_id in named:
+            require_app_access(app_id, caller)
+        if not named:
+            named.append(caller.app_id)
+
+
 VerifyKey = Callable[[str], Awaitable[Caller]]
 
 
@@ -213,6 +251,7 @@ def _check_request(caller: Caller, request: Any) -> None:
     if caller.kind == "app" and isinstance(request, Message):
         for app_id in app_ids_in(request):
             require_app_access(app_id, caller)
+        hold_app_lists(request, caller)
 
 
 def _admitting(

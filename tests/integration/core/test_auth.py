@@ -352,3 +352,70 @@ async def test_a_resource_named_by_id_alone_is_held_to_the_keys_app(
             campaign_service_pb2.GetCampaignRequest(campaign_id=campaign_id), metadata=_admin()
         )
         assert still.campaign.campaign_id == campaign_id
+
+
+async def _audience(registration, metadata, **request) -> list[tuple[str, str]]:
+    """(app, device) of everything a StreamAudience call streams."""
+    found = []
+    stream = registration.StreamAudience(
+        registration_service_pb2.StreamAudienceRequest(**request), metadata=metadata
+    )
+    async for batch in stream:
+        found += [(device.app_id, device.device_id) for device in batch.devices]
+    return sorted(found)
+
+
+async def test_audiences_and_exports_of_other_apps_are_refused_and_every_app_means_its_own(
+    world,
+):
+    """StreamAudience carries full tokens: another app's audience must be out of reach
+    of an app key, by name (`app_ids`) and as "every app" (an empty list)."""
+    identity, registration, _, keys = world
+    for app_id in ("shop", "news"):
+        await registration.RegisterDevice(_register(app_id, f"{app_id}-1"), metadata=_admin())
+    shop_full = _key(keys[("shop", "FULL")][0])
+    audience = registration_service_pb2.AudienceQuery
+
+    for named in (["news"], ["shop", "news"]):
+        query = audience(app_ids=named)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await _audience(registration, shop_full, query=query)
+        refused = parse_error(caught.value)
+        assert (refused.code, refused.reason) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "APP_ACCESS_DENIED",
+        ), named
+        counted = await _refused(
+            registration.CountAudience, registration_service_pb2.CountAudienceRequest(query=query),
+            shop_full,
+        )  # fmt: skip
+        assert counted.reason == "APP_ACCESS_DENIED"
+    exported = identity.ExportUsers(
+        identity_service_pb2.ExportUsersRequest(
+            selector=identity_service_pb2.ExportSelector(
+                identifiers=identity_service_pb2.UserIdentifierList(
+                    identifiers=[user_pb2.UserIdentifier(external_id="alice")]
+                )
+            ),
+            app_ids=["news"],
+        ),
+        metadata=shop_full,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in exported:
+            pass
+    assert parse_error(caught.value).reason == "APP_ACCESS_DENIED"
+
+    # "Every app" (no app named, or no query at all) is every app for the operator and
+    # the key's own app for an app key.
+    assert await _audience(registration, _admin()) == [("news", "news-1"), ("shop", "shop-1")]
+    assert await _audience(registration, shop_full) == [("shop", "shop-1")]
+    assert await _audience(
+        registration, shop_full, query=audience(platforms=[platform_pb2.PLATFORM_IOS])
+    ) == [("shop", "shop-1")]
+    own = await _audience(registration, shop_full, query=audience(app_ids=["shop"]))
+    assert own == [("shop", "shop-1")]
+    count = await registration.CountAudience(
+        registration_service_pb2.CountAudienceRequest(), metadata=shop_full
+    )
+    assert count.device_count == 1

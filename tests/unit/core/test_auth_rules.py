@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 
 from herald.delivery.v1 import delivery_service_pb2, notification_pb2
-from services.core.auth import Caller, Need, app_ids_in, need_of
+from herald.identity.v1 import identity_service_pb2 as IS
+from herald.registration.v1 import registration_service_pb2 as RS
+from services.core.auth import Caller, Need, app_ids_in, hold_app_lists, need_of
+from services.core.errors import PermissionDenied
 
 REGISTER_KEY = Caller("app", "shop", full_scope=False)
 FULL_KEY = Caller("app", "shop", full_scope=True)
@@ -51,3 +54,27 @@ def test_app_ids_are_found_at_the_top_and_in_carried_messages():
     )
     assert app_ids_in(request) == {"shop", "news"}
     assert app_ids_in(delivery_service_pb2.GetCredentialsRequest(app_id="shop")) == {"shop"}
+
+
+def test_app_lists_name_only_the_keys_app_and_every_app_becomes_it():
+    unset = RS.StreamAudienceRequest()  # no query at all: every app
+    hold_app_lists(unset, FULL_KEY)
+    assert list(unset.query.app_ids) == ["shop"]
+
+    filtered = RS.CountAudienceRequest(query=RS.AudienceQuery(platforms=[1]))
+    hold_app_lists(filtered, REGISTER_KEY)
+    assert list(filtered.query.app_ids) == ["shop"]
+    assert list(filtered.query.platforms) == [1]  # the rest of the query is kept
+
+    export = IS.ExportUsersRequest()  # a list at the top level
+    hold_app_lists(export, FULL_KEY)
+    assert list(export.app_ids) == ["shop"]
+    # The selector is a oneof of messages without app lists: no choice is made for it.
+    assert export.selector.WhichOneof("kind") is None
+
+    own = RS.StreamAudienceRequest(query=RS.AudienceQuery(app_ids=["shop"]))
+    hold_app_lists(own, FULL_KEY)
+    assert list(own.query.app_ids) == ["shop"]
+    with pytest.raises(PermissionDenied) as refused:
+        hold_app_lists(RS.StreamAudienceRequest(query=RS.AudienceQuery(app_ids=["news"])), FULL_KEY)
+    assert refused.value.reason == "APP_ACCESS_DENIED"
