@@ -1,4 +1,4 @@
-"""`herald apps create|get|list|rotate-secret` (IdentityService)."""
+"""`herald apps create|get|list|rotate-secret|delete` (IdentityService)."""
 
 from __future__ import annotations
 
@@ -57,6 +57,18 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "--overlap", type=float, default=None, help="seconds the old secret stays valid"
     )
 
+    delete = apps.command(
+        "delete",
+        delete_app,
+        help="delete an app, its keys and credentials (needs the admin key)",
+        description="Delete an app. An app that still has devices is refused "
+        "(FAILED_PRECONDITION APP_HAS_DEVICES) unless --force, which also purges them.",
+    )
+    delete.add_argument("app_id")
+    delete.add_argument(
+        "--force", action="store_true", help="delete even if the app still has devices"
+    )
+
 
 def create_app(args: argparse.Namespace, ctx: Context) -> int:
     app = app_pb2.App(display_name=args.name, default_time_zone=args.time_zone)
@@ -108,4 +120,12 @@ def rotate_secret(args: argparse.Namespace, ctx: Context) -> int:
         return 0
     ctx.out.fields(answer.app, title="Client secret rotated")
     ctx.out.secret("New client secret", answer.client_secret)
+    return 0
+
+
+def delete_app(args: argparse.Namespace, ctx: Context) -> int:
+    request = ID.DeleteAppRequest(app_id=args.app_id, force=args.force)
+    answer = ctx.client.call("identity", "DeleteApp", request)
+    if not json_answered(ctx, answer):
+        ctx.out.line(f"app {args.app_id} deleted at {formatting.timestamp(answer.delete_time)}")
     return 0

@@ -1,10 +1,12 @@
-"""`herald apps`: create (the secret once), get, list, rotate-secret, and errors."""
+"""`herald apps`: create (the secret once), get, list, rotate-secret, delete, and errors."""
 
 from __future__ import annotations
 
 from services.identity.spec import SPEC as IDENTITY_SPEC
+from services.registration.spec import SPEC as REGISTRATION_SPEC
+from services.sandbox.apns import new_device_token
 
-from .conftest import run_cli
+from .conftest import create_app, run_cli
 
 
 async def test_create_get_list_and_rotate(stack):
@@ -87,3 +89,38 @@ async def test_server_errors_show_code_reason_message_and_violations(stack):
     )
     assert [v["field"] for v in error["field_violations"]] == ["app_id"]
     assert error["field_violations"][0]["description"]
+
+
+async def test_delete_refuses_an_app_with_devices_unless_forced(stack):
+    addresses = await stack(IDENTITY_SPEC, REGISTRATION_SPEC)
+    for app in ("shop", "news"):
+        await create_app(addresses, app)
+    registered = await run_cli(
+        "devices", "register", "shop", "phone-1", "--platform", "ios", "--os-version", "17.4",
+        "--environment", "development", "--apns-token", new_device_token(),
+        addresses=addresses,
+    )  # fmt: skip
+    assert registered.code == 0, registered.stderr
+
+    refused = await run_cli("apps", "delete", "shop", addresses=addresses)
+    still = await run_cli("devices", "get", "shop", "phone-1", addresses=addresses)
+    assert refused.code == 1
+    assert refused.stderr.startswith("error: FAILED_PRECONDITION (APP_HAS_DEVICES): ")
+    assert still.code == 0, still.stderr  # nothing was deleted
+
+    forced = await run_cli("apps", "delete", "shop", "--force", addresses=addresses)
+    empty = await run_cli("apps", "delete", "news", "--json", addresses=addresses)
+    gone, device_gone, missing = (
+        await run_cli("apps", "get", "shop", addresses=addresses),
+        await run_cli("devices", "get", "shop", "phone-1", addresses=addresses),
+        await run_cli("apps", "delete", "nope", addresses=addresses),
+    )
+    assert forced.code == 0, forced.stderr
+    assert forced.stdout.startswith("app shop deleted at ")
+    assert empty.code == 0, empty.stderr
+    assert empty.json()["delete_time"]
+    assert gone.code == 1
+    assert gone.stderr.startswith("error: NOT_FOUND (APP_NOT_FOUND)")
+    assert device_gone.code == 1  # --force purged the app's devices
+    assert missing.code == 1
+    assert missing.stderr.startswith("error: NOT_FOUND (APP_NOT_FOUND)")
