@@ -291,6 +291,7 @@ async def _run(
             result["enqueued_at_delivery"] = counter.count
         elif args.queue_only:
             result["queued_at_delivery"] = await _queued(services.redis.url)
+            result["redis_top_commands"] = await _command_stats(services.redis.url)
         else:
             answered = report.delivered + report.bounced + report.failed
             result.update(
@@ -351,6 +352,21 @@ def main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     return asyncio.run(_bench(args))
+
+
+async def _command_stats(redis_url: str, top: int = 8) -> dict[str, str]:
+    """redis-server's busiest commands since it started (INFO commandstats): calls and
+    microseconds per call."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        stats: dict[str, Any] = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    busiest = sorted(stats.items(), key=lambda item: -item[1]["usec"])[:top]
+    return {
+        name.removeprefix("cmdstat_"): f"{s['calls']} calls, {s['usec_per_call']:.2f} us/call"
+        for name, s in busiest
+    }
 
 
 async def _queued(redis_url: str) -> int:
