@@ -3,16 +3,20 @@
 With `require_api_keys`, `AuthInterceptor` admits a call only with one of:
 - `x-herald-internal`: the key the services share to call each other (every RPC);
 - `x-admin-key`: the operator's key (every RPC, and the only way to CreateApp,
-  ListApps and DeleteApp);
+  ListApps and DeleteApp, and to DeleteUser, ListUsers and ExportUsers: see
+  DIRECTORY_RPCS);
 - `x-api-key`: an app's key, verified by Identity (VerifyApiKey) and trusted for
   `api_key_cache_seconds`. Scope REGISTER reaches only the mobile-gateway RPCs, scope
   FULL every RPC of its own app; neither reaches the services' internal RPCs.
 A request naming an app (an `app_id` field at the top level or in a message it
 carries) must name the key's own app; a list of apps (`app_ids`, where empty means
-every app: audiences, exports) must name only it, and an empty one is narrowed to it,
-so an app key's "every app" is its own app. RPCs that address a resource by id alone
+every app: audiences) must name only it, and an empty one is narrowed to it, so an app
+key's "every app" is its own app. RPCs that address a resource by id alone
 (GetCampaign, GetNotification) check the owner with `require_app_access` once they have
-loaded it. Keys and secrets are compared in constant time and never logged.
+loaded it. Users belong to no app: they are one directory shared by the deployment's
+apps, so an app key reads and writes one user by id, and the RPCs that span the
+directory or reach into other apps are the operator's (DIRECTORY_RPCS). Keys and
+secrets are compared in constant time and never logged.
 """
 
 from __future__ import annotations
@@ -57,7 +61,13 @@ REGISTER_RPCS = frozenset(
         "RecordEngagement",
     }
 )
-ADMIN_RPCS = frozenset({"CreateApp", "ListApps", "DeleteApp"})
+# The user directory is shared by the apps of one deployment (like a Braze workspace):
+# an app key may read and write one user by id (the shared profile), but an RPC that
+# acts on the whole directory or across apps would let one app's key change or read
+# every other app's part, so it is the operator's. DeleteUser erases the profile and
+# unbinds the user's devices in every app; ListUsers and ExportUsers read every user.
+DIRECTORY_RPCS = frozenset({"DeleteUser", "ListUsers", "ExportUsers"})
+ADMIN_RPCS = frozenset({"CreateApp", "ListApps", "DeleteApp"}) | DIRECTORY_RPCS
 INTERNAL_RPCS = frozenset(
     {
         "VerifyClientSecret",
@@ -117,7 +127,7 @@ def caller_app() -> str:
     """The app an app key belongs to; "" for the operator, the services, or auth off.
 
     RPCs that read across apps (a user's devices, a user's change log, subscription
-    state, exports) narrow their answer to this app for an app key.
+    state) narrow their answer to this app for an app key.
     """
     caller = caller_var.get()
     return caller.app_id if caller.kind == "app" else ""
@@ -215,9 +225,10 @@ class AuthInterceptor(WrappingInterceptor):
         need = need_of(method)
         if need is Need.OPEN or not self.settings.require_api_keys:
             return None
-        return _admitting(lambda context: self._admit(context, need))
+        rpc = method.rsplit("/", 1)[-1]
+        return _admitting(lambda context: self._admit(context, need, rpc))
 
-    async def _admit(self, context: grpc.aio.ServicerContext, need: Need) -> Caller:
+    async def _admit(self, context: grpc.aio.ServicerContext, need: Need, rpc: str) -> Caller:
         internal = _metadata(context, INTERNAL_KEY_HEADER)
         if internal:
             if hmac.compare_digest(internal, self.settings.internal_key):
@@ -238,13 +249,20 @@ class AuthInterceptor(WrappingInterceptor):
             caller = await self.keys.caller_for(key)
         if not caller.may(need):
             if need is Need.ADMIN:
-                raise PermissionDenied("ADMIN_KEY_REQUIRED", "this RPC needs the admin key")
+                raise admin_key_required(rpc)
             raise PermissionDenied(
                 "API_KEY_SCOPE_INSUFFICIENT",
                 "this API key's scope does not allow this RPC",
                 {"needs": need.value},
             )
         return caller
+
+
+def admin_key_required(rpc: str) -> PermissionDenied:
+    """The refusal of an operator RPC to an app key, saying why it is the operator's."""
+    shared = rpc in DIRECTORY_RPCS
+    why = "it acts on the user directory every app shares" if shared else "it manages apps"
+    return PermissionDenied("ADMIN_KEY_REQUIRED", f"{rpc} needs the admin key: {why}", {"rpc": rpc})
 
 
 def _check_request(caller: Caller, request: Any) -> None:

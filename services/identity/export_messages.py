@@ -45,9 +45,10 @@ def export_query(request: identity_service_pb2.ExportUsersRequest) -> ExportQuer
 
 
 def export_response(
-    batch: ExportBatch, full_tokens: bool, only_app: str = ""
+    batch: ExportBatch, full_tokens: bool
 ) -> identity_service_pb2.ExportUsersResponse:
-    """The batch as sent; `only_app` keeps just that app's tokens (an app key's view)."""
+    """The batch as sent (ExportUsers is the operator's: every app's tokens, limited to
+    the request's `app_ids` by the export itself)."""
     return identity_service_pb2.ExportUsersResponse(
         users=[
             user_pb2.ExportedUser(
@@ -55,7 +56,6 @@ def export_response(
                 push_tokens=[
                     push_token_info(token.device, token.app_name, full_tokens)
                     for token in exported.tokens
-                    if not only_app or token.device.app_id == only_app
                 ],
             )
             for exported in batch.users

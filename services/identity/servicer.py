@@ -228,10 +228,10 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     async def GetSubscriptionState(
         self, request: pb.GetSubscriptionStateRequest, context: Context
     ) -> pb.GetSubscriptionStateResponse:
+        # Users are shared by the apps, devices are not: an app key sees its own app's.
         state = await self.subscriptions.of(
-            user_messages.identifier(request.identifier, "identifier")
+            user_messages.identifier(request.identifier, "identifier"), only_app=caller_app()
         )
-        own = caller_app()  # users are shared by apps; an app key sees its own app's devices
         return pb.GetSubscriptionStateResponse(
             external_id=state.user.external_id,
             entries=[
@@ -242,7 +242,6 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
                     ),
                 )
                 for entry in state.devices
-                if not own or entry.device.app_id == own
             ],
             push_enabled_any_app=state.push_enabled_any_app,
         )
@@ -251,6 +250,4 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         self, request: pb.ExportUsersRequest, context: Context
     ) -> AsyncIterator[pb.ExportUsersResponse]:
         async for batch in self.exporter.stream(export_messages.export_query(request)):
-            yield export_messages.export_response(
-                batch, request.include_full_tokens, only_app=caller_app()
-            )
+            yield export_messages.export_response(batch, request.include_full_tokens)

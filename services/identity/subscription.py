@@ -5,6 +5,11 @@
 only, and "--" when there is no app information for the device: its app is unknown to
 Identity (deleted), or the device has no usable token, so there is no subscription to
 describe.
+
+Users are shared by the apps of a deployment, their devices are not: for an app key
+(`only_app`) the state is that app's part, the other apps' devices left out and "push
+enabled for any app" read over the app's own devices, so nothing tells one app which
+other apps a user has.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from services.identity.user_model import User
 from services.identity.users import Users
 
 NO_INFORMATION = "--"
+FOREGROUND = platform_pb2.PUSH_CAPABILITY_FOREGROUND
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,7 @@ class SubscriptionState:
 def label(device: DeviceSnapshot, app: App | None) -> str:
     if app is None:
         return NO_INFORMATION
-    if device.capability == platform_pb2.PUSH_CAPABILITY_FOREGROUND:
+    if device.capability == FOREGROUND:
         return f"Foreground: {app.display_name}"
     if device.capability == platform_pb2.PUSH_CAPABILITY_BACKGROUND:
         return f"Background: {app.display_name}"
@@ -65,8 +71,13 @@ class SubscriptionStates:
         self.users = users
         self.registration = registration
 
-    async def of(self, identifier: Identifier) -> SubscriptionState:
+    async def of(self, identifier: Identifier, only_app: str = "") -> SubscriptionState:
+        """The user's state in every app, or in `only_app` alone when it is given."""
         user = await self.users.lookup(identifier)
         found = await self.registration.user_devices(user.external_id)
-        apps = await self.apps.get_many([device.app_id for device in found.devices])
-        return SubscriptionState(user, labelled(found.devices, apps), found.push_enabled_any_app)
+        devices, enabled = found.devices, found.push_enabled_any_app
+        if only_app:
+            devices = [device for device in devices if device.app_id == only_app]
+            enabled = any(device.capability == FOREGROUND for device in devices)
+        apps = await self.apps.get_many([device.app_id for device in devices])
+        return SubscriptionState(user, labelled(devices, apps), enabled)

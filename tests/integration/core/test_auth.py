@@ -11,6 +11,7 @@ import uuid
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from herald.campaign.v1 import (
@@ -27,7 +28,7 @@ from herald.registration.v1 import (
 )
 from herald.type.v1 import platform_pb2, push_token_pb2
 from services.campaign.spec import SPEC as CAMPAIGN
-from services.core.auth import ADMIN_KEY_HEADER, API_KEY_HEADER
+from services.core.auth import ADMIN_KEY_HEADER, API_KEY_HEADER, INTERNAL_KEY_HEADER
 from services.core.status import parse_error
 from services.identity.spec import SPEC as IDENTITY
 from services.registration.spec import SPEC as REGISTRATION
@@ -365,12 +366,11 @@ async def _audience(registration, metadata, **request) -> list[tuple[str, str]]:
     return sorted(found)
 
 
-async def test_audiences_and_exports_of_other_apps_are_refused_and_every_app_means_its_own(
-    world,
-):
+async def test_audiences_of_other_apps_are_refused_and_every_app_means_its_own(world):
     """StreamAudience carries full tokens: another app's audience must be out of reach
-    of an app key, by name (`app_ids`) and as "every app" (an empty list)."""
-    identity, registration, _, keys = world
+    of an app key, by name (`app_ids`) and as "every app" (an empty list). (ExportUsers
+    reads every app's users: it is the operator's, below.)"""
+    _, registration, _, keys = world
     for app_id in ("shop", "news"):
         await registration.RegisterDevice(_register(app_id, f"{app_id}-1"), metadata=_admin())
     shop_full = _key(keys[("shop", "FULL")][0])
@@ -390,21 +390,6 @@ async def test_audiences_and_exports_of_other_apps_are_refused_and_every_app_mea
             shop_full,
         )  # fmt: skip
         assert counted.reason == "APP_ACCESS_DENIED"
-    exported = identity.ExportUsers(
-        identity_service_pb2.ExportUsersRequest(
-            selector=identity_service_pb2.ExportSelector(
-                identifiers=identity_service_pb2.UserIdentifierList(
-                    identifiers=[user_pb2.UserIdentifier(external_id="alice")]
-                )
-            ),
-            app_ids=["news"],
-        ),
-        metadata=shop_full,
-    )
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        async for _ in exported:
-            pass
-    assert parse_error(caught.value).reason == "APP_ACCESS_DENIED"
 
     # "Every app" (no app named, or no query at all) is every app for the operator and
     # the key's own app for an app key.
@@ -419,3 +404,184 @@ async def test_audiences_and_exports_of_other_apps_are_refused_and_every_app_mea
         registration_service_pb2.CountAudienceRequest(), metadata=shop_full
     )
     assert count.device_count == 1
+
+
+def _internal() -> tuple[tuple[str, str]]:
+    return ((INTERNAL_KEY_HEADER, INTERNAL),)
+
+
+def _everyone() -> identity_service_pb2.ExportUsersRequest:
+    return identity_service_pb2.ExportUsersRequest(
+        selector=identity_service_pb2.ExportSelector(segment=user_pb2.Segment())
+    )
+
+
+async def _exported(identity, request, metadata) -> list[user_pb2.ExportedUser]:
+    return [user async for batch in identity.ExportUsers(request, metadata=metadata)
+            for user in batch.users]  # fmt: skip
+
+
+async def _bound_user(registration, app_id: str, device_id: str) -> str:
+    answer = await registration.GetDevice(
+        registration_service_pb2.GetDeviceRequest(app_id=app_id, device_id=device_id),
+        metadata=_admin(),
+    )
+    return answer.device.user_id
+
+
+async def _alice_in_both_apps(identity, registration, secrets) -> None:
+    """alice, shared by the apps, with one phone in shop and one in news."""
+    await identity.UpsertUser(
+        identity_service_pb2.UpsertUserRequest(
+            user=user_pb2.User(external_id="alice", email="alice@example.com")
+        ),
+        metadata=_admin(),
+    )
+    for app_id in ("shop", "news"):
+        request = _register(
+            app_id, f"{app_id}-phone", user_id="alice", client_secret=secrets[app_id]
+        )
+        await registration.RegisterDevice(request, metadata=_admin())
+
+
+async def test_rpcs_on_the_whole_user_directory_need_the_admin_key_and_change_nothing(world, redis):
+    """Users are shared by the apps: one app's key must not erase a user (which unbinds
+    the user's devices in every app) nor read every user."""
+    identity, registration, secrets, keys = world
+    await _alice_in_both_apps(identity, registration, secrets)
+    before = await redis.dbsize()
+
+    for scope in ("FULL", "REGISTER"):
+        shop_key = _key(keys[("shop", scope)][0])
+        denials = [
+            (
+                "DeleteUser",
+                await _refused(
+                    identity.DeleteUser,
+                    identity_service_pb2.DeleteUserRequest(external_id="alice"),
+                    shop_key,
+                ),
+            ),
+            (
+                "ListUsers",
+                await _refused(
+                    identity.ListUsers, identity_service_pb2.ListUsersRequest(), shop_key
+                ),
+            ),
+        ]
+        # Every user, or every user with only the key's own app's tokens: both refused.
+        for request in (_everyone(), identity_service_pb2.ExportUsersRequest(app_ids=["shop"])):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await _exported(identity, request, shop_key)
+            denials.append(("ExportUsers", parse_error(caught.value)))
+        for rpc, refused in denials:
+            assert (refused.code, refused.reason) == (
+                grpc.StatusCode.PERMISSION_DENIED,
+                "ADMIN_KEY_REQUIRED",
+            ), (scope, rpc)
+            assert refused.metadata["rpc"] == rpc
+            assert "user directory" in refused.message
+
+    # Nothing changed: alice is whole, and bound to her phone in each app.
+    assert await redis.dbsize() == before
+    kept = await identity.GetUser(
+        identity_service_pb2.GetUserRequest(external_id="alice"), metadata=_admin()
+    )
+    assert kept.user.email == "alice@example.com"
+    assert await _bound_user(registration, "shop", "shop-phone") == "alice"
+    assert await _bound_user(registration, "news", "news-phone") == "alice"
+
+    # The operator (and Herald's own services) may.
+    for metadata in (_admin(), _internal()):
+        listed = await identity.ListUsers(
+            identity_service_pb2.ListUsersRequest(), metadata=metadata
+        )
+        assert [u.external_id for u in listed.users] == ["alice"]
+    [exported] = await _exported(identity, _everyone(), _admin())
+    assert exported.user.external_id == "alice"
+    assert sorted(t.app_id for t in exported.push_tokens) == ["news", "shop"]
+    deleted = await identity.DeleteUser(
+        identity_service_pb2.DeleteUserRequest(external_id="alice"), metadata=_admin()
+    )
+    assert (deleted.deleted, deleted.unbound_device_count) == (True, 2)
+    assert await _bound_user(registration, "shop", "shop-phone") == ""
+    assert await _bound_user(registration, "news", "news-phone") == ""
+
+
+async def test_an_app_key_reads_and_writes_one_shared_user_by_id(world):
+    identity, _, _, keys = world
+    shop, news = _key(keys[("shop", "FULL")][0]), _key(keys[("news", "FULL")][0])
+    upserted = await identity.UpsertUser(
+        identity_service_pb2.UpsertUserRequest(
+            user=user_pb2.User(external_id="bob", email="bob@example.com")
+        ),
+        metadata=shop,
+    )
+    assert upserted.created
+    # The profile is the deployment's, not the app's: another app sees and edits it.
+    seen = await identity.GetUser(
+        identity_service_pb2.GetUserRequest(external_id="bob"), metadata=news
+    )
+    assert seen.user.email == "bob@example.com"
+    found = await identity.LookupUser(
+        identity_service_pb2.LookupUserRequest(
+            identifier=user_pb2.UserIdentifier(email="bob@example.com")
+        ),
+        metadata=news,
+    )
+    assert found.user.external_id == "bob"
+    updated = await identity.UpdateUser(
+        identity_service_pb2.UpdateUserRequest(
+            user=user_pb2.User(external_id="bob", locale="fr-FR"),
+            update_mask=field_mask_pb2.FieldMask(paths=["locale"]),
+        ),
+        metadata=news,
+    )
+    assert updated.user.locale == "fr-FR"
+    batch = await identity.BatchGetUsers(
+        identity_service_pb2.BatchGetUsersRequest(external_ids=["bob", "nobody"]), metadata=shop
+    )
+    assert [(u.external_id, u.locale) for u in batch.users] == [("bob", "fr-FR")]
+    assert list(batch.missing_external_ids) == ["nobody"]
+
+
+async def test_subscription_state_for_an_app_key_is_its_own_apps_part(world):
+    """Neither the other app's devices nor its push state reach an app key: "push
+    enabled for any app" is read over the key's own app."""
+    identity, registration, secrets, keys = world
+    await identity.UpsertUser(
+        identity_service_pb2.UpsertUserRequest(user=user_pb2.User(external_id="alice")),
+        metadata=_admin(),
+    )
+    for app_id, status in (
+        ("shop", platform_pb2.AUTHORIZATION_STATUS_PROVISIONAL),  # background only
+        ("news", platform_pb2.AUTHORIZATION_STATUS_AUTHORIZED),  # foreground
+    ):
+        request = _register(
+            app_id, f"{app_id}-phone", user_id="alice", client_secret=secrets[app_id]
+        )
+        request.authorization_status = status
+        await registration.RegisterDevice(request, metadata=_admin())
+
+    async def state(metadata) -> identity_service_pb2.GetSubscriptionStateResponse:
+        return await identity.GetSubscriptionState(
+            identity_service_pb2.GetSubscriptionStateRequest(
+                identifier=user_pb2.UserIdentifier(external_id="alice")
+            ),
+            metadata=metadata,
+        )
+
+    shop = await state(_key(keys[("shop", "FULL")][0]))
+    assert [(e.label, e.push_token.device_id) for e in shop.entries] == [
+        ("Background: shop", "shop-phone")
+    ]
+    assert not shop.push_enabled_any_app
+    assert b"news" not in shop.SerializeToString()
+    news = await state(_key(keys[("news", "FULL")][0]))
+    assert [(e.label, e.push_token.device_id) for e in news.entries] == [
+        ("Foreground: news", "news-phone")
+    ]
+    assert news.push_enabled_any_app
+    operator = await state(_admin())
+    assert sorted(e.push_token.device_id for e in operator.entries) == ["news-phone", "shop-phone"]
+    assert operator.push_enabled_any_app

@@ -7,7 +7,15 @@ import pytest
 from herald.delivery.v1 import delivery_service_pb2, notification_pb2
 from herald.identity.v1 import identity_service_pb2 as IS
 from herald.registration.v1 import registration_service_pb2 as RS
-from services.core.auth import Caller, Need, app_ids_in, hold_app_lists, need_of
+from services.core.auth import (
+    DIRECTORY_RPCS,
+    Caller,
+    Need,
+    admin_key_required,
+    app_ids_in,
+    hold_app_lists,
+    need_of,
+)
 from services.core.errors import PermissionDenied
 
 REGISTER_KEY = Caller("app", "shop", full_scope=False)
@@ -30,6 +38,41 @@ FULL_KEY = Caller("app", "shop", full_scope=True)
 )
 def test_each_rpc_needs_what_its_callers_are_meant_to_have(method, need):
     assert need_of(method) is need
+
+
+IDENTITY = "/herald.identity.v1.IdentityService/"
+
+# Users are one directory shared by the apps: an app's key reads and writes one user by
+# id; what spans the directory or other apps' devices is the operator's.
+USER_RPCS = {
+    "UpsertUser": Need.FULL,
+    "GetUser": Need.FULL,
+    "LookupUser": Need.FULL,
+    "UpdateUser": Need.FULL,
+    "BatchGetUsers": Need.FULL,
+    "GetSubscriptionState": Need.FULL,  # answered with the key's own app's devices
+    "ChangeUser": Need.REGISTER,
+    "DeleteUser": Need.ADMIN,  # unbinds the user's devices in every app
+    "ListUsers": Need.ADMIN,
+    "ExportUsers": Need.ADMIN,
+}
+
+
+def test_every_user_rpc_has_a_decided_need():
+    service = IS.DESCRIPTOR.services_by_name["IdentityService"]
+    user_rpcs = {m.name for m in service.methods if "User" in m.name or "Subscription" in m.name}
+    assert user_rpcs == set(USER_RPCS), "a new user RPC: decide who may call it"
+    for rpc, need in USER_RPCS.items():
+        assert need_of(IDENTITY + rpc) is need, rpc
+    assert {rpc for rpc, need in USER_RPCS.items() if need is Need.ADMIN} == DIRECTORY_RPCS
+
+
+def test_an_app_key_is_told_why_a_directory_rpc_is_the_operators():
+    refused = admin_key_required("DeleteUser")
+    assert refused.reason == "ADMIN_KEY_REQUIRED"
+    assert refused.metadata == {"rpc": "DeleteUser"}
+    assert "user directory" in refused.message
+    assert "manages apps" in admin_key_required("CreateApp").message
 
 
 def test_scopes_admin_and_internal_callers():
