@@ -32,6 +32,7 @@ from services.core.errors import (
     NotFound,
     Validator,
 )
+from services.core.trace_context import current_headers
 
 log = logging.getLogger("herald.campaign")
 S = campaign_pb2
@@ -250,6 +251,9 @@ class Campaigns:
             "launch": now_ms,
             "launch_req": request_id,
             "estimated": estimated,
+            # The fan-out runs later, maybe in another process: it continues this
+            # call's trace, so each notification's trace starts at its launch.
+            "trace": current_headers().get("traceparent", ""),
         }
         if state == S.CAMPAIGN_STATE_SENDING:
             fields["start"] = now_ms

@@ -6,6 +6,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import trace
+
 from services.campaign.clients import DeliveryClient, IdentityClient, RegistrationClient
 from services.campaign.clock import Clock, SystemClock
 from services.campaign.frequency import FrequencyCaps
@@ -51,6 +53,7 @@ class Deps:
     tuning: Tuning = field(default_factory=Tuning)
     metrics: CampaignMetrics = field(default_factory=CampaignMetrics)  # no-op unless wired
     owner: str = field(default_factory=lambda: uuid.uuid4().hex)
+    tracer: trace.Tracer = field(default_factory=trace.NoOpTracer)  # the fan-out's spans
 
     def now(self) -> float:
         return self.clock.now()

@@ -12,13 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from contextlib import AbstractContextManager
+
+from opentelemetry import trace
 
 from herald.campaign.v1 import campaign_pb2
 from services.campaign.deps import Deps
 from services.campaign.fanout import RETRYABLE, Fanout
 from services.campaign.reports import in_flight
+from services.campaign.store import Stored
 from services.campaign.throttle import Stopped
 from services.core.errors import HeraldError
+from services.core.trace_context import context_of
 
 log = logging.getLogger("herald.campaign.runner")
 S = campaign_pb2
@@ -157,9 +162,37 @@ class Runner:
         credentials = await self.deps.delivery.platforms_with_credentials(campaign.app_id)
         app = await self.deps.identity.app(campaign.app_id)
         fanout = Fanout(self.deps, campaign, credentials, app.default_time_zone)
-        await fanout.run(stored.cursor, stored.resolved)
+        with self._fan_out_span(stored) as span:
+            try:
+                await fanout.run(stored.cursor, stored.resolved)
+            except Stopped:
+                span.set_attribute("herald.stopped", True)  # cancelled or paused: not an error
+                raise
+            except Exception as error:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, type(error).__name__))
+                raise
         await self._settle(campaign_id, campaign, stored.settle_since_ms)
         await self._finish(campaign_id, S.CAMPAIGN_STATE_COMPLETED, "")
+
+    def _fan_out_span(self, stored: Stored) -> AbstractContextManager[trace.Span]:
+        """`campaign.fanout`, a child of the LaunchCampaign call's span (from the
+        traceparent the launch stored): the audience calls, the Enqueue calls and so
+        Delivery's queue wait and provider attempts of every notification are in the
+        launch's trace, also when the fan-out runs at a scheduled time, in another
+        process, or resumes after a crash (`herald.resumed`)."""
+        parent = context_of({"traceparent": stored.launch_trace}) if stored.launch_trace else None
+        campaign = stored.campaign
+        return self.deps.tracer.start_as_current_span(
+            "campaign.fanout",
+            context=parent,
+            attributes={
+                "herald.app_id": campaign.app_id,
+                "herald.campaign_id": campaign.campaign_id,
+                "herald.resumed": bool(stored.cursor),
+            },
+            record_exception=False,
+            set_status_on_exception=False,
+        )
 
     async def _settle(
         self, campaign_id: str, campaign: campaign_pb2.Campaign, since_ms: int

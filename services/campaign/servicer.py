@@ -45,6 +45,7 @@ def build_deps(runtime: Runtime) -> Deps:
         identity=IdentityClient(lambda: runtime.channel("identity")),
         delivery=DeliveryClient(lambda: runtime.channel("delivery")),
         metrics=CampaignMetrics(runtime.metrics.meter),
+        tracer=runtime.tracer_provider.get_tracer("herald.campaign"),
     )
 
 

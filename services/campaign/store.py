@@ -53,6 +53,7 @@ class Stored:
     launch_request_id: str
     estimated: int
     settle_since_ms: int = 0  # when the fan-out finished and outcomes began to settle
+    launch_trace: str = ""  # the LaunchCampaign call's W3C traceparent: the fan-out continues it
 
     @property
     def state(self) -> int:
@@ -112,6 +113,7 @@ class CampaignStore:
             _text(raw, "launch_req"),
             int(raw.get(b"estimated", b"0") or 0),
             int(raw.get(b"settle", b"0") or 0),
+            _text(raw, "trace"),
         )
 
     async def transition(

@@ -25,8 +25,9 @@ from services.core.errors import (
 )
 from services.core.redis import RedisClient
 from services.core.status import to_status
+from services.core.trace_context import current_headers
 from services.delivery import queue_keys as keys
-from services.delivery import queue_tracing, tokens
+from services.delivery import tokens
 from services.delivery.dispatch import Dispatcher
 from services.delivery.notification_ids import new_ids
 from services.delivery.options import DeliveryOptions
@@ -91,7 +92,7 @@ class EnqueueService:
     async def _enqueue(self, request: DS.EnqueueRequest) -> DS.EnqueueResponse:
         now = time.time()
         now_ms = int(now * 1000)
-        caller_trace = queue_tracing.current_context()
+        caller_trace = current_headers()
         results = [DS.EnqueueResult() for _ in request.notifications]
         accepted: list[tuple[int, notification_pb2.Notification]] = []
         ids = new_ids(len(request.notifications))

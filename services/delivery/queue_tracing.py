@@ -14,24 +14,15 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from herald.delivery.v1 import notification_pb2
+from services.core.trace_context import context_of
 from services.delivery import tokens
 from services.delivery.attempt import AttemptResult
 
-_PROPAGATOR = TraceContextTextMapPropagator()
-
-
-def current_context() -> dict[str, str]:
-    """The active span's context as W3C headers (empty when there is no span)."""
-    carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier)
-    return carrier
-
 
 def parent_of(notification: notification_pb2.Notification) -> otel_context.Context:
-    return _PROPAGATOR.extract(dict(notification.trace_context))
+    return context_of(notification.trace_context)
 
 
 def record_wait(

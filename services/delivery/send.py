@@ -33,6 +33,7 @@ from services.core.errors import (
 )
 from services.core.redis import RedisClient, hash_tag
 from services.core.status import to_status
+from services.core.trace_context import current_headers
 from services.delivery import queue_keys, queue_tracing, records, tokens
 from services.delivery.attempt import AttemptResult
 from services.delivery.dispatch import Dispatcher
@@ -205,7 +206,7 @@ class SendService:
     async def _attempts(self, target: Target, deadline: float) -> None:
         n = target.notification
         if not n.trace_context:
-            n.trace_context.update(queue_tracing.current_context())
+            n.trace_context.update(current_headers())
         shard = queue_keys.shard_for(n.notification_id, self.queue.shards)
         now = time.time()
         # The lease lasts past the deadline by one send: the last attempt may start then.

@@ -277,6 +277,9 @@ async def test_a_campaign_notifications_trace_shows_its_own_path_of_the_launch(t
     shown = await run_cli("trace", chosen.notification_id, addresses=addresses, env=WIDE)
 
     assert shown.code == 0, shown.stderr
+    # The trace starts at the launch: the fan-out continued LaunchCampaign's trace.
+    assert "/herald.campaign.v1.CampaignService/LaunchCampaign" in shown.stdout
+    assert "campaign.fanout" in shown.stdout
     rows = [line for line in shown.stdout.splitlines() if "delivery.attempt" in line]
     assert len(rows) == 1  # this notification's attempt, not its campaign siblings'
     assert f"apns-id={record.attempts[0].apns_id}" in rows[0]

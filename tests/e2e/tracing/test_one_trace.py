@@ -15,7 +15,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from herald.campaign.v1 import campaign_service_pb2, campaign_service_pb2_grpc, push_message_pb2
+from herald.campaign.v1 import (
+    campaign_pb2,
+    campaign_service_pb2,
+    campaign_service_pb2_grpc,
+    push_message_pb2,
+)
 from herald.delivery.v1 import delivery_service_pb2, delivery_service_pb2_grpc
 from herald.identity.v1 import app_pb2, identity_service_pb2, identity_service_pb2_grpc, user_pb2
 from herald.registration.v1 import registration_service_pb2, registration_service_pb2_grpc
@@ -57,39 +62,38 @@ def _spans_of(
     }
 
 
-async def test_a_transactional_push_is_one_trace_across_services_queue_and_provider(
-    redis, start_services, sandbox
-):
+async def _stack(start_services, sandbox, devices: int) -> tuple[dict, dict, list[str]]:
+    """The four services with in-memory span exporters, an app with APNs credentials and
+    `devices` iOS devices of user alice; the exporters hold only what comes after."""
     servers = await start_services(REGISTRATION, IDENTITY, DELIVERY, CAMPAIGN)
     exporters = {}
     for name, server in servers.items():
         exporters[name] = InMemorySpanExporter()
         server.runtime.tracer_provider.add_span_processor(SimpleSpanProcessor(exporters[name]))
     channels = {n: grpc.aio.insecure_channel(f"127.0.0.1:{s.port}") for n, s in servers.items()}
-    try:
-        identity = identity_service_pb2_grpc.IdentityServiceStub(channels["identity"])
-        created = await identity.CreateApp(
-            identity_service_pb2.CreateAppRequest(
-                app_id=APP, app=app_pb2.App(display_name="Shop"), request_id=str(uuid.uuid4())
-            )
+    identity = identity_service_pb2_grpc.IdentityServiceStub(channels["identity"])
+    created = await identity.CreateApp(
+        identity_service_pb2.CreateAppRequest(
+            app_id=APP, app=app_pb2.App(display_name="Shop"), request_id=str(uuid.uuid4())
         )
-        await identity.UpsertUser(
-            identity_service_pb2.UpsertUserRequest(
-                user=user_pb2.User(external_id="alice", attributes={"first_name": "Alice"})
-            )
+    )
+    await identity.UpsertUser(
+        identity_service_pb2.UpsertUserRequest(
+            user=user_pb2.User(external_id="alice", attributes={"first_name": "Alice"})
         )
-        await delivery_service_pb2_grpc.DeliveryServiceStub(channels["delivery"]).PutCredentials(
-            delivery_service_pb2.PutCredentialsRequest(
-                credentials=apns_credentials(sandbox, app_id=APP)
-            )
+    )
+    await delivery_service_pb2_grpc.DeliveryServiceStub(channels["delivery"]).PutCredentials(
+        delivery_service_pb2.PutCredentialsRequest(
+            credentials=apns_credentials(sandbox, app_id=APP)
         )
-        token = new_device_token()
-        await registration_service_pb2_grpc.RegistrationServiceStub(
-            channels["registration"]
-        ).RegisterDevice(
+    )
+    tokens = [new_device_token() for _ in range(devices)]
+    registration = registration_service_pb2_grpc.RegistrationServiceStub(channels["registration"])
+    for number, token in enumerate(tokens):
+        await registration.RegisterDevice(
             registration_service_pb2.RegisterDeviceRequest(
                 app_id=APP,
-                device_id="phone",
+                device_id=f"phone-{number}",
                 platform=platform_pb2.PLATFORM_IOS,
                 os_version="17.4",
                 user_id="alice",
@@ -99,9 +103,34 @@ async def test_a_transactional_push_is_one_trace_across_services_queue_and_provi
                 apns_environment=platform_pb2.APNS_ENVIRONMENT_DEVELOPMENT,
             )
         )
-        for exporter in exporters.values():
-            exporter.clear()  # only the send's spans from here on
+    for exporter in exporters.values():
+        exporter.clear()  # only the send's spans from here on
+    return exporters, channels, tokens
 
+
+async def _received(sandbox, tokens: list[str]) -> None:
+    for _ in range(200):
+        if all(sandbox.received("apns", token=t, status=200) for t in tokens):
+            break
+        await asyncio.sleep(0.05)
+    assert [len(sandbox.received("apns", token=t, status=200)) for t in tokens] == [1] * len(tokens)
+    await asyncio.sleep(0.3)  # the worker ends its attempt span after recording it
+
+
+def _root(exporters: dict[str, InMemorySpanExporter], rpc: str) -> ReadableSpan:
+    (root,) = [
+        s
+        for s in exporters["campaign"].get_finished_spans()
+        if s.kind == SpanKind.SERVER and s.name.endswith(f"/{rpc}")
+    ]
+    return root
+
+
+async def test_a_transactional_push_is_one_trace_across_services_queue_and_provider(
+    redis, start_services, sandbox
+):
+    exporters, channels, (token,) = await _stack(start_services, sandbox, 1)
+    try:
         campaign = campaign_service_pb2_grpc.CampaignServiceStub(channels["campaign"])
         await campaign.SendToUsers(
             campaign_service_pb2.SendToUsersRequest(
@@ -113,22 +142,12 @@ async def test_a_transactional_push_is_one_trace_across_services_queue_and_provi
                 ),
             )
         )
-        for _ in range(200):
-            if sandbox.received("apns", token=token, status=200):
-                break
-            await asyncio.sleep(0.05)
-        received = sandbox.received("apns", token=token, status=200)
-        assert len(received) == 1
-        await asyncio.sleep(0.3)  # the worker ends its attempt span after recording it
+        await _received(sandbox, [token])
     finally:
         for channel in channels.values():
             await channel.close(None)
 
-    (root,) = [
-        s
-        for s in exporters["campaign"].get_finished_spans()
-        if s.kind == SpanKind.SERVER and s.name.endswith("/SendToUsers")
-    ]
+    root = _root(exporters, "SendToUsers")
     spans = _spans_of(exporters, root.context.trace_id)
     # Every service served part of the send inside the one trace.
     for name in ("identity", "registration", "delivery"):
@@ -147,3 +166,57 @@ async def test_a_transactional_push_is_one_trace_across_services_queue_and_provi
     assert waited["herald.notification_id"] == attempt["herald.notification_id"]
     assert waited["herald.app_id"] == APP
     assert wait.end_time <= attempts[0].start_time  # the wait ends before the attempt begins
+
+
+async def test_a_campaigns_notifications_are_in_the_trace_of_its_launch(
+    redis, start_services, sandbox
+):
+    """The fan-out runs in Campaign's scheduler, not in the LaunchCampaign call: it
+    continues the launch's trace (stored with the campaign), so every notification's
+    queue wait and attempt descend from LaunchCampaign."""
+    exporters, channels, tokens = await _stack(start_services, sandbox, 2)
+    try:
+        campaign = campaign_service_pb2_grpc.CampaignServiceStub(channels["campaign"])
+        created = await campaign.CreateCampaign(
+            campaign_service_pb2.CreateCampaignRequest(
+                campaign=campaign_pb2.Campaign(
+                    app_id=APP,
+                    display_name="Sale",
+                    message=push_message_pb2.PushMessage(
+                        content=push_message_pb2.Content(title="Hi {{ first_name }}", body="Sale")
+                    ),
+                ),
+                request_id=str(uuid.uuid4()),
+            )
+        )
+        await campaign.LaunchCampaign(
+            campaign_service_pb2.LaunchCampaignRequest(campaign_id=created.campaign.campaign_id)
+        )
+        await _received(sandbox, tokens)
+    finally:
+        for channel in channels.values():
+            await channel.close(None)
+
+    launch = _root(exporters, "LaunchCampaign")
+    spans = _spans_of(exporters, launch.context.trace_id)
+    every = {s.context.span_id: s for group in spans.values() for s in group}
+    (fanout,) = [s for s in spans["campaign"] if s.name == "campaign.fanout"]
+    assert fanout.parent is not None
+    assert fanout.parent.span_id == launch.context.span_id
+    assert dict(fanout.attributes or {})["herald.campaign_id"] == created.campaign.campaign_id
+    attempts = [s for s in spans["delivery"] if s.name == "delivery.attempt"]
+    assert len(attempts) == 2  # both notifications, in the launch's trace
+
+    def ancestors(span: ReadableSpan) -> list[str]:
+        names = []
+        while span.parent is not None and span.parent.span_id in every:
+            span = every[span.parent.span_id]
+            names.append(span.name)
+        return names
+
+    for attempt in attempts:
+        chain = ancestors(attempt)
+        assert "campaign.fanout" in chain
+        assert chain[-1].endswith("/LaunchCampaign")  # the root of the notification's trace
+        assert any(name.endswith("/Enqueue") for name in chain)
+    assert len([s for s in spans["delivery"] if s.name == "queue.wait"]) == 2
