@@ -1,4 +1,7 @@
-"""`herald users upsert|get|lookup|state|export` (IdentityService).
+"""`herald users upsert|get|lookup|state|export|delete` (IdentityService).
+
+`export` and `delete` act on the user directory every app shares, so with keys
+required they need the admin key (--admin-key / HERALD_ADMIN_KEY), not an app's key.
 
 `export` writes JSON lines (one ExportedUser per line) to stdout as batches arrive,
 holding at most one batch in memory, so a million-user export streams straight into
@@ -62,9 +65,10 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     export = users.command(
         "export",
         export_users,
-        help="stream users with their push tokens as JSON lines",
+        help="stream users with their push tokens as JSON lines (needs the admin key)",
         description="Select users by identifiers (--id/--email/--phone/--ids-file), by "
-        "--segment, or --all. One JSON object per line on stdout.",
+        "--segment, or --all. One JSON object per line on stdout. Reads every app's "
+        "users, so with keys required it needs the admin key.",
     )
     export.add_argument("--id", action="append", default=[], help="an external id")
     export.add_argument("--email", action="append", default=[])
@@ -80,6 +84,19 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     export.add_argument("--cursor", default="", help="resume after this cursor")
     export.add_argument(
         "--cursor-file", help="write the cursor here after each batch (resume with --cursor)"
+    )
+
+    delete = users.command(
+        "delete",
+        delete_user,
+        help="delete a user and unbind their devices in every app (needs the admin key)",
+        description="Delete a user: their devices in every app are unbound (they stay "
+        "registered, anonymous), then the profile is erased and its e-mail and phone "
+        "freed. An unknown user is NOT_FOUND unless --allow-missing.",
+    )
+    delete.add_argument("external_id")
+    delete.add_argument(
+        "--allow-missing", action="store_true", help="succeed when no user has this id"
     )
 
 
@@ -201,4 +218,17 @@ def export_users(args: argparse.Namespace, ctx: Context) -> int:
             # Written only after the batch reached stdout: resuming never skips users.
             Path(args.cursor_file).write_text(batch.cursor + "\n")
     ctx.out.note(f"exported {exported} users")
+    return 0
+
+
+def delete_user(args: argparse.Namespace, ctx: Context) -> int:
+    request = ID.DeleteUserRequest(external_id=args.external_id, allow_missing=args.allow_missing)
+    answer = ctx.client.call("identity", "DeleteUser", request)
+    if json_answered(ctx, answer):
+        return 0
+    if answer.deleted:
+        unbound = answer.unbound_device_count
+        ctx.out.line(f"user {args.external_id} deleted; {unbound} device(s) unbound")
+    else:
+        ctx.out.line(f"no user {args.external_id}: nothing to delete")
     return 0

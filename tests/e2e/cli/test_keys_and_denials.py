@@ -174,3 +174,68 @@ async def test_wrong_key_wrong_app_and_wrong_scope_are_refused_and_change_nothin
     # The register-only key does what a mobile gateway needs, on its own app.
     registered = await run_cli(*register, "--api-key", gateway, addresses=secured)
     assert registered.code == 0, registered.stderr
+
+
+async def test_exporting_and_deleting_users_take_the_admin_key(secured):
+    """Users are shared by the apps: an app's key reads and writes one user, but export
+    (every user) and delete (the user's devices in every app are unbound) are the
+    operator's."""
+    admin = {"HERALD_ADMIN_KEY": ADMIN}
+    secrets = {}
+    for app in ("shop", "news"):
+        made = await run_cli(
+            "apps", "create", "--id", app, "--name", app, "--json", addresses=secured, env=admin
+        )
+        assert made.code == 0, made.stderr
+        secrets[app] = made.json()["client_secret"]
+    backend, _ = await _key(secured, "shop", "full")
+    full = {"HERALD_API_KEY": backend}
+    upserted = await run_cli(
+        "users", "upsert", "kim", "--email", "kim@example.com", addresses=secured, env=full
+    )
+    assert upserted.code == 0, upserted.stderr
+    for app in ("shop", "news"):
+        registered = await run_cli(
+            "devices", "register", app, f"{app}-phone", *IOS, "--apns-token", new_device_token(),
+            "--user-id", "kim", "--client-secret", secrets[app], addresses=secured, env=admin,
+        )  # fmt: skip
+        assert registered.code == 0, registered.stderr
+
+    export_with_app_key = await run_cli("users", "export", "--all", addresses=secured, env=full)
+    delete_with_app_key = await run_cli("users", "delete", "kim", addresses=secured, env=full)
+    for what, result in (("export", export_with_app_key), ("delete", delete_with_app_key)):
+        assert result.code == 1, what
+        assert result.stdout == "", what
+        assert result.stderr.startswith("error: PERMISSION_DENIED (ADMIN_KEY_REQUIRED)"), (
+            what,
+            result.stderr,
+        )
+        _shows_no_key(result, backend)
+
+    # Nothing changed: kim is whole and still bound in both apps.
+    state = await run_cli("users", "state", "kim", "--json", addresses=secured, env=admin)
+    assert state.code == 0, state.stderr
+    assert sorted(e["push_token"]["app_id"] for e in state.json()["entries"]) == ["news", "shop"]
+    # The app's key sees kim (the shared profile) and its own app's device only.
+    own_state = await run_cli("users", "state", "kim", "--json", addresses=secured, env=full)
+    assert [e["push_token"]["device_id"] for e in own_state.json()["entries"]] == ["shop-phone"]
+
+    exported = await run_cli("users", "export", "--all", addresses=secured, env=admin)
+    assert exported.code == 0, exported.stderr
+    [line] = exported.stdout.splitlines()
+    assert '"kim@example.com"' in line
+    deleted = await run_cli("users", "delete", "kim", addresses=secured, env=admin)
+    again = await run_cli("users", "delete", "kim", addresses=secured, env=admin)
+    allowed = await run_cli(
+        "users", "delete", "kim", "--allow-missing", "--json", addresses=secured, env=admin
+    )
+    assert deleted.code == 0, deleted.stderr
+    assert deleted.stdout.strip() == "user kim deleted; 2 device(s) unbound"
+    assert again.code == 1
+    assert again.stderr.startswith("error: NOT_FOUND (USER_NOT_FOUND)")
+    assert allowed.code == 0, allowed.stderr
+    assert allowed.json() == {"deleted": False, "unbound_device_count": 0}
+    news_device = await run_cli(
+        "devices", "get", "news", "news-phone", "--json", addresses=secured, env=admin
+    )
+    assert news_device.json()["user_id"] == ""
