@@ -10,6 +10,7 @@ import uuid
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -62,6 +63,12 @@ def _spans_of(
     }
 
 
+def _struct(**values: str) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(values)
+    return out
+
+
 async def _stack(start_services, sandbox, devices: int) -> tuple[dict, dict, list[str]]:
     """The four services with in-memory span exporters, an app with APNs credentials and
     `devices` iOS devices of user alice; the exporters hold only what comes after."""
@@ -79,7 +86,7 @@ async def _stack(start_services, sandbox, devices: int) -> tuple[dict, dict, lis
     )
     await identity.UpsertUser(
         identity_service_pb2.UpsertUserRequest(
-            user=user_pb2.User(external_id="alice", attributes={"first_name": "Alice"})
+            user=user_pb2.User(external_id="alice", attributes=_struct(first_name="Alice"))
         )
     )
     await delivery_service_pb2_grpc.DeliveryServiceStub(channels["delivery"]).PutCredentials(
