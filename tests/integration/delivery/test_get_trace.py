@@ -27,7 +27,14 @@ from services.delivery.spec import SPEC as DELIVERY
 from services.identity.spec import SPEC as IDENTITY
 from services.sandbox.apns import new_device_token
 
-from .conftest import apns_credentials
+from .conftest import (
+    apns_credentials,
+    fcm_credentials,
+    fcm_notification,
+    new_fcm_token,
+    vapid_credentials,
+    webpush_notification,
+)
 
 ADMIN = "admin-" + "a" * 40
 INTERNAL = "internal-" + "i" * 40
@@ -283,3 +290,46 @@ async def test_an_app_key_reads_only_traces_of_its_own_app(
     )
     assert (no_key.code, no_key.reason) == (grpc.StatusCode.UNAUTHENTICATED, "API_KEY_MISSING")
     assert (no_app.code, no_app.reason) == (grpc.StatusCode.PERMISSION_DENIED, "APP_ACCESS_DENIED")
+
+
+async def test_fcm_and_web_push_attempt_spans_name_the_providers_answer(
+    start_service, local, sandbox, stop_tracing
+):
+    """Like an APNs attempt's apns-id: the FCM message name and the Web Push Location
+    (the provider's ids an SRE quotes to the provider) are on the attempt span."""
+    server = await start_service(DELIVERY, local)
+    stop_tracing.append(server)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = delivery_service_pb2_grpc.DeliveryServiceStub(channel)
+        for upload in (fcm_credentials(sandbox), vapid_credentials(sandbox)):
+            await stub.PutCredentials(DS.PutCredentialsRequest(credentials=upload))
+        answers = {}
+        subscription = sandbox.webpush.create_subscription()
+        for kind, notification in (
+            ("fcm", fcm_notification(new_fcm_token())),
+            ("webpush", webpush_notification(subscription)),
+        ):
+            trace_id, _, traceparent = _traceparent()
+            sent = await stub.Send(
+                DS.SendRequest(notification=notification, request_id=str(uuid.uuid4())),
+                metadata=(("traceparent", traceparent),),
+            )
+            (result,) = sent.results
+            assert result.outcome == push_options_pb2.DELIVERY_OUTCOME_DELIVERED
+            record = await stub.GetNotification(
+                DS.GetNotificationRequest(notification_id=result.notification_id)
+            )
+            spans = await _spans_of(stub, [server], trace_id, until="delivery.attempt")
+            (attempt,) = [s for s in spans.spans if s.name == "delivery.attempt"]
+            answers[kind] = (attempt.attributes, record.notification.attempts[0])
+
+    fcm_span, fcm_attempt = answers["fcm"]
+    assert fcm_span["herald.provider"] == "fcm"
+    assert fcm_span["herald.fcm.message_name"] == fcm_attempt.fcm_message_name
+    assert fcm_attempt.fcm_message_name.startswith("projects/")
+    web_span, web_attempt = answers["webpush"]
+    assert web_span["herald.provider"] == "webpush"
+    assert web_span["herald.webpush.location"] == web_attempt.web_push_location
+    assert web_attempt.web_push_location.startswith("https://")
+    for secret in (subscription["keys"]["p256dh"], subscription["keys"]["auth"]):
+        assert secret not in str(web_span)  # the subscription's keys stay out of traces
