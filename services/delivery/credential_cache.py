@@ -31,10 +31,6 @@ class CredentialCache:
         self._loading: dict[Slot, asyncio.Future[Credential | None]] = {}
         self._generations: dict[Slot, int] = {}
 
-    def cached(self) -> list[Credential]:
-        """The credentials held in memory now (gauges read them at scrape time)."""
-        return [e.credential for e in self._entries.values() if e.credential is not None]
-
     async def get(self, slot: Slot) -> Credential | None:
         entry = self._entries.get(slot)
         if entry is not None and time.monotonic() - entry.checked < self.refresh_seconds:

@@ -2,20 +2,34 @@
 
 Every key of one app carries the hash tag `{<app_id>}`, so the Lua scripts that touch a
 slot, the app's slot index and its version counter run on one Cluster slot.
+
+The expiry index (`dlv:credexp`, every app's credentials that expire: APNs certificates)
+spans apps, so it cannot share their slots and is written in separate steps around the
+scripts. It is only a list of where to look: `expiring()` reads each listed credential's
+own expire time and prunes members whose credential is gone or no longer expires. So a
+member may be stale for a moment (harmless: it is checked) but must never be missing;
+hence a put adds it before its script (a crash after the script still leaves it
+listed) and again after (a prune running meanwhile may have removed the first), and a
+prune looks again after removing (a put that landed meanwhile is put back).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from services.core.errors import FailedPrecondition
 from services.core.redis import RedisClient, hash_tag, load_script
-from services.delivery.credentials import Credential, NewCredential, Slot
+from services.delivery.credentials import Credential, NewCredential, Slot, expire_time
+from services.delivery.queue_store import execute
 from services.delivery.sealing import Sealer, SealError, slot_aad
 
 SCRIPTS = "services.delivery.scripts"
+# Members `<app_id>|<slot name>`, scored by expire time (epoch s): public metadata only.
+EXPIRY_INDEX = "dlv:credexp"
 
 
 def slot_key(slot: Slot) -> str:
@@ -35,6 +49,21 @@ def _slot_from_name(app_id: str, name: str) -> Slot:
     return Slot(app_id, provider, environment)
 
 
+def expiry_member(slot: Slot) -> str:
+    return f"{slot.app_id}|{slot.name}"  # app ids never hold "|" (credentials.APP_ID_RE)
+
+
+def _slot_from_member(member: str) -> Slot:
+    app_id, _, name = member.partition("|")
+    return _slot_from_name(app_id, name)
+
+
+@dataclass(frozen=True)
+class Expiry:
+    slot: Slot
+    expire_time: float  # epoch seconds
+
+
 class CredentialStore:
     def __init__(self, redis: RedisClient, sealer: Sealer) -> None:
         self.redis = redis
@@ -50,11 +79,18 @@ class CredentialStore:
         """Store (or replace) a credential; returns it and whether one was replaced."""
         slot = new.slot
         sealed = self.sealer.seal(json.dumps(new.secret).encode(), self._aad(slot))
+        expire = expire_time(new.public)
+        if expire:
+            await self._list_expiry(slot, expire)
         now = time.time()
         version, replaced, created = await self._put(
             keys=[slot_key(slot), index_key(slot.app_id), version_key(slot.app_id)],
             args=[slot.name, sealed, new.kind, json.dumps(new.public), repr(now)],
         )
+        if expire:
+            await self._list_expiry(slot, expire)
+        else:  # a certificate replaced by a token key no longer expires
+            await self.redis.zrem(EXPIRY_INDEX, expiry_member(slot))
         cred = Credential(slot, new.kind, new.secret, new.public, int(version), float(created), now)
         return cred, bool(replaced)
 
@@ -92,7 +128,40 @@ class CredentialStore:
             keys=[slot_key(slot), index_key(slot.app_id), version_key(slot.app_id)],
             args=[slot.name],
         )
+        if removed:
+            await self.redis.zrem(EXPIRY_INDEX, expiry_member(slot))
         return bool(removed)
+
+    async def expiring(self) -> Sequence[Expiry]:
+        """Every stored credential that expires, of every app: the index's members,
+        each checked against its credential (one pipelined read); stale ones pruned."""
+        members: list[Any] = await self.redis.zrange(EXPIRY_INDEX, 0, -1)
+        slots = [_slot_from_member(m.decode()) for m in members]
+        found = await self._expire_times(slots)
+        stale = [slot for slot in slots if slot not in found]
+        if stale:
+            await self.redis.zrem(EXPIRY_INDEX, *(expiry_member(s) for s in stale))
+            for slot, expire in (await self._expire_times(stale)).items():
+                await self._list_expiry(slot, expire)  # put again meanwhile: keep it
+                found[slot] = expire
+        return [Expiry(slot, expire) for slot, expire in found.items()]
+
+    async def _expire_times(self, slots: Sequence[Slot]) -> dict[Slot, float]:
+        """The expire time each slot's stored credential has (absent: none, or no credential)."""
+        if not slots:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for slot in slots:
+            pipe.hget(slot_key(slot), "public")
+        found: dict[Slot, float] = {}
+        for slot, public in zip(slots, await execute(pipe), strict=True):
+            expire = expire_time(json.loads(public)) if public else 0.0
+            if expire:
+                found[slot] = expire
+        return found
+
+    async def _list_expiry(self, slot: Slot, expire: float) -> None:
+        await self.redis.zadd(EXPIRY_INDEX, {expiry_member(slot): expire})
 
     async def record_error(
         self, slot: Slot, version: int, reason: str, circuit_until: float

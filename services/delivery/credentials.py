@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -403,8 +404,8 @@ def to_proto(cred: Credential) -> credentials_pb2.Credentials:
         )
     if cred.slot.provider == "apns":
         out.apns_environment = env
-    if pub.get("expire_time"):
-        out.expire_time.CopyFrom(_ts(float(pub["expire_time"])))
+    if expire_time(pub):
+        out.expire_time.CopyFrom(_ts(expire_time(pub)))
     out.create_time.CopyFrom(_ts(cred.create_time))
     out.update_time.CopyFrom(_ts(cred.update_time))
     if cred.last_error_time:
@@ -413,13 +414,19 @@ def to_proto(cred: Credential) -> credentials_pb2.Credentials:
     return out
 
 
+def expire_time(public: Mapping[str, str]) -> float:
+    """When the material stops working (epoch seconds), 0 when it does not expire: only
+    APNs certificates carry one (token keys, service accounts and VAPID keys do not)."""
+    return float(public.get("expire_time") or 0)
+
+
 def health_of(
     cred: Credential, now: float | None = None
 ) -> credentials_pb2.CredentialsHealth.ValueType:
     now = dt.datetime.now(dt.UTC).timestamp() if now is None else now
     if cred.circuit_until > now:
         return credentials_pb2.CREDENTIALS_HEALTH_CIRCUIT_OPEN
-    expire = float(cred.public.get("expire_time") or 0)
+    expire = expire_time(cred.public)
     if expire and expire - now < 30 * 86400:
         return credentials_pb2.CREDENTIALS_HEALTH_EXPIRING
     return credentials_pb2.CREDENTIALS_HEALTH_OK

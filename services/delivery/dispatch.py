@@ -87,8 +87,9 @@ class Dispatcher:
         self.metrics = DeliveryMetrics()  # no-op until use_metrics()
 
     def use_metrics(self, metrics: DeliveryMetrics) -> None:
-        """Count attempts, GOAWAYs and provider tokens, and expose pool state and
-        credential expiry as gauges read at scrape time."""
+        """Count attempts, GOAWAYs and provider tokens, and expose pool state as gauges
+        read at scrape time (credential expiry is every stored credential's, not only
+        those this process holds: metrics.ExpirySampler, registered by the servicer)."""
         self.metrics = metrics
         for sender in (self.apns, self.fcm, self.webpush):
             sender.on_event = metrics.event
@@ -104,32 +105,12 @@ class Dispatcher:
             "1",
             lambda: self._pool_gauge(lambda pool: sum(c.open_streams for c in pool.connections)),
         )
-        metrics.observe(
-            "herald.delivery.credentials.expiry",
-            "Seconds until a cached credential (APNs certificate) expires",
-            "s",
-            self._expiry_gauge,
-        )
 
     def _pool_gauge(self, read: Callable[[H2Pool], int]) -> list[tuple[float, dict[str, str]]]:
         return [
             (float(sum(read(pool) for pool in sender.pools())), {"provider": name})
             for name, sender in (("apns", self.apns), ("fcm", self.fcm), ("webpush", self.webpush))
         ]
-
-    def _expiry_gauge(self) -> list[tuple[float, dict[str, str]]]:
-        now = time.time()
-        out = []
-        for credential in self.credentials.cached():
-            expire = float(credential.public.get("expire_time") or 0)
-            if expire:
-                labels = {
-                    "app": credential.slot.app_id,
-                    "provider": credential.slot.provider,
-                    "environment": credential.slot.environment,
-                }
-                out.append((expire - now, labels))
-        return out
 
     # -- checks (Send and Enqueue reject bad input with these before queueing) ---------
     async def check(

@@ -2,9 +2,10 @@
 
 Counters are recorded where things happen (an attempt answered, a GOAWAY, a provider
 token minted, a token invalidated); gauges are read when Prometheus scrapes: pool state
-and credential expiry from the Dispatcher's live objects, queue depth and oldest age
-from the last sample of the shards (Redis cannot be read inside a synchronous
-callback, so `QueueSampler` refreshes them every few seconds).
+from the Dispatcher's live objects, queue depth and oldest age, and credential expiry
+from the last sample (Redis cannot be read inside a synchronous callback, and a scrape
+must not cost a Redis call per app: `QueueSampler` and `ExpirySampler` refresh them in
+the background).
 """
 
 from __future__ import annotations
@@ -13,10 +14,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
+import grpc
 from opentelemetry.metrics import CallbackOptions, Meter, NoOpMeter, Observation
 
+from herald.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
 from services.delivery.attempt import AttemptResult
+from services.delivery.credential_store import CredentialStore
+from services.delivery.credentials import Slot
 from services.delivery.queue_store import QueueStore
 
 log = logging.getLogger(__name__)
@@ -100,23 +106,46 @@ class DeliveryMetrics:
         self.meter.create_observable_gauge(name, [callback], unit=unit, description=description)
 
 
-class QueueSampler:
-    """Per shard: items held (XLEN) and the age of the oldest (its stream id's time)."""
+class Sampler:
+    """Runs `sample()` now and then every `every` seconds until closed; a failed sample
+    is logged and the gauges keep the last good one."""
 
-    def __init__(self, store: QueueStore, every: float = 2.0) -> None:
-        self.store = store
+    what = "a gauge"
+
+    def __init__(self, every: float) -> None:
         self.every = every
-        self.depth: dict[int, int] = {}
-        self.oldest_age: dict[int, float] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="dlv-queue-sampler")
+        self._task = asyncio.create_task(self._loop(), name=f"dlv-{type(self).__name__}")
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+    async def sample(self) -> None:
+        raise NotImplementedError
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.sample()
+            except Exception:
+                log.warning("sampling %s failed", self.what, exc_info=True)
+            await asyncio.sleep(self.every)
+
+
+class QueueSampler(Sampler):
+    """Per shard: items held (XLEN) and the age of the oldest (its stream id's time)."""
+
+    what = "the queue"
+
+    def __init__(self, store: QueueStore, every: float = 2.0) -> None:
+        super().__init__(every)
+        self.store = store
+        self.depth: dict[int, int] = {}
+        self.oldest_age: dict[int, float] = {}
 
     async def sample(self) -> None:
         depth, oldest = await self.store.depth_and_oldest()
@@ -126,16 +155,100 @@ class QueueSampler:
             s: max(0.0, (now_ms - ms) / 1000) if ms else 0.0 for s, ms in oldest.items()
         }
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.sample()
-            except Exception:
-                log.warning("sampling the queue failed", exc_info=True)
-            await asyncio.sleep(self.every)
-
     def depths(self) -> list[tuple[float, dict[str, str]]]:
         return [(float(n), {"shard": str(s)}) for s, n in sorted(self.depth.items())]
 
     def ages(self) -> list[tuple[float, dict[str, str]]]:
         return [(age, {"shard": str(s)}) for s, age in sorted(self.oldest_age.items())]
+
+
+class DeletedApps:
+    """Which apps Identity no longer has (GetApp answers NOT_FOUND). Identity's DeleteApp
+    leaves the app's Delivery credentials in Redis, and an alert on a deleted app's
+    certificate would be noise. Any other answer (Identity down, not deployed) counts
+    as "still there": a false alert is better than a missed expiry."""
+
+    def __init__(
+        self, channel: Callable[[], grpc.aio.Channel], timeout: float = 3.0, parallel: int = 16
+    ) -> None:
+        self._channel = channel
+        self.timeout = timeout
+        self._parallel = asyncio.Semaphore(parallel)
+        self._failing = False
+
+    async def among(self, app_ids: Iterable[str]) -> set[str]:
+        ids = sorted(set(app_ids))
+        if not ids:
+            return set()
+        stub: Any = identity_service_pb2_grpc.IdentityServiceStub(self._channel())
+        gone = await asyncio.gather(*(self._gone(stub, app_id) for app_id in ids))
+        return {app_id for app_id, missing in zip(ids, gone, strict=True) if missing}
+
+    async def _gone(self, stub: Any, app_id: str) -> bool:
+        request = identity_service_pb2.GetAppRequest(app_id=app_id)
+        async with self._parallel:
+            try:
+                await stub.GetApp(request, timeout=self.timeout)
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.NOT_FOUND:
+                    return True
+                if not self._failing:  # once per outage, not once per app and refresh
+                    log.warning(
+                        "Identity.GetApp failed (%s): the expiry gauge keeps every app",
+                        error.code().name,
+                    )
+                self._failing = True
+                return False
+        self._failing = False
+        return False
+
+
+class ExpirySampler(Sampler):
+    """Seconds until each stored credential that expires (APNs certificates) does, for
+    every app whether or not this process sends for it: the expiry index read every
+    `every` seconds (one ZRANGE, one pipelined read of the listed credentials, one
+    GetApp per listed app). This process's own puts and deletes show at once."""
+
+    what = "credential expiry"
+
+    def __init__(self, store: CredentialStore, deleted_apps: DeletedApps, every: float) -> None:
+        super().__init__(every)
+        self.store = store
+        self.deleted_apps = deleted_apps
+        self.expiries: dict[Slot, float] = {}
+        self._noted: dict[Slot, float] = {}  # since the running sample began reading
+
+    async def sample(self) -> None:
+        self._noted = {}
+        found = await self.store.expiring()
+        gone = await self.deleted_apps.among(e.slot.app_id for e in found)
+        fresh = {e.slot: e.expire_time for e in found if e.slot.app_id not in gone}
+        for slot, expire in self._noted.items():  # newer than what the sample read
+            _set(fresh, slot, expire)
+        self.expiries = fresh
+
+    def note(self, slot: Slot, expire: float) -> None:
+        """A credential this process just put (its expire time; 0: none) or deleted (0)."""
+        self._noted[slot] = expire
+        _set(self.expiries, slot, expire)
+
+    def gauge(self) -> list[tuple[float, dict[str, str]]]:
+        now = time.time()
+        return [
+            (
+                expire - now,
+                {"app": slot.app_id, "provider": slot.provider, "environment": slot.environment},
+            )
+            for slot, expire in sorted(self.expiries.items(), key=_by_app)
+        ]
+
+
+def _by_app(item: tuple[Slot, float]) -> tuple[str, str]:
+    return item[0].app_id, item[0].name
+
+
+def _set(expiries: dict[Slot, float], slot: Slot, expire: float) -> None:
+    if expire:
+        expiries[slot] = expire
+    else:
+        expiries.pop(slot, None)

@@ -91,6 +91,9 @@ class DeliveryOptions:
     # Whether this process runs queue workers (off: it only accepts Enqueue and serves
     # reads; another process sends).
     workers_enabled: bool = True
+    # How often the credential expiry gauge re-reads the expiry index (every app's
+    # certificates), so scrapes never read Redis; this process's own puts show at once.
+    credential_expiry_refresh_seconds: float = 30.0
 
     def rate_limit(self, provider: str, app_id: str) -> RateLimit | None:
         return self.rate_limits.get((provider, app_id)) or self.rate_limits.get((provider, ""))
@@ -131,6 +134,11 @@ class DeliveryOptions:
             ("read_batch", 1 <= self.read_batch <= 10_000, "must be 1 to 10000"),
             ("retry_poll_seconds", 0.01 <= self.retry_poll_seconds <= 60, "must be 0.01 to 60"),
             ("rate_wait_max_seconds", self.rate_wait_max_seconds >= 0, "must be >= 0"),
+            (
+                "credential_expiry_refresh_seconds",
+                0.05 <= self.credential_expiry_refresh_seconds <= 3600,
+                "must be 0.05 to 3600",
+            ),
         ]
         return [(name, why) for name, ok, why in checks if not ok]
 

@@ -24,7 +24,7 @@ from services.core.server import Runtime
 from services.delivery import credentials as creds
 from services.delivery.dispatch import Dispatcher
 from services.delivery.enqueue import EnqueueService
-from services.delivery.metrics import DeliveryMetrics, QueueSampler
+from services.delivery.metrics import DeletedApps, DeliveryMetrics, ExpirySampler, QueueSampler
 from services.delivery.notifications import NotificationRecords
 from services.delivery.options import DeliveryOptions
 from services.delivery.outcomes import OutcomeStream
@@ -78,6 +78,17 @@ class DeliveryServicer(delivery_service_pb2_grpc.DeliveryServiceServicer):
             "s",
             self.sampler.ages,
         )
+        self.expiry = ExpirySampler(
+            self.store,
+            DeletedApps(lambda: runtime.channel("identity")),
+            self.options.credential_expiry_refresh_seconds,
+        )
+        self.metrics.observe(
+            "herald.delivery.credentials.expiry",
+            "Seconds until a stored credential (APNs certificate) expires, every app's",
+            "s",
+            self.expiry.gauge,
+        )
         self.workers = WorkerPool(
             self.queue,
             self.dispatcher,
@@ -95,11 +106,13 @@ class DeliveryServicer(delivery_service_pb2_grpc.DeliveryServiceServicer):
     async def start(self) -> None:
         await self.queue.ensure_groups()
         self.sampler.start()
+        self.expiry.start()
         if self.options.workers_enabled:
             await self.workers.start()
 
     async def close(self) -> None:
         await self.sampler.close()
+        await self.expiry.close()
         await self.workers.close(self.runtime.settings.shutdown_grace_seconds)
         await self.dispatcher.close()
 
@@ -114,6 +127,7 @@ class DeliveryServicer(delivery_service_pb2_grpc.DeliveryServiceServicer):
             return DS.PutCredentialsResponse(credentials=creds.to_proto(preview))
         stored, replaced = await self.store.put(new)
         self.dispatcher.credentials.invalidate(new.slot)
+        self.expiry.note(new.slot, creds.expire_time(new.public))
         return DS.PutCredentialsResponse(credentials=creds.to_proto(stored), replaced=replaced)
 
     async def GetCredentials(
@@ -148,6 +162,7 @@ class DeliveryServicer(delivery_service_pb2_grpc.DeliveryServiceServicer):
         if not await self.store.delete(slot):
             raise _not_found(slot)
         self.dispatcher.credentials.invalidate(slot)
+        self.expiry.note(slot, 0)
         response = DS.DeleteCredentialsResponse()
         response.delete_time.GetCurrentTime()
         return response

@@ -13,25 +13,29 @@ from .conftest import apns_credentials, apns_notification
 from .queue_helpers import DS, enqueue_request, wait_final
 
 
-def _scrape(port: int) -> str:
+def scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
         return str(answer.read().decode())
 
 
-def _value(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels`."""
-    total = 0.0
-    found = False
+def samples(text: str, name: str, **labels: str) -> list[float]:
+    """The values of the samples of `name` whose labels include `labels`."""
+    found = []
     for line in text.splitlines():
         match = re.fullmatch(rf"{name}(?:\{{(.*)\}})? (\S+)", line)
         if not match:
             continue
         have = dict(re.findall(r'(\w+)="([^"]*)"', match[1] or ""))
         if all(have.get(k) == v for k, v in labels.items()):
-            total += float(match[2])
-            found = True
+            found.append(float(match[2]))
+    return found
+
+
+def _value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`."""
+    found = samples(text, name, **labels)
     assert found, f"no sample of {name} {labels}"
-    return total
+    return sum(found)
 
 
 async def test_metrics_count_sends_retries_invalidations_goaways_and_queue_depth(
@@ -43,7 +47,7 @@ async def test_metrics_count_sends_retries_invalidations_goaways_and_queue_depth
         enqueue_request([apns_notification(new_device_token()) for _ in range(5)])
     )
     await idle.servicer.sampler.sample()
-    queued = _scrape(idle.server.runtime.metrics.port)
+    queued = scrape(idle.server.runtime.metrics.port)
 
     node = await start_node()
     dead, flaky = new_device_token(), new_device_token()
@@ -59,7 +63,7 @@ async def test_metrics_count_sends_retries_invalidations_goaways_and_queue_depth
     await wait_final(node.stub, ids)
     await asyncio.sleep(0.1)
     await node.servicer.sampler.sample()
-    text = _scrape(node.server.runtime.metrics.port)
+    text = scrape(node.server.runtime.metrics.port)
 
     assert _value(queued, "herald_delivery_queue_depth") == 5
     assert _value(queued, "herald_delivery_queue_oldest_age_seconds") >= 0
