@@ -140,7 +140,7 @@ def check(config: ListenerConfig, port: int, service: str, server_name: str, tim
     return f"{what}: {status}"
 
 
-def _parser() -> argparse.ArgumentParser:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m services.core.healthcheck",
         description=(
@@ -169,7 +169,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = argument_parser().parse_args(argv)
     if not 0 < args.port < 65536 or args.timeout <= 0:
         print("--port must be 1-65535 and --timeout positive", file=sys.stderr)
         return MISCONFIGURED

@@ -5,6 +5,11 @@
 - every Deployment runs non-root with a read-only root filesystem, no privilege
   escalation and no capabilities, has native gRPC probes on its service's port, resource
   requests and limits, a writable /tmp, and a Service, an HPA and a PDB that select it;
+- every kustomization renders (tests/unit/deploy/kustomize.py, compared with `kubectl
+  kustomize` where kubectl is installed) to manifests that pass the same schemas and keep
+  the same lock-down, with /tmp the only writable mount and Secrets mounted read-only;
+- the TLS overlays point every HERALD_TLS_* setting at the mounted Secret's files and
+  replace the native (plaintext) gRPC probes with the TLS health-check module;
 - every environment variable the manifests, the compose file and the Dockerfile set is a
   real setting (services.core.config.Settings, services.delivery.options, the sandbox's
   HERALD_SANDBOX_* names), and the values they set pass the same validation the services
@@ -19,11 +24,12 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib.util
+import os
 import re
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -34,6 +40,7 @@ import pytest
 import yaml
 from pydantic import AliasChoices
 
+from services.core import healthcheck
 from services.core.config import (
     CONFIG_FILE_VAR,
     DEFAULT_PORTS,
@@ -43,6 +50,7 @@ from services.core.config import (
     load_settings,
 )
 from services.delivery import options as delivery_options
+from tests.unit.deploy import kustomize
 
 ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
@@ -58,6 +66,14 @@ KUBERNETES_VERSIONS = ("1.33.0", kubernetes_validate.latest_version())
 
 YAML_FILES = sorted(p for p in DEPLOY.rglob("*") if p.suffix in (".yaml", ".yml"))
 KUSTOMIZATIONS = sorted(KUBERNETES.rglob("kustomization.yaml"))
+# What `kubectl apply -k` takes (components are parts of these, not applied alone).
+KUSTOMIZE_DIRECTORIES = [
+    str(p.parent.relative_to(KUBERNETES))
+    for p in KUSTOMIZATIONS
+    if yaml.safe_load(p.read_text())["kind"] == "Kustomization"
+]
+TLS_OVERLAYS = ("overlays/tls", "overlays/mtls")
+TLS_SECRET = "herald-tls"
 MANIFEST_FILES = sorted(p for p in KUBERNETES.rglob("*.yaml") if p.name != "kustomization.yaml")
 
 # A value for each variable compose takes from outside (deploy/.env or the shell).
@@ -83,6 +99,21 @@ def _of_kind(kind: str) -> list[dict[str, Any]]:
 
 def _deployments() -> dict[str, dict[str, Any]]:
     return {doc["metadata"]["name"]: doc for doc in _of_kind("Deployment")}
+
+
+@cache
+def _rendered(directory: str) -> tuple[dict[str, Any], ...]:
+    """What `kubectl kustomize deploy/kubernetes/<directory>` prints (kustomize.py)."""
+    return tuple(kustomize.render(KUBERNETES / directory))
+
+
+def _rendered_deployments(directory: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in _rendered(directory) if d["kind"] == "Deployment"}
+
+
+def _rendered_configmap(directory: str) -> dict[str, str]:
+    (configmap,) = [d for d in _rendered(directory) if d["kind"] == "ConfigMap"]
+    return {str(k): str(v) for k, v in configmap["data"].items()}
 
 
 def _container(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -231,7 +262,14 @@ def _assert_runs_module(command: list[str]) -> str:
     module = command[2]
     assert module.startswith("services."), module
     assert _module_exists(module), f"{module} is not a module"
-    assert _module_exists(module + ".__main__"), f"{module} cannot run with python -m"
+    spec = importlib.util.find_spec(module)
+    assert spec is not None
+    if spec.submodule_search_locations is None:  # a plain module runs its __main__ block
+        assert spec.origin is not None
+        source = Path(spec.origin).read_text()
+        assert 'if __name__ == "__main__":' in source, f"{module} cannot run with python -m"
+    else:
+        assert _module_exists(module + ".__main__"), f"{module} cannot run with python -m"
     return module
 
 
@@ -293,7 +331,7 @@ def test_the_kustomizations_name_files_that_exist() -> None:
     for path in KUSTOMIZATIONS:
         doc = yaml.safe_load(path.read_text())
         assert doc["apiVersion"].startswith("kustomize.config.k8s.io/")
-        for entry in doc.get("resources", []):
+        for entry in doc.get("resources", []) + doc.get("components", []):
             assert (path.parent / entry).exists(), f"{path}: {entry} does not exist"
 
 
@@ -343,9 +381,10 @@ def test_there_is_a_deployment_per_service_running_its_module() -> None:
         assert _selects(deployment["spec"]["selector"]["matchLabels"], _pod_labels(deployment))
 
 
+@pytest.mark.parametrize("directory", KUSTOMIZE_DIRECTORIES)
 @pytest.mark.parametrize("name", SERVICES)
-def test_deployments_run_locked_down(name: str) -> None:
-    deployment = _deployments()[name]
+def test_deployments_run_locked_down(directory: str, name: str) -> None:
+    deployment = _rendered_deployments(directory)[name]
     pod = deployment["spec"]["template"]["spec"]
     pod_context = pod["securityContext"]
     assert pod_context["runAsNonRoot"] is True
@@ -364,13 +403,23 @@ def test_deployments_run_locked_down(name: str) -> None:
     assert not context["capabilities"].get("add")
 
 
+@pytest.mark.parametrize("directory", KUSTOMIZE_DIRECTORIES)
 @pytest.mark.parametrize("name", SERVICES)
-def test_deployments_have_a_writable_tmp_only(name: str) -> None:
-    deployment = _deployments()[name]
+def test_deployments_have_a_writable_tmp_only(directory: str, name: str) -> None:
+    deployment = _rendered_deployments(directory)[name]
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     mounts = _container(deployment)["volumeMounts"]
-    assert [m["mountPath"] for m in mounts] == ["/tmp"]
-    assert "emptyDir" in volumes[mounts[0]["name"]]
+    assert len({m["mountPath"] for m in mounts}) == len(mounts)
+    (writable,) = [m for m in mounts if not m.get("readOnly")]
+    assert writable["mountPath"] == "/tmp"
+    assert "emptyDir" in volumes[writable["name"]]
+    # Anything else is a Secret's files, read-only, beside the paths the image uses.
+    for mount in mounts:
+        if mount is not writable:
+            assert mount["readOnly"] is True, mount
+            assert set(volumes[mount["name"]]) == {"name", "secret"}, mount
+            assert not mount.get("subPath"), "a subPath mount never sees a renewed Secret"
+            assert mount["mountPath"].startswith("/etc/herald/"), mount
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -446,12 +495,16 @@ def _configmap() -> dict[str, str]:
     return {str(k): str(v) for k, v in configmap["data"].items()}
 
 
-def _kubernetes_variables() -> dict[str, set[str]]:
-    """Every variable each Deployment sets, through env or envFrom (ConfigMap, Secret)."""
-    configmaps = {c["metadata"]["name"]: set(c["data"]) for c in _of_kind("ConfigMap")}
+def _kubernetes_variables(directory: str | None = None) -> dict[str, set[str]]:
+    """Every variable each Deployment sets, through env or envFrom (ConfigMap, Secret):
+    of the manifest files, or of a kustomization as rendered (the Secret is the template
+    either way: no kustomization applies it)."""
+    docs = _rendered(directory) if directory else tuple(doc for _, doc in _manifests())
+    configmaps = {c["metadata"]["name"]: set(c["data"]) for c in docs if c["kind"] == "ConfigMap"}
     secrets = {s["metadata"]["name"]: set(s["stringData"]) for s in _of_kind("Secret")}
     result: dict[str, set[str]] = {}
-    for name, deployment in _deployments().items():
+    deployments = _rendered_deployments(directory) if directory else _deployments()
+    for name, deployment in deployments.items():
         container = _container(deployment)
         names = {e["name"] for e in container.get("env", [])}
         for source in container.get("envFrom", []):
@@ -467,15 +520,18 @@ def _kubernetes_variables() -> dict[str, set[str]]:
     return result
 
 
-def test_kubernetes_sets_only_real_settings() -> None:
+@pytest.mark.parametrize("directory", [None, *KUSTOMIZE_DIRECTORIES])
+def test_kubernetes_sets_only_real_settings(directory: str | None) -> None:
     known = _known_variables()
-    for name, variables in _kubernetes_variables().items():
+    for name, variables in _kubernetes_variables(directory).items():
         assert variables, name
         assert variables <= known, f"{name}: unknown {sorted(variables - known)}"
         assert not {v for v in variables if v.startswith("HERALD_SANDBOX_")}, name
         assert "REDIS_URL" in variables, name
     # Only Delivery gets the key that decrypts provider credentials.
-    holders = {n for n, v in _kubernetes_variables().items() if "HERALD_CREDENTIALS_KEY" in v}
+    holders = {
+        n for n, v in _kubernetes_variables(directory).items() if "HERALD_CREDENTIALS_KEY" in v
+    }
     assert holders == {"delivery"}
     assert "HERALD_CREDENTIALS_KEY" not in _configmap()
 
@@ -514,29 +570,205 @@ def test_the_redis_cluster_overlay_turns_the_cluster_client_on() -> None:
     assert _configmap()["HERALD_REDIS_CLUSTER"] == "false"  # the path the patch replaces
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) not installed")
-@pytest.mark.parametrize("directory", ["base", "overlays/redis-cluster"])
-def test_kustomize_renders_valid_manifests(directory: str) -> None:
+def _kubectl_kustomize(directory: Path) -> list[dict[str, Any]]:
     rendered = subprocess.run(
-        ["kubectl", "kustomize", str(KUBERNETES / directory)],
+        ["kubectl", "kustomize", str(directory)],
         capture_output=True,
         text=True,
         timeout=30,
         check=True,
     ).stdout
-    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    return [d for d in yaml.safe_load_all(rendered) if d]
+
+
+def _by_identity(docs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(docs, key=lambda d: (d["kind"], d["metadata"]["name"]))
+
+
+def test_every_kustomization_and_component_is_rendered_by_these_tests() -> None:
+    assert {"base", "overlays/redis-cluster", *TLS_OVERLAYS} <= set(KUSTOMIZE_DIRECTORIES)
+    used = {
+        (KUBERNETES / directory / entry).resolve()
+        for directory in KUSTOMIZE_DIRECTORIES
+        for entry in yaml.safe_load(
+            (KUBERNETES / directory / "kustomization.yaml").read_text()
+        ).get("components", [])
+    }
+    components = {
+        p.parent.resolve()
+        for p in KUSTOMIZATIONS
+        if yaml.safe_load(p.read_text())["kind"] == "Component"
+    }
+    assert components == used, "a component no overlay uses is never checked"
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("directory", KUSTOMIZE_DIRECTORIES)
+def test_every_kustomization_renders_valid_manifests(directory: str, version: str) -> None:
+    docs = _rendered(directory)
     kinds = sorted({d["kind"] for d in docs})
     assert kinds == sorted(
         {"Namespace", "ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler"}
         | {"PodDisruptionBudget"}
     )
     for doc in docs:
-        kubernetes_validate.validate(doc, KUBERNETES_VERSIONS[-1], strict=True)
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(f"{directory}: {doc['kind']} {doc['metadata']['name']}: {error}")
         if doc["kind"] != "Namespace":
             assert doc["metadata"]["namespace"] == "herald"
-        if doc["kind"] == "ConfigMap":
-            cluster = doc["data"]["HERALD_REDIS_CLUSTER"]
-            assert cluster == ("true" if directory.endswith("redis-cluster") else "false")
+    cluster = _rendered_configmap(directory)["HERALD_REDIS_CLUSTER"]
+    assert cluster == ("true" if directory.endswith("redis-cluster") else "false")
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) not installed")
+@pytest.mark.parametrize("directory", KUSTOMIZE_DIRECTORIES)
+def test_the_renderer_here_renders_what_kubectl_renders(directory: str) -> None:
+    assert _by_identity(_rendered(directory)) == _by_identity(
+        _kubectl_kustomize(KUBERNETES / directory)
+    )
+
+
+# -- TLS ------------------------------------------------------------------------------------
+
+
+def _tls_volume(deployment: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the volume of the herald-tls Secret, its mount in the container)."""
+    (volume,) = [
+        v
+        for v in deployment["spec"]["template"]["spec"]["volumes"]
+        if v.get("secret", {}).get("secretName") == TLS_SECRET
+    ]
+    (mount,) = [m for m in _container(deployment)["volumeMounts"] if m["name"] == volume["name"]]
+    return volume, mount
+
+
+def _tls_files(directory: str) -> dict[str, str]:
+    return {k: v for k, v in _rendered_configmap(directory).items() if k.startswith("HERALD_TLS_")}
+
+
+def test_only_the_tls_overlays_turn_tls_on() -> None:
+    for directory in KUSTOMIZE_DIRECTORIES:
+        if directory not in TLS_OVERLAYS:
+            assert not _tls_files(directory), directory
+            for deployment in _rendered_deployments(directory).values():
+                assert "secret" not in str(deployment["spec"]["template"]["spec"]["volumes"])
+    assert set(_tls_files("overlays/tls")) == {
+        "HERALD_TLS_CERT_FILE",
+        "HERALD_TLS_KEY_FILE",
+        "HERALD_TLS_CA_FILE",
+    }
+    # mTLS: the listeners also require a client certificate from the same CA.
+    mtls = _tls_files("overlays/mtls")
+    assert mtls == _tls_files("overlays/tls") | {
+        "HERALD_TLS_CLIENT_CA_FILE": mtls["HERALD_TLS_CA_FILE"]
+    }
+
+
+@pytest.mark.parametrize("directory", TLS_OVERLAYS)
+@pytest.mark.parametrize("name", SERVICES)
+def test_the_tls_settings_point_at_the_secret_mounted_read_only(directory: str, name: str) -> None:
+    volume, mount = _tls_volume(_rendered_deployments(directory)[name])
+    assert mount["readOnly"] is True
+    secret = volume["secret"]
+    assert secret.get("optional", False) is False, "no Secret, no pod: not a plaintext one"
+    assert secret["defaultMode"] & 0o777 == 0o440, "readable by the pod's group, by no one else"
+    # The keys of a kubernetes.io/tls Secret, as cert-manager writes them.
+    files = {item["key"]: item["path"] for item in secret["items"]}
+    assert set(files) == {"tls.crt", "tls.key", "ca.crt"}
+    mounted = {f"{mount['mountPath']}/{path}" for path in files.values()}
+    for variable, path in _tls_files(directory).items():
+        assert path in mounted, f"{variable}={path} is not a file of the mounted Secret"
+
+
+@pytest.mark.parametrize("directory", TLS_OVERLAYS)
+def test_the_tls_settings_pass_the_services_validation(
+    directory: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The files as the Secret's volume holds them, here instead of under the mount path
+    # (their contents are test_healthcheck.py's and test_tls.py's business).
+    _, mount = _tls_volume(_rendered_deployments(directory)["registration"])
+    env = _rendered_configmap(directory) | {
+        "REDIS_URL": "redis://redis.example:6379/0",
+        "HERALD_INTERNAL_KEY": "k" * 48,
+        "HERALD_ADMIN_KEY": "a" * 48,
+    }
+    for variable, path in _tls_files(directory).items():
+        local = tmp_path / Path(path).relative_to(mount["mountPath"])
+        local.write_text("PEM")
+        env[variable] = str(local)
+    settings = _load_settings_from(env, monkeypatch)
+    assert settings.tls_cert_file  # every listener serves TLS
+    assert settings.tls_key_file
+    assert settings.tls_ca_file  # the services call each other over TLS
+    assert bool(settings.tls_client_ca_file) == directory.endswith("mtls")
+    # No HERALD_TLS_SERVER_NAME: each service checks the name it dials, its Service's.
+    assert not settings.tls_server_name
+
+
+@pytest.mark.parametrize("directory", TLS_OVERLAYS)
+@pytest.mark.parametrize("name", SERVICES)
+def test_the_tls_probes_ask_the_health_service_over_tls(directory: str, name: str) -> None:
+    deployment = _rendered_deployments(directory)[name]
+    container = _container(deployment)
+    port = DEFAULT_PORTS[name]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}["grpc"] == port
+    for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+        probe = container[kind]
+        # The kubelet's gRPC probe cannot speak TLS: with it left, no pod is ever ready.
+        assert set(probe) & {"grpc", "httpGet", "tcpSocket", "exec"} == {"exec"}, kind
+        command = probe["exec"]["command"]
+        assert _assert_runs_module(command) == healthcheck.__name__, kind
+        args = healthcheck.argument_parser().parse_args(command[3:])
+        assert args.port == port, kind
+        # The name the other services dial, so the one the certificate must carry.
+        assert (
+            args.server_name
+            == name
+            == _rendered_configmap(directory)[f"HERALD_{name.upper()}_ADDRESS"].rpartition(":")[0]
+        )
+        # Ready: this service's servicer, not draining; started and alive: the server.
+        expected = _grpc_full_name(name) if kind == "readinessProbe" else ""
+        assert args.service == expected, kind
+        # The kubelet kills the probe at timeoutSeconds: leave Python time to start.
+        assert probe["timeoutSeconds"] >= args.timeout + 2, kind
+    # Draining still has its time: the preStop sleep and the grace period are the base's.
+    base = _container(_rendered_deployments("base")[name])
+    assert container["lifecycle"] == base["lifecycle"]
+
+
+def test_tls_combines_with_the_redis_cluster_overlay(tmp_path: Path) -> None:
+    """What deploy/README.md tells an operator to write for a cluster with mTLS."""
+    kubernetes = Path(os.path.relpath(KUBERNETES, tmp_path))
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [str(kubernetes / "overlays/redis-cluster")],
+                "components": [
+                    str(kubernetes / "components/tls"),
+                    str(kubernetes / "components/mtls"),
+                ],
+            }
+        )
+    )
+    docs = kustomize.render(tmp_path)
+    if shutil.which("kubectl"):
+        assert _by_identity(docs) == _by_identity(_kubectl_kustomize(tmp_path))
+    (configmap,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert configmap["data"]["HERALD_REDIS_CLUSTER"] == "true"
+    assert (
+        configmap["data"]["HERALD_TLS_CLIENT_CA_FILE"]
+        == _tls_files("overlays/mtls")["HERALD_TLS_CLIENT_CA_FILE"]
+    )
+    mtls = {
+        d["metadata"]["name"]: d for d in _rendered("overlays/mtls") if d["kind"] == "Deployment"
+    }
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            assert doc == mtls[doc["metadata"]["name"]]
 
 
 # -- compose --------------------------------------------------------------------------------
