@@ -187,7 +187,9 @@ def _fetch_trace(trace_id: str, ctx: Context, notification: Any = None) -> _Trac
     (an app key is refused those), or a tree without the attempts. For a notification
     that finished moments ago, ask again until its attempt spans are there, for a few
     seconds at most."""
-    request = delivery_service_pb2.GetTraceRequest(trace_id=trace_id)
+    request = delivery_service_pb2.GetTraceRequest(
+        trace_id=trace_id, notification_id=notification.notification_id if notification else ""
+    )
     expected = _attempt_spans(notification, trace_id)
     waiting = _recent(notification)
     deadline = time.monotonic() + ARRIVAL_WAIT_SECONDS

@@ -2,7 +2,8 @@
 
 It runs where every SDK exporter runs: in the BatchSpanProcessor's background thread,
 so it uses the synchronous Redis client and never touches the services' event loops.
-One pipeline per batch (per trace: RPUSH, LTRIM to the cap, EXPIRE). The processor
+One pipeline per batch (per trace: RPUSH, LTRIM to the cap, EXPIRE; per notification
+named by a span: RPUSH, EXPIRE, whether the trace is at its cap or not). The processor
 queues at most `max_queue_size` spans and drops beyond that, so a slow or absent Redis
 costs lost spans, never a slower RPC. A failure is logged once (until the next success)
 and the batch is dropped: spans are diagnostics, not data worth retrying for.
@@ -24,7 +25,13 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from services.core.config import Settings
-from services.core.trace_store import encode, trace_id_hex, trace_key
+from services.core.trace_store import (
+    NOTIFICATION_ATTRIBUTE,
+    encode,
+    notification_key,
+    trace_id_hex,
+    trace_key,
+)
 
 log = logging.getLogger("herald.tracing")
 
@@ -79,25 +86,38 @@ class RedisSpanExporter(SpanExporter):
                 self._client = redis.Redis.from_url(url, max_connections=2, **options)
         return self._client
 
-    def _by_trace(self, spans: Sequence[ReadableSpan]) -> dict[str, list[str]]:
-        grouped: dict[str, list[str]] = {}
+    def _grouped(
+        self, spans: Sequence[ReadableSpan]
+    ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+        """The encoded spans per trace (not for traces at the cap) and per notification
+        key (every span that names a notification)."""
+        by_trace: dict[str, list[str]] = {}
+        by_notification: dict[str, list[str]] = {}
         for span in spans:
             if span.context is None or not worth_storing(span):
                 continue
             trace_id = trace_id_hex(span.context.trace_id)
-            if trace_id not in self._full:
-                grouped.setdefault(trace_id, []).append(encode(span))
-        return grouped
+            notification = (span.attributes or {}).get(NOTIFICATION_ATTRIBUTE)
+            full = trace_id in self._full
+            if full and not notification:
+                continue
+            encoded = encode(span)
+            if not full:
+                by_trace.setdefault(trace_id, []).append(encoded)
+            if notification:
+                key = notification_key(trace_id, str(notification))
+                by_notification.setdefault(key, []).append(encoded)
+        return by_trace, by_notification
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        grouped = self._by_trace(spans)
-        if not grouped:
+        by_trace, by_notification = self._grouped(spans)
+        if not by_trace and not by_notification:
             return SpanExportResult.SUCCESS
         # The processor already suppresses instrumentation around export; this keeps
         # the store's own Redis commands out of the traces whoever calls export.
         with suppress_instrumentation():
             try:
-                lengths = self._write(grouped)
+                lengths = self._write(by_trace, by_notification)
             except _REDIS_FAILURES as error:
                 if not self._failing:
                     log.warning(
@@ -116,16 +136,23 @@ class RedisSpanExporter(SpanExporter):
                 self._remember_full(trace_id)
         return SpanExportResult.SUCCESS
 
-    def _write(self, grouped: dict[str, list[str]]) -> dict[str, int]:
+    def _write(
+        self, by_trace: dict[str, list[str]], by_notification: dict[str, list[str]]
+    ) -> dict[str, int]:
         pipe = self._redis().pipeline(transaction=False)
-        for trace_id, items in grouped.items():
+        for trace_id, items in by_trace.items():
             key = trace_key(trace_id)
             pipe.rpush(key, *items)
             pipe.ltrim(key, 0, self._cap - 1)
             pipe.expire(key, self._ttl)
+        for key, items in by_notification.items():
+            # No trim: a notification has a few spans per attempt and few attempts.
+            pipe.rpush(key, *items)
+            pipe.expire(key, self._ttl)
         replies = pipe.execute()
-        # Every third reply is an RPUSH's: the list's length after the push.
-        return {trace_id: int(replies[3 * i]) for i, trace_id in enumerate(grouped)}
+        # The first three replies per trace: RPUSH's (the list's length after the
+        # push), LTRIM's, EXPIRE's.
+        return {trace_id: int(replies[3 * i]) for i, trace_id in enumerate(by_trace)}
 
     def _remember_full(self, trace_id: str) -> None:
         self._full[trace_id] = None

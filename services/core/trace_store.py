@@ -9,6 +9,12 @@ One Redis list per trace, `trace:{<trace id>}`: the hash tag is the trace id, so
 is one key on one Cluster slot. Each item is one span as compact JSON (the keys below);
 the list keeps the first `trace_store_max_spans` spans and expires
 `trace_store_ttl_seconds` after the latest write.
+
+A span that names a notification (`herald.notification_id`: its queue waits and
+attempts) is also kept in that notification's list, `trace:{<trace id>}:n:<id>`, cap or
+not: a campaign's trace holds every recipient's spans, far more than the cap, and
+`herald trace <notification>` must still find that notification's. Those lists are as
+short as a notification's attempts and expire with the trace.
 """
 
 from __future__ import annotations
@@ -33,8 +39,15 @@ _SECRET_MARKERS = ("secret", "password", "authorization", "api_key", "apikey", "
 MAX_VALUE_CHARS = 300
 
 
+NOTIFICATION_ATTRIBUTE = "herald.notification_id"
+
+
 def trace_key(trace_id: str) -> str:
     return "trace:" + hash_tag(trace_id)
+
+
+def notification_key(trace_id: str, notification_id: str) -> str:
+    return f"{trace_key(trace_id)}:n:{notification_id}"
 
 
 def trace_id_hex(trace_id: int) -> str:
@@ -125,10 +138,19 @@ def decode(raw: bytes | str) -> StoredSpan | None:
         return None
 
 
-async def read_trace(redis: RedisClient, trace_id: str) -> tuple[list[StoredSpan], int]:
-    """The stored spans of a trace ordered by start time, and how many items the list
-    holds (compared with the cap to tell a truncated trace)."""
+async def read_trace(
+    redis: RedisClient, trace_id: str, notification_id: str = ""
+) -> tuple[list[StoredSpan], int]:
+    """The stored spans of a trace ordered by start time (with `notification_id`, that
+    notification's kept spans too), and how many items the trace's list holds (compared
+    with the cap to tell a truncated trace)."""
     raw: list[bytes] = await redis.lrange(trace_key(trace_id), 0, -1)  # type: ignore[assignment]
     spans = [span for span in map(decode, raw) if span is not None]
+    if notification_id:
+        own: list[bytes] = await redis.lrange(  # type: ignore[assignment]
+            notification_key(trace_id, notification_id), 0, -1
+        )
+        known = {span.span_id for span in spans}
+        spans += [s for s in map(decode, own) if s is not None and s.span_id not in known]
     spans.sort(key=lambda span: (span.start_ns, span.end_ns))
     return spans, len(raw)

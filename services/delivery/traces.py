@@ -39,7 +39,12 @@ class TraceReader:
 
     async def get(self, request: DS.GetTraceRequest) -> DS.GetTraceResponse:
         trace_id = _valid_trace_id(request.trace_id)
-        spans, stored = await read_trace(self.redis, trace_id)
+        if len(request.notification_id) > 64:
+            raise InvalidArgument(
+                "the notification id is too long",
+                [FieldViolation("notification_id", "must be at most 64 characters")],
+            )
+        spans, stored = await read_trace(self.redis, trace_id, request.notification_id)
         if not spans:
             raise self._not_found(trace_id)
         if caller_app():

@@ -11,14 +11,19 @@ from typing import Any
 
 import grpc
 import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from herald.campaign.v1 import campaign_service_pb2, campaign_service_pb2_grpc, push_message_pb2
 from herald.delivery.v1 import delivery_service_pb2 as DS
 from herald.delivery.v1 import delivery_service_pb2_grpc, notification_pb2
-from herald.type.v1 import push_options_pb2
+from herald.type.v1 import platform_pb2, push_options_pb2, push_token_pb2
 from services.campaign.spec import SPEC as CAMPAIGN_SPEC
 from services.core.config import Settings
 from services.core.server import RunningServer
+from services.core.trace_context import context_of
+from services.core.trace_export import RedisSpanExporter
 from services.delivery.spec import SPEC as DELIVERY_SPEC
 from services.identity.spec import SPEC as IDENTITY_SPEC
 from services.registration.spec import SPEC as REGISTRATION_SPEC
@@ -65,14 +70,17 @@ async def _wait_delivered(stub: Any, notification_id: str) -> None:
     raise AssertionError(f"never delivered: {notification_id}")
 
 
-async def _wait_spans(stub: Any, servers: list[RunningServer], trace_id: str) -> None:
+async def _wait_spans(
+    stub: Any, servers: list[RunningServer], trace_id: str, notification_id: str = ""
+) -> None:
     """Until the attempt's span is stored (the processors write every second; flushing
     them shortens the wait)."""
+    request = DS.GetTraceRequest(trace_id=trace_id, notification_id=notification_id)
     for _ in range(200):
         for server in servers:
             server.runtime.tracer_provider.force_flush()
         try:
-            answer = await stub.GetTrace(DS.GetTraceRequest(trace_id=trace_id))
+            answer = await stub.GetTrace(request)
             if any(span.name == "delivery.attempt" for span in answer.spans):
                 return
         except grpc.aio.AioRpcError as error:
@@ -287,3 +295,52 @@ async def test_a_campaign_notifications_trace_shows_its_own_path_of_the_launch(t
     if others:  # the siblings ran in the launch's trace: they are left out, and it says so
         assert "more spans of this trace" in shown.stdout
         assert f"herald trace --trace-id {trace_id}" in shown.stdout
+
+
+async def test_a_notifications_spans_past_its_traces_cap_are_still_shown(traced, sandbox, settings):
+    """A campaign's trace holds every recipient's spans, far more than the store keeps
+    per trace: `herald trace <notification>` still shows that notification's own."""
+    capped = settings.model_copy(update={"trace_store_max_spans": 10})
+    servers = await traced(DELIVERY_SPEC, IDENTITY_SPEC, base=capped)
+    addresses = {name: f"127.0.0.1:{server.port}" for name, server in servers.items()}
+    await create_app(addresses)
+    await _put_credentials(addresses, sandbox)
+    trace_id, caller = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    traceparent = f"00-{trace_id}-{caller}-01"
+    # Other work of the trace fills it to the cap first (as earlier recipients would).
+    filler = TracerProvider(resource=Resource.create({"service.name": "herald-campaign"}))
+    filler.add_span_processor(SimpleSpanProcessor(RedisSpanExporter(capped)))
+    for index in range(10):
+        filler.get_tracer("t").start_span(
+            f"earlier-{index}", context=context_of({"traceparent": traceparent})
+        ).end()
+    filler.shutdown()
+
+    async with grpc.aio.insecure_channel(addresses["delivery"]) as channel:
+        delivery = delivery_service_pb2_grpc.DeliveryServiceStub(channel)
+        sent = await delivery.Send(
+            DS.SendRequest(
+                notification=notification_pb2.Notification(
+                    app_id="shop",
+                    token=push_token_pb2.PushToken(
+                        apns=push_token_pb2.ApnsToken(device_token=new_device_token())
+                    ),
+                    apns_environment=platform_pb2.APNS_ENVIRONMENT_DEVELOPMENT,
+                    apns=notification_pb2.ApnsPayload(title="Hi", body="Late"),
+                ),
+                request_id=str(uuid.uuid4()),
+            ),
+            metadata=(("traceparent", traceparent),),
+        )
+        (result,) = sent.results
+        await _wait_spans(delivery, list(servers.values()), trace_id, result.notification_id)
+        whole = await delivery.GetTrace(DS.GetTraceRequest(trace_id=trace_id))
+
+    shown = await run_cli("trace", result.notification_id, addresses=addresses, env=WIDE)
+
+    assert whole.truncated
+    assert not any(s.name == "delivery.attempt" for s in whole.spans)  # past the cap
+    assert shown.code == 0, shown.stderr
+    rows = [line for line in shown.stdout.splitlines() if "delivery.attempt" in line]
+    assert len(rows) == 1
+    assert f"apns-id={result.apns_id}" in rows[0]

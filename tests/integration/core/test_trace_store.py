@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from services.core.config import Settings
 from services.core.embedded_redis import EmbeddedRedis, free_port
 from services.core.trace_export import OncePerInterval, RedisSpanExporter
-from services.core.trace_store import read_trace, trace_id_hex, trace_key
+from services.core.trace_store import notification_key, read_trace, trace_id_hex, trace_key
 
 
 def _tracer(exporter: RedisSpanExporter, service: str = "herald-test") -> TracerProvider:
@@ -100,6 +100,40 @@ async def test_a_trace_keeps_its_first_spans_up_to_the_cap_and_expires(redis, st
     assert stored == 10
     assert [s.name for s in spans] == [f"child-{index:02d}" for index in range(10)]
     assert [s.name for s in others] == ["another trace"]  # a full trace costs no other
+    assert 0 < ttl <= 120
+
+
+async def test_a_notifications_spans_are_kept_past_the_traces_cap(redis, store_settings):
+    """A campaign's trace holds every recipient's spans, far past the cap: the spans
+    that name a notification are kept for it anyway, and read back when asked for it."""
+    exporter = RedisSpanExporter(store_settings)
+    provider = _tracer(exporter)
+    tracer = provider.get_tracer("t")
+    try:
+        with tracer.start_as_current_span("LaunchCampaign") as root:
+            for index in range(30):  # three spans per recipient: 90, the cap is 10
+                named = {"herald.notification_id": f"n{index:02d}"}
+                with tracer.start_as_current_span("Enqueue"):
+                    with tracer.start_as_current_span("queue.wait", attributes=named):
+                        pass
+                    with tracer.start_as_current_span("delivery.attempt", attributes=named):
+                        pass
+        trace_id = trace_id_hex(root.get_span_context().trace_id)
+        first, stored = await read_trace(redis, trace_id, "n00")
+        late, _ = await read_trace(redis, trace_id, "n29")
+        whole, _ = await read_trace(redis, trace_id)
+        ttl = await redis.ttl(notification_key(trace_id, "n29"))
+    finally:
+        provider.shutdown()
+
+    assert stored == 10  # the trace's own list stays at the cap
+    assert len(whole) == 10
+    assert not any(s.attributes.get("herald.notification_id") == "n29" for s in whole)
+    mine = [s.name for s in late if s.attributes.get("herald.notification_id") == "n29"]
+    assert mine == ["queue.wait", "delivery.attempt"]
+    assert len(late) == 12  # the cap's ten, and n29's two
+    # n00's spans are in the trace's list too: not answered twice.
+    assert [s.span_id for s in first] == [s.span_id for s in whole]
     assert 0 < ttl <= 120
 
 

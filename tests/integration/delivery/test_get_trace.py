@@ -152,6 +152,19 @@ async def test_a_malformed_trace_id_is_invalid_argument_naming_the_field(
     assert [field for field, _ in error.violations] == ["trace_id"]
 
 
+async def test_an_overlong_notification_id_is_invalid_argument_naming_the_field(
+    start_service, delivery_settings
+):
+    server = await start_service(DELIVERY, delivery_settings)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = delivery_service_pb2_grpc.DeliveryServiceStub(channel)
+        request = DS.GetTraceRequest(trace_id="a" * 32, notification_id="n" * 65)
+        error = await _refused(stub.GetTrace, request)
+
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert [field for field, _ in error.violations] == ["notification_id"]
+
+
 @pytest.mark.parametrize(("exporter", "store"), [("local", "on"), ("none", "off")])
 async def test_an_unknown_trace_is_not_found_and_says_whether_spans_are_kept(
     start_service, delivery_settings, exporter, store, stop_tracing

@@ -732,18 +732,25 @@ class GetTraceRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TRACE_ID_FIELD_NUMBER: _builtins.int
+    NOTIFICATION_ID_FIELD_NUMBER: _builtins.int
     trace_id: _builtins.str
     """Required. The trace id: 32 hex digits, as in Notification.trace_id and
     DeliveryAttempt.trace_id.
+    """
+    notification_id: _builtins.str
+    """Optional. A notification of the trace: its queue waits and attempts are answered
+    too when the trace reached the store's cap of spans before them (a large
+    campaign's trace holds every recipient's).
     """
     def __init__(
         self,
         *,
         trace_id: _builtins.str = ...,
+        notification_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notification_id", b"notification_id", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
