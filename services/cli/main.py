@@ -78,7 +78,8 @@ def _global_options(parser: argparse.ArgumentParser, top: bool) -> None:
     group.add_argument(
         "--admin-key",
         default=default(os.environ.get("HERALD_ADMIN_KEY", "")),
-        help="operator key for app management, sent as x-admin-key (HERALD_ADMIN_KEY)",
+        help="operator key for app management and for users export/delete, sent as "
+        "x-admin-key (HERALD_ADMIN_KEY)",
     )
     secure = parser.add_argument_group("TLS (the services' HERALD_TLS_* variables work too)")
     secure.add_argument(

@@ -213,8 +213,17 @@ class Listings:
         return answers
 
     async def list_user_devices(
-        self, user_id: str, app_id: str, page_size: int, page_token: str, view: int
+        self,
+        user_id: str,
+        app_id: str,
+        page_size: int,
+        page_token: str,
+        view: int,
+        caller_app: str = "",
     ) -> tuple[list[ListedDevice], str, bool]:
+        """A page of the user's devices (of `app_id`, or of every app), and whether push
+        is enabled for any app: for an app's key (`caller_app`) that is read over its own
+        app's devices, so another app's push state does not reach it."""
         check = Validator()
         check_id(check, "user_id", user_id, MAX_USER_ID)
         if app_id:
@@ -225,7 +234,11 @@ class Listings:
         after = tuple(pagination.decode(page_token, query) or ("", ""))
         size = pagination.page_size(page_size)
         verified = await self.verified_user_devices(user_id, await self.store.user_devices(user_id))
-        push_enabled_any_app = any(rules.capability(d.record)[0] == FOREGROUND for d in verified)
+        push_enabled_any_app = any(
+            rules.capability(d.record)[0] == FOREGROUND
+            for d in verified
+            if not caller_app or d.app_id == caller_app
+        )
         chosen = heapq.nsmallest(
             size + 1,
             (

@@ -99,12 +99,14 @@ class RegistrationServicer(registration_service_pb2_grpc.RegistrationServiceServ
     async def ListUserDevices(
         self, request: pb.ListUserDevicesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListUserDevicesResponse:
+        own = caller_app()
         page, token, any_app = await self.listings.list_user_devices(
             request.user_id,
-            request.app_id or caller_app(),  # an app key sees only its own app's devices
+            request.app_id or own,  # an app key sees only its own app's devices
             request.page_size,
             request.page_token,
             request.view,
+            caller_app=own,
         )
         return pb.ListUserDevicesResponse(
             devices=[

@@ -585,3 +585,15 @@ async def test_subscription_state_for_an_app_key_is_its_own_apps_part(world):
     operator = await state(_admin())
     assert sorted(e.push_token.device_id for e in operator.entries) == ["news-phone", "shop-phone"]
     assert operator.push_enabled_any_app
+
+    # Registration's ListUserDevices answers the same flag, held the same way.
+    async def listed(metadata) -> registration_service_pb2.ListUserDevicesResponse:
+        return await registration.ListUserDevices(
+            registration_service_pb2.ListUserDevicesRequest(user_id="alice"), metadata=metadata
+        )
+
+    shop_devices = await listed(_key(keys[("shop", "FULL")][0]))
+    assert [d.device_id for d in shop_devices.devices] == ["shop-phone"]
+    assert not shop_devices.push_enabled_any_app
+    assert (await listed(_key(keys[("news", "FULL")][0]))).push_enabled_any_app
+    assert (await listed(_admin())).push_enabled_any_app

@@ -31,8 +31,9 @@ class IdentityServiceStub:
     in on which device and asks Registration to move the device binding.
 
     Every RPC requires credentials in metadata: app management (CreateApp, ListApps,
-    DeleteApp) needs the operator's admin key ("x-admin-key"); the others an API key
-    ("x-api-key") of the app concerned with the scope the RPC needs. Every RPC may also
+    DeleteApp) and what acts on the user directory every app shares (DeleteUser,
+    ListUsers, ExportUsers) need the operator's admin key ("x-admin-key"); the others an
+    API key ("x-api-key") of the app concerned with the scope the RPC needs. Every RPC may also
     return UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID), PERMISSION_DENIED
     (API_KEY_SCOPE_INSUFFICIENT, APP_ACCESS_DENIED, ADMIN_KEY_REQUIRED) and UNAVAILABLE
     (REDIS_UNAVAILABLE, DEPENDENCY_UNAVAILABLE).
@@ -162,8 +163,9 @@ class IdentityServiceServicer:
     in on which device and asks Registration to move the device binding.
 
     Every RPC requires credentials in metadata: app management (CreateApp, ListApps,
-    DeleteApp) needs the operator's admin key ("x-admin-key"); the others an API key
-    ("x-api-key") of the app concerned with the scope the RPC needs. Every RPC may also
+    DeleteApp) and what acts on the user directory every app shares (DeleteUser,
+    ListUsers, ExportUsers) need the operator's admin key ("x-admin-key"); the others an
+    API key ("x-api-key") of the app concerned with the scope the RPC needs. Every RPC may also
     return UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID), PERMISSION_DENIED
     (API_KEY_SCOPE_INSUFFICIENT, APP_ACCESS_DENIED, ADMIN_KEY_REQUIRED) and UNAVAILABLE
     (REDIS_UNAVAILABLE, DEPENDENCY_UNAVAILABLE).
@@ -310,16 +312,18 @@ class IdentityServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteUser(self, request, context):
-        """Deletes a user and unbinds every device bound to them (logged as UNBOUND with
-        reason "user_deleted"). Returns NOT_FOUND (USER_NOT_FOUND) if none and
-        allow_missing is false.
+        """Deletes a user and unbinds every device bound to them, in every app (logged as
+        UNBOUND with reason "user_deleted"). Needs the admin key: an app's key gets
+        PERMISSION_DENIED (ADMIN_KEY_REQUIRED). Returns NOT_FOUND (USER_NOT_FOUND) if none
+        and allow_missing is false.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListUsers(self, request, context):
-        """Lists users, ordered by external id. Returns INVALID_ARGUMENT
+        """Lists users, ordered by external id. Needs the admin key: an app's key gets
+        PERMISSION_DENIED (ADMIN_KEY_REQUIRED). Returns INVALID_ARGUMENT
         (INVALID_PAGE_TOKEN) for a bad page token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -370,8 +374,9 @@ class IdentityServiceServicer:
 
     def ExportUsers(self, request, context):
         """Streams users with their push tokens, selected by a list of identifiers or by a
-        segment, in batches, without holding the selection in memory. Full tokens only
-        with include_full_tokens (FULL scope). Returns INVALID_ARGUMENT
+        segment, in batches, without holding the selection in memory. Needs the admin
+        key: an app's key gets PERMISSION_DENIED (ADMIN_KEY_REQUIRED). Full tokens only
+        with include_full_tokens. Returns INVALID_ARGUMENT
         (INVALID_ARGUMENT, INVALID_CURSOR) if the selector, batch size or cursor is
         invalid.
         """
@@ -506,8 +511,9 @@ class IdentityService:
     in on which device and asks Registration to move the device binding.
 
     Every RPC requires credentials in metadata: app management (CreateApp, ListApps,
-    DeleteApp) needs the operator's admin key ("x-admin-key"); the others an API key
-    ("x-api-key") of the app concerned with the scope the RPC needs. Every RPC may also
+    DeleteApp) and what acts on the user directory every app shares (DeleteUser,
+    ListUsers, ExportUsers) need the operator's admin key ("x-admin-key"); the others an
+    API key ("x-api-key") of the app concerned with the scope the RPC needs. Every RPC may also
     return UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID), PERMISSION_DENIED
     (API_KEY_SCOPE_INSUFFICIENT, APP_ACCESS_DENIED, ADMIN_KEY_REQUIRED) and UNAVAILABLE
     (REDIS_UNAVAILABLE, DEPENDENCY_UNAVAILABLE).

@@ -32,8 +32,9 @@ class IdentityServiceStub:
     in on which device and asks Registration to move the device binding.
 
     Every RPC requires credentials in metadata: app management (CreateApp, ListApps,
-    DeleteApp) needs the operator's admin key ("x-admin-key"); the others an API key
-    ("x-api-key") of the app concerned with the scope the RPC needs. Every RPC may also
+    DeleteApp) and what acts on the user directory every app shares (DeleteUser,
+    ListUsers, ExportUsers) need the operator's admin key ("x-admin-key"); the others an
+    API key ("x-api-key") of the app concerned with the scope the RPC needs. Every RPC may also
     return UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID), PERMISSION_DENIED
     (API_KEY_SCOPE_INSUFFICIENT, APP_ACCESS_DENIED, ADMIN_KEY_REQUIRED) and UNAVAILABLE
     (REDIS_UNAVAILABLE, DEPENDENCY_UNAVAILABLE).
@@ -122,12 +123,14 @@ class IdentityServiceStub:
     USER_PHONE_TAKEN) on a uniqueness conflict.
     """
     DeleteUser: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.DeleteUserRequest, _identity_service_pb2.DeleteUserResponse]
-    """Deletes a user and unbinds every device bound to them (logged as UNBOUND with
-    reason "user_deleted"). Returns NOT_FOUND (USER_NOT_FOUND) if none and
-    allow_missing is false.
+    """Deletes a user and unbinds every device bound to them, in every app (logged as
+    UNBOUND with reason "user_deleted"). Needs the admin key: an app's key gets
+    PERMISSION_DENIED (ADMIN_KEY_REQUIRED). Returns NOT_FOUND (USER_NOT_FOUND) if none
+    and allow_missing is false.
     """
     ListUsers: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.ListUsersRequest, _identity_service_pb2.ListUsersResponse]
-    """Lists users, ordered by external id. Returns INVALID_ARGUMENT
+    """Lists users, ordered by external id. Needs the admin key: an app's key gets
+    PERMISSION_DENIED (ADMIN_KEY_REQUIRED). Returns INVALID_ARGUMENT
     (INVALID_PAGE_TOKEN) for a bad page token.
     """
     BatchGetUsers: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.BatchGetUsersRequest, _identity_service_pb2.BatchGetUsersResponse]
@@ -158,8 +161,9 @@ class IdentityServiceStub:
     """
     ExportUsers: _grpc.UnaryStreamMultiCallable[_identity_service_pb2.ExportUsersRequest, _identity_service_pb2.ExportUsersResponse]
     """Streams users with their push tokens, selected by a list of identifiers or by a
-    segment, in batches, without holding the selection in memory. Full tokens only
-    with include_full_tokens (FULL scope). Returns INVALID_ARGUMENT
+    segment, in batches, without holding the selection in memory. Needs the admin
+    key: an app's key gets PERMISSION_DENIED (ADMIN_KEY_REQUIRED). Full tokens only
+    with include_full_tokens. Returns INVALID_ARGUMENT
     (INVALID_ARGUMENT, INVALID_CURSOR) if the selector, batch size or cursor is
     invalid.
     """
@@ -171,8 +175,9 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     in on which device and asks Registration to move the device binding.
 
     Every RPC requires credentials in metadata: app management (CreateApp, ListApps,
-    DeleteApp) needs the operator's admin key ("x-admin-key"); the others an API key
-    ("x-api-key") of the app concerned with the scope the RPC needs. Every RPC may also
+    DeleteApp) and what acts on the user directory every app shares (DeleteUser,
+    ListUsers, ExportUsers) need the operator's admin key ("x-admin-key"); the others an
+    API key ("x-api-key") of the app concerned with the scope the RPC needs. Every RPC may also
     return UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID), PERMISSION_DENIED
     (API_KEY_SCOPE_INSUFFICIENT, APP_ACCESS_DENIED, ADMIN_KEY_REQUIRED) and UNAVAILABLE
     (REDIS_UNAVAILABLE, DEPENDENCY_UNAVAILABLE).
@@ -258,12 +263,14 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     USER_PHONE_TAKEN) on a uniqueness conflict.
     """
     DeleteUser: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.DeleteUserRequest, _identity_service_pb2.DeleteUserResponse]  # type: ignore[assignment]
-    """Deletes a user and unbinds every device bound to them (logged as UNBOUND with
-    reason "user_deleted"). Returns NOT_FOUND (USER_NOT_FOUND) if none and
-    allow_missing is false.
+    """Deletes a user and unbinds every device bound to them, in every app (logged as
+    UNBOUND with reason "user_deleted"). Needs the admin key: an app's key gets
+    PERMISSION_DENIED (ADMIN_KEY_REQUIRED). Returns NOT_FOUND (USER_NOT_FOUND) if none
+    and allow_missing is false.
     """
     ListUsers: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.ListUsersRequest, _identity_service_pb2.ListUsersResponse]  # type: ignore[assignment]
-    """Lists users, ordered by external id. Returns INVALID_ARGUMENT
+    """Lists users, ordered by external id. Needs the admin key: an app's key gets
+    PERMISSION_DENIED (ADMIN_KEY_REQUIRED). Returns INVALID_ARGUMENT
     (INVALID_PAGE_TOKEN) for a bad page token.
     """
     BatchGetUsers: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.BatchGetUsersRequest, _identity_service_pb2.BatchGetUsersResponse]  # type: ignore[assignment]
@@ -294,8 +301,9 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """
     ExportUsers: _aio.UnaryStreamMultiCallable[_identity_service_pb2.ExportUsersRequest, _identity_service_pb2.ExportUsersResponse]  # type: ignore[assignment]
     """Streams users with their push tokens, selected by a list of identifiers or by a
-    segment, in batches, without holding the selection in memory. Full tokens only
-    with include_full_tokens (FULL scope). Returns INVALID_ARGUMENT
+    segment, in batches, without holding the selection in memory. Needs the admin
+    key: an app's key gets PERMISSION_DENIED (ADMIN_KEY_REQUIRED). Full tokens only
+    with include_full_tokens. Returns INVALID_ARGUMENT
     (INVALID_ARGUMENT, INVALID_CURSOR) if the selector, batch size or cursor is
     invalid.
     """
@@ -306,8 +314,9 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
     in on which device and asks Registration to move the device binding.
 
     Every RPC requires credentials in metadata: app management (CreateApp, ListApps,
-    DeleteApp) needs the operator's admin key ("x-admin-key"); the others an API key
-    ("x-api-key") of the app concerned with the scope the RPC needs. Every RPC may also
+    DeleteApp) and what acts on the user directory every app shares (DeleteUser,
+    ListUsers, ExportUsers) need the operator's admin key ("x-admin-key"); the others an
+    API key ("x-api-key") of the app concerned with the scope the RPC needs. Every RPC may also
     return UNAUTHENTICATED (API_KEY_MISSING, API_KEY_INVALID), PERMISSION_DENIED
     (API_KEY_SCOPE_INSUFFICIENT, APP_ACCESS_DENIED, ADMIN_KEY_REQUIRED) and UNAVAILABLE
     (REDIS_UNAVAILABLE, DEPENDENCY_UNAVAILABLE).
@@ -487,9 +496,10 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _identity_service_pb2.DeleteUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_identity_service_pb2.DeleteUserResponse, _abc.Awaitable[_identity_service_pb2.DeleteUserResponse]]:
-        """Deletes a user and unbinds every device bound to them (logged as UNBOUND with
-        reason "user_deleted"). Returns NOT_FOUND (USER_NOT_FOUND) if none and
-        allow_missing is false.
+        """Deletes a user and unbinds every device bound to them, in every app (logged as
+        UNBOUND with reason "user_deleted"). Needs the admin key: an app's key gets
+        PERMISSION_DENIED (ADMIN_KEY_REQUIRED). Returns NOT_FOUND (USER_NOT_FOUND) if none
+        and allow_missing is false.
         """
 
     @_abc_1.abstractmethod
@@ -498,7 +508,8 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _identity_service_pb2.ListUsersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_identity_service_pb2.ListUsersResponse, _abc.Awaitable[_identity_service_pb2.ListUsersResponse]]:
-        """Lists users, ordered by external id. Returns INVALID_ARGUMENT
+        """Lists users, ordered by external id. Needs the admin key: an app's key gets
+        PERMISSION_DENIED (ADMIN_KEY_REQUIRED). Returns INVALID_ARGUMENT
         (INVALID_PAGE_TOKEN) for a bad page token.
         """
 
@@ -559,8 +570,9 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_identity_service_pb2.ExportUsersResponse], _abc.AsyncIterator[_identity_service_pb2.ExportUsersResponse]]:
         """Streams users with their push tokens, selected by a list of identifiers or by a
-        segment, in batches, without holding the selection in memory. Full tokens only
-        with include_full_tokens (FULL scope). Returns INVALID_ARGUMENT
+        segment, in batches, without holding the selection in memory. Needs the admin
+        key: an app's key gets PERMISSION_DENIED (ADMIN_KEY_REQUIRED). Full tokens only
+        with include_full_tokens. Returns INVALID_ARGUMENT
         (INVALID_ARGUMENT, INVALID_CURSOR) if the selector, batch size or cursor is
         invalid.
         """
