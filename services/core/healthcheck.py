@@ -90,7 +90,10 @@ class ListenerConfig:
         return cls(**{field: value for field, value in values.items() if value is not None})
 
     def target(self, port: int) -> str:
-        return f"{_EVERY_INTERFACE.get(self.host, self.host)}:{port}"
+        host = _EVERY_INTERFACE.get(self.host, self.host)
+        if ":" in host and not host.startswith("["):  # an IPv6 address
+            host = f"[{host}]"
+        return f"{host}:{port}"
 
 
 def _read(field: str, path: str) -> bytes:
