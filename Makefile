@@ -34,7 +34,7 @@ test: $(STAMP) ## Run every test tier (unit, integration, e2e)
 	@$(PY) -m pytest -q
 
 test-cluster: $(STAMP) ## Run the integration tests against a 3-master Redis Cluster
-	@$(PY) -m pytest -q --redis-cluster tests/integration
+	@$(PY) -m pytest -q --redis-cluster --every-script tests/integration
 
 test-unit: $(STAMP) ## Run the unit tests only
 	@$(PY) -m pytest -q tests/unit

@@ -16,6 +16,7 @@ from redis.asyncio import Redis, RedisCluster
 from services.core.config import Settings, load_settings
 from services.core.embedded_redis import EmbeddedRedis, EmbeddedRedisCluster, free_port
 from services.core.server import RunningServer, ServiceSpec, start_server
+from tests import script_runs
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -24,6 +25,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="run against a 3-master Redis Cluster instead of a single redis-server",
     )
+    parser.addoption(
+        "--every-script",
+        action="store_true",
+        help="fail the run unless every Lua script of services/ was executed (make "
+        "test-cluster: the Cluster suite must cover every script)",
+    )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if session.config.getoption("--every-script"):
+        script_runs.watch()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not session.config.getoption("--every-script") or exitstatus != 0:
+        return
+    missed = script_runs.never_run()
+    if missed:
+        session.config.get_terminal_writer().line(
+            "Lua scripts no test executed: " + ", ".join(missed), red=True
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_configure(config: pytest.Config) -> None:

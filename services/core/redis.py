@@ -106,4 +106,10 @@ def load_script(
     files = resources.files(package)
     source = "\n".join(files.joinpath(part).read_text() for part in (*after, name))
     script: Any = client.register_script(source)
+    SCRIPT_FILES[script.sha] = tuple(f"{package}/{part}" for part in (*after, name))
     return script
+
+
+# The Lua files each loaded script is made of, by the SHA1 its EVALSHA names: what a
+# run of the Cluster suite checks it executed every script file with (tests/conftest.py).
+SCRIPT_FILES: dict[str, tuple[str, ...]] = {}
