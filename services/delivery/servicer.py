@@ -78,10 +78,12 @@ class DeliveryServicer(delivery_service_pb2_grpc.DeliveryServiceServicer):
             "s",
             self.sampler.ages,
         )
+        refresh = self.options.credential_expiry_refresh_seconds
         self.expiry = ExpirySampler(
             self.store,
-            DeletedApps(lambda: runtime.channel("identity")),
-            self.options.credential_expiry_refresh_seconds,
+            # Whether an app still exists is asked again every tenth refresh (5 min).
+            DeletedApps(lambda: runtime.channel("identity"), recheck_seconds=10 * refresh),
+            refresh,
         )
         self.metrics.observe(
             "herald.delivery.credentials.expiry",
