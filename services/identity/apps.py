@@ -167,6 +167,7 @@ class Apps:
         force: bool,
         has_devices: Callable[[str], Awaitable[bool]],
         purge_devices: Callable[[str], Awaitable[int]],
+        purge_credentials: Callable[[str], Awaitable[int]],
     ) -> int:
         await self.get(app_id)
         if not force and await has_devices(app_id):
@@ -181,6 +182,10 @@ class Apps:
         # it, for a registration accepted in between by a replica that still had the
         # app cached.
         await purge_devices(app_id)
+        # Delivery keeps credentials by app id: an app created again with this id must
+        # not send with the old one's keys. Also before the record goes (Delivery down:
+        # the call fails with the app intact, to be retried).
+        await purge_credentials(app_id)
         if not await self.store.delete(app_id):
             raise app_not_found(app_id)
         await purge_devices(app_id)

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from herald.registration.v1 import (
     device_pb2,
@@ -22,8 +20,7 @@ from herald.registration.v1 import (
     registration_service_pb2_grpc,
 )
 from herald.type.v1 import platform_pb2, push_token_pb2
-from services.core.errors import FieldViolation, HeraldError, InvalidArgument, Unavailable
-from services.core.status import parse_error
+from services.identity.dependency_errors import translate
 
 CALL_TIMEOUT_SECONDS = 5.0
 _DEVICES_PAGE = 1000
@@ -75,43 +72,6 @@ def _snapshot(device: device_pb2.Device) -> DeviceSnapshot:
     )
 
 
-def _translate(error: grpc.aio.AioRpcError) -> HeraldError:
-    if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return Unavailable(
-            "DEPENDENCY_UNAVAILABLE",
-            "the Registration service did not answer; retry with backoff",
-            {"service": "registration"},
-        )
-    details = parse_error(error)
-    if details.code == grpc.StatusCode.INVALID_ARGUMENT:
-        # Pass Registration's field violations (with their own reasons) through: the
-        # caller must learn which field was wrong, not just that something was.
-        return InvalidArgument(
-            details.message,
-            _violations(error),
-            details.reason or "INVALID_ARGUMENT",
-            details.metadata,
-        )
-    return HeraldError(
-        details.reason or error.code().name,
-        details.message,
-        details.metadata,
-        details.code,
-    )
-
-
-def _violations(error: grpc.aio.AioRpcError) -> list[FieldViolation]:
-    """BadRequest field violations of a failed call, each with its reason."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    if status is None:
-        return []
-    bad = error_details_pb2.BadRequest()
-    for detail in status.details:
-        if detail.Unpack(bad):
-            return [FieldViolation(v.field, v.description, v.reason) for v in bad.field_violations]
-    return []
-
-
 class Registration:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self.stub = registration_service_pb2_grpc.RegistrationServiceStub(channel)
@@ -122,7 +82,7 @@ class Registration:
         try:
             return await method(request, timeout=CALL_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as error:
-            raise _translate(error) from None
+            raise translate(error, "Registration") from None
 
     async def app_has_devices(self, app_id: str) -> bool:
         answer = await self._call(

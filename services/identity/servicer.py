@@ -21,6 +21,7 @@ from services.identity.app_model import SecretMatch
 from services.identity.app_store import AppStore
 from services.identity.apps import Apps
 from services.identity.clock import MICROS_PER_SECOND
+from services.identity.delivery_client import Delivery
 from services.identity.export import Exporter
 from services.identity.registration_client import Registration
 from services.identity.sessions import Sessions
@@ -38,6 +39,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         self.apps = Apps(app_store)
         self.api_keys = ApiKeys(app_store)
         self.devices = Registration(runtime.channel("registration"))
+        self.delivery = Delivery(runtime.channel("delivery"))
         self.users = Users(UserStore(runtime.redis))
         self.sessions = Sessions(self.apps, self.users, self.devices)
         self.subscriptions = SubscriptionStates(self.apps, self.users, self.devices)
@@ -85,6 +87,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
             request.force,
             self.devices.app_has_devices,
             self.devices.purge_app_devices,
+            self.delivery.purge_app_credentials,
         )
         return pb.DeleteAppResponse(delete_time=app_messages.timestamp(deleted_us))
 

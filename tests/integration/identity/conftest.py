@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from herald.identity.v1 import app_pb2, identity_service_pb2, identity_service_pb2_grpc
+from services.delivery.spec import SPEC as DELIVERY_SPEC
 from services.identity.spec import SPEC as IDENTITY_SPEC
 from services.registration.spec import SPEC as REGISTRATION_SPEC
 
@@ -26,8 +27,9 @@ async def identity(
 
 @pytest.fixture
 async def stack(redis: Redis, start_services) -> AsyncIterator[dict[str, grpc.aio.Channel]]:
-    """Identity and Registration wired to each other; channels by service name."""
-    servers = await start_services(IDENTITY_SPEC, REGISTRATION_SPEC)
+    """Identity, Registration and Delivery wired to each other (DeleteApp purges the
+    app's devices in Registration and its credentials in Delivery); channels by name."""
+    servers = await start_services(IDENTITY_SPEC, REGISTRATION_SPEC, DELIVERY_SPEC)
     channels = {
         name: grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
         for name, server in servers.items()

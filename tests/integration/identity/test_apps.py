@@ -8,12 +8,18 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import duration_pb2, field_mask_pb2
 from redis.asyncio import Redis
 
+from herald.delivery.v1 import credentials_pb2, delivery_service_pb2, delivery_service_pb2_grpc
 from herald.identity.v1 import app_pb2, identity_service_pb2
 from herald.identity.v1 import identity_service_pb2_grpc as pb_grpc
+from herald.type.v1 import platform_pb2
 from services.core.status import parse_error
+from services.identity.spec import SPEC as IDENTITY_SPEC
+from services.registration.spec import SPEC as REGISTRATION_SPEC
 from tests.integration.identity.conftest import create_app, redis_snapshot
 
 pb = identity_service_pb2
@@ -244,3 +250,63 @@ async def test_a_foreign_page_token_is_rejected(identity):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await identity.ListApps(pb.ListAppsRequest(page_token="not-a-token"))
     assert parse_error(caught.value).reason == "INVALID_PAGE_TOKEN"
+
+
+def _apns_key(app_id: str, environment: int) -> credentials_pb2.Credentials:
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return credentials_pb2.Credentials(
+        app_id=app_id,
+        apns_token=credentials_pb2.ApnsTokenAuth(
+            private_key_pem=pem,
+            key_id="ABCDE12345",
+            team_id="TEAM123456",
+            bundle_id="com.example.shop",
+            environment=environment,  # type: ignore[arg-type]
+        ),
+    )
+
+
+async def test_a_deleted_apps_credentials_go_with_it(stack):
+    """Delivery keeps credentials by app id: an app created again with a deleted one's
+    id must start without the old app's provider keys."""
+    identity = pb_grpc.IdentityServiceStub(stack["identity"])
+    delivery = delivery_service_pb2_grpc.DeliveryServiceStub(stack["delivery"])
+    await create_app(identity, "shop")
+    await create_app(identity, "news")
+    for app_id, environment in (
+        ("shop", platform_pb2.APNS_ENVIRONMENT_DEVELOPMENT),
+        ("shop", platform_pb2.APNS_ENVIRONMENT_PRODUCTION),
+        ("news", platform_pb2.APNS_ENVIRONMENT_PRODUCTION),
+    ):
+        await delivery.PutCredentials(
+            delivery_service_pb2.PutCredentialsRequest(credentials=_apns_key(app_id, environment))
+        )
+
+    await identity.DeleteApp(pb.DeleteAppRequest(app_id="shop", force=True))
+    await create_app(identity, "shop")
+
+    def listed(app_id: str) -> Any:
+        return delivery.ListCredentials(delivery_service_pb2.ListCredentialsRequest(app_id=app_id))
+
+    assert list((await listed("shop")).credentials) == []
+    assert len((await listed("news")).credentials) == 1  # another app's are untouched
+
+
+async def test_delete_app_with_delivery_down_fails_and_keeps_the_app(redis, start_services):
+    servers = await start_services(IDENTITY_SPEC, REGISTRATION_SPEC)  # no Delivery answers
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{servers['identity'].port}") as channel:
+        identity = pb_grpc.IdentityServiceStub(channel)
+        await create_app(identity, "shop")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await identity.DeleteApp(pb.DeleteAppRequest(app_id="shop", force=True))
+        kept = await identity.GetApp(pb.GetAppRequest(app_id="shop"))
+
+    error = parse_error(caught.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "DEPENDENCY_UNAVAILABLE")
+    assert error.metadata["service"] == "delivery"
+    assert kept.app.app_id == "shop"  # retry later: nothing was half-deleted

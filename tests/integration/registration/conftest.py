@@ -16,6 +16,8 @@ from herald.identity.v1 import app_pb2, identity_service_pb2, identity_service_p
 from herald.registration.v1 import registration_service_pb2 as pb
 from herald.registration.v1 import registration_service_pb2_grpc
 from herald.type.v1 import platform_pb2, push_token_pb2
+from services.core.server import ServiceSpec
+from services.delivery.spec import SPEC as DELIVERY_SPEC
 from services.identity.spec import SPEC as IDENTITY_SPEC
 from services.registration.spec import SPEC as REGISTRATION_SPEC
 
@@ -36,7 +38,20 @@ class Stack:
 
 @pytest.fixture
 async def stack(redis: Redis, start_services) -> AsyncIterator[Stack]:
-    servers = await start_services(REGISTRATION_SPEC, IDENTITY_SPEC)
+    async for started in _stack(redis, start_services):
+        yield started
+
+
+@pytest.fixture
+async def stack_with_delivery(redis: Redis, start_services) -> AsyncIterator[Stack]:
+    """The stack with Delivery too: Identity's DeleteApp removes the app's credentials
+    there."""
+    async for started in _stack(redis, start_services, DELIVERY_SPEC):
+        yield started
+
+
+async def _stack(redis: Redis, start_services, *more: ServiceSpec) -> AsyncIterator[Stack]:
+    servers = await start_services(REGISTRATION_SPEC, IDENTITY_SPEC, *more)
     registration_channel = grpc.aio.insecure_channel(f"127.0.0.1:{servers['registration'].port}")
     identity_channel = grpc.aio.insecure_channel(f"127.0.0.1:{servers['identity'].port}")
     identity: identity_service_pb2_grpc.IdentityServiceAsyncStub = (

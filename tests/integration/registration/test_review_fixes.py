@@ -243,7 +243,8 @@ async def _create(stack: Stack, app_id: str) -> str:
     return created.client_secret
 
 
-async def test_a_force_deleted_app_takes_its_devices_along(stack: Stack):
+async def test_a_force_deleted_app_takes_its_devices_along(stack_with_delivery: Stack):
+    stack = stack_with_delivery
     secret = await _create(stack, "old-app")
     await stack.registration.RegisterDevice(android("o1", "12", fcm_token(), app_id="old-app"))
     await stack.registration.RegisterDevice(

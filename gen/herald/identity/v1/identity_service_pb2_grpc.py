@@ -209,10 +209,11 @@ class IdentityServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteApp(self, request, context):
-        """Deletes an app, its secrets and API keys; its devices, credentials and campaigns
-        are purged by their services in the background. Returns NOT_FOUND (APP_NOT_FOUND)
-        if it does not exist; FAILED_PRECONDITION (APP_HAS_DEVICES) if the app still has
-        devices and force is false.
+        """Deletes an app, its secrets and API keys, its devices (Registration) and its
+        provider credentials (Delivery). Returns NOT_FOUND (APP_NOT_FOUND) if it does not
+        exist; FAILED_PRECONDITION (APP_HAS_DEVICES) if the app still has devices and
+        force is false; UNAVAILABLE (DEPENDENCY_UNAVAILABLE) with the app intact if
+        Registration or Delivery does not answer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -65,10 +65,11 @@ class IdentityServiceStub:
     cannot be updated; INVALID_ARGUMENT (INVALID_ARGUMENT) if a value is invalid.
     """
     DeleteApp: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.DeleteAppRequest, _identity_service_pb2.DeleteAppResponse]
-    """Deletes an app, its secrets and API keys; its devices, credentials and campaigns
-    are purged by their services in the background. Returns NOT_FOUND (APP_NOT_FOUND)
-    if it does not exist; FAILED_PRECONDITION (APP_HAS_DEVICES) if the app still has
-    devices and force is false.
+    """Deletes an app, its secrets and API keys, its devices (Registration) and its
+    provider credentials (Delivery). Returns NOT_FOUND (APP_NOT_FOUND) if it does not
+    exist; FAILED_PRECONDITION (APP_HAS_DEVICES) if the app still has devices and
+    force is false; UNAVAILABLE (DEPENDENCY_UNAVAILABLE) with the app intact if
+    Registration or Delivery does not answer.
     """
     RotateClientSecret: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.RotateClientSecretRequest, _identity_service_pb2.RotateClientSecretResponse]
     """Issues a new client secret, returned once. The previous secret keeps working for
@@ -205,10 +206,11 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     cannot be updated; INVALID_ARGUMENT (INVALID_ARGUMENT) if a value is invalid.
     """
     DeleteApp: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.DeleteAppRequest, _identity_service_pb2.DeleteAppResponse]  # type: ignore[assignment]
-    """Deletes an app, its secrets and API keys; its devices, credentials and campaigns
-    are purged by their services in the background. Returns NOT_FOUND (APP_NOT_FOUND)
-    if it does not exist; FAILED_PRECONDITION (APP_HAS_DEVICES) if the app still has
-    devices and force is false.
+    """Deletes an app, its secrets and API keys, its devices (Registration) and its
+    provider credentials (Delivery). Returns NOT_FOUND (APP_NOT_FOUND) if it does not
+    exist; FAILED_PRECONDITION (APP_HAS_DEVICES) if the app still has devices and
+    force is false; UNAVAILABLE (DEPENDENCY_UNAVAILABLE) with the app intact if
+    Registration or Delivery does not answer.
     """
     RotateClientSecret: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.RotateClientSecretRequest, _identity_service_pb2.RotateClientSecretResponse]  # type: ignore[assignment]
     """Issues a new client secret, returned once. The previous secret keeps working for
@@ -372,10 +374,11 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _identity_service_pb2.DeleteAppRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_identity_service_pb2.DeleteAppResponse, _abc.Awaitable[_identity_service_pb2.DeleteAppResponse]]:
-        """Deletes an app, its secrets and API keys; its devices, credentials and campaigns
-        are purged by their services in the background. Returns NOT_FOUND (APP_NOT_FOUND)
-        if it does not exist; FAILED_PRECONDITION (APP_HAS_DEVICES) if the app still has
-        devices and force is false.
+        """Deletes an app, its secrets and API keys, its devices (Registration) and its
+        provider credentials (Delivery). Returns NOT_FOUND (APP_NOT_FOUND) if it does not
+        exist; FAILED_PRECONDITION (APP_HAS_DEVICES) if the app still has devices and
+        force is false; UNAVAILABLE (DEPENDENCY_UNAVAILABLE) with the app intact if
+        Registration or Delivery does not answer.
         """
 
     @_abc_1.abstractmethod
