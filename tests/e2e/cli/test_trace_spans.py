@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from herald.campaign.v1 import campaign_service_pb2, campaign_service_pb2_grpc, push_message_pb2
 from herald.delivery.v1 import delivery_service_pb2 as DS
 from herald.delivery.v1 import delivery_service_pb2_grpc, notification_pb2
-from herald.type.v1 import platform_pb2, push_options_pb2, push_token_pb2
+from herald.type.v1 import push_options_pb2
 from services.campaign.spec import SPEC as CAMPAIGN_SPEC
 from services.core.config import Settings
 from services.core.server import RunningServer
@@ -28,6 +28,7 @@ from services.delivery.spec import SPEC as DELIVERY_SPEC
 from services.identity.spec import SPEC as IDENTITY_SPEC
 from services.registration.spec import SPEC as REGISTRATION_SPEC
 from services.sandbox.apns import new_device_token
+from tests.integration.delivery.conftest import apns_notification
 
 from .conftest import create_app, create_campaign, run_cli
 from .test_send_and_trace import _enqueue_and_wait, _put_credentials
@@ -318,18 +319,10 @@ async def test_a_notifications_spans_past_its_traces_cap_are_still_shown(traced,
 
     async with grpc.aio.insecure_channel(addresses["delivery"]) as channel:
         delivery = delivery_service_pb2_grpc.DeliveryServiceStub(channel)
+        late = apns_notification(new_device_token(), body="Late")
+        late.app_id = "shop"
         sent = await delivery.Send(
-            DS.SendRequest(
-                notification=notification_pb2.Notification(
-                    app_id="shop",
-                    token=push_token_pb2.PushToken(
-                        apns=push_token_pb2.ApnsToken(device_token=new_device_token())
-                    ),
-                    apns_environment=platform_pb2.APNS_ENVIRONMENT_DEVELOPMENT,
-                    apns=notification_pb2.ApnsPayload(title="Hi", body="Late"),
-                ),
-                request_id=str(uuid.uuid4()),
-            ),
+            DS.SendRequest(notification=late, request_id=str(uuid.uuid4())),
             metadata=(("traceparent", traceparent),),
         )
         (result,) = sent.results
