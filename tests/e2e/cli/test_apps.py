@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.delivery.spec import SPEC as DELIVERY_SPEC
 from services.identity.spec import SPEC as IDENTITY_SPEC
 from services.registration.spec import SPEC as REGISTRATION_SPEC
 from services.sandbox.apns import new_device_token
@@ -92,7 +93,8 @@ async def test_server_errors_show_code_reason_message_and_violations(stack):
 
 
 async def test_delete_refuses_an_app_with_devices_unless_forced(stack):
-    addresses = await stack(IDENTITY_SPEC, REGISTRATION_SPEC)
+    # Delivery too: DeleteApp removes the app's credentials there.
+    addresses = await stack(IDENTITY_SPEC, REGISTRATION_SPEC, DELIVERY_SPEC)
     for app in ("shop", "news"):
         await create_app(addresses, app)
     registered = await run_cli(
