@@ -171,7 +171,8 @@ class QueueSampler(Sampler):
 
 class DeletedApps:
     """Which apps Identity no longer has (GetApp answers NOT_FOUND). Identity's DeleteApp
-    leaves the app's Delivery credentials in Redis, and an alert on a deleted app's
+    removes the app's Delivery credentials, but credentials can still be put for an app
+    Identity does not have (PutCredentials does not ask it), and an alert on such a
     certificate would be noise. Any other answer (Identity down, not deployed) counts
     as "still there": a false alert is better than a missed expiry.
 

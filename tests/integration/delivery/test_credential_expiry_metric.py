@@ -17,6 +17,7 @@ from herald.delivery.v1 import credentials_pb2
 from herald.identity.v1 import app_pb2, identity_service_pb2, identity_service_pb2_grpc
 from herald.type.v1 import platform_pb2
 from services.core.config import Settings
+from services.delivery.spec import SPEC as DELIVERY_SPEC
 from services.identity.spec import SPEC as IDENTITY_SPEC
 from services.registration.spec import SPEC as REGISTRATION_SPEC
 from services.sandbox import SandboxStack
@@ -31,9 +32,9 @@ REFRESH = 0.1  # the tests' refresh interval (HERALD_DELIVERY_CREDENTIAL_EXPIRY_
 
 @pytest.fixture
 async def identity(start_services) -> AsyncIterator[Any]:
-    """Identity (with the Registration it calls on DeleteApp): Delivery asks it which apps
-    still exist."""
-    servers = await start_services(REGISTRATION_SPEC, IDENTITY_SPEC)
+    """Identity (with the Registration and the Delivery it calls on DeleteApp, which
+    removes the app's devices and credentials): Delivery asks it which apps still exist."""
+    servers = await start_services(REGISTRATION_SPEC, IDENTITY_SPEC, DELIVERY_SPEC)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{servers['identity'].port}") as channel:
         stub: Any = identity_service_pb2_grpc.IdentityServiceStub(channel)
         stub.address = f"127.0.0.1:{servers['identity'].port}"
@@ -152,9 +153,16 @@ async def test_a_certificate_replaced_by_a_token_key_or_of_a_deleted_app_leaves_
 
     assert await wait_expiries(watcher, 0, provider="apns") == []
     assert await wait_expiries(node, 0, provider="apns") == []
-    # The deleted app's certificate is still stored (Identity leaves Delivery's keys),
-    # only no longer reported.
+    # DeleteApp removed the deleted app's credentials from Delivery, index entry too.
+    assert await redis.zrange("dlv:credexp", 0, -1) == []
+    # A certificate put afterwards for the app Identity no longer has is not reported.
+    await node.stub.PutCredentials(
+        DS.PutCredentialsRequest(credentials=certificate(sandbox, "gone"))
+    )
     assert await redis.zrange("dlv:credexp", 0, -1) == [b"gone|apns:development"]
+    await asyncio.sleep(REFRESH * 10)  # several refreshes: listed, but not reported
+    assert await expiries(watcher, provider="apns") == []
+    assert await expiries(node, provider="apns") == []
 
 
 async def test_an_index_member_without_its_credential_is_pruned(start_node, sandbox, redis):
