@@ -47,24 +47,30 @@ def connect(settings: Settings) -> RedisClient:
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
 
 
+_PLAIN = frozenset({str, bytes, int, float})
+
+
 def packed_by_hiredis(
     connection_class: type[AbstractConnection],
 ) -> type[AbstractConnection]:
     """`connection_class` (plain, TLS or Unix socket, as the URL chose) with commands
     packed by hiredis in C. redis-py's asyncio connection packs every argument in
     Python: for Delivery's Enqueue (a script call of thousands of keys and a pipeline of
-    a thousand SETs per batch) that was the largest single cost. The bytes are the
-    same; whatever hiredis refuses (an argument redis-py would reject, or convert in its
-    own way) goes to redis-py's packer, so errors and odd types behave as before."""
+    a thousand SETs per batch) that was the largest single cost. hiredis packs only
+    commands of plain str, bytes, int and float arguments, where its bytes are
+    redis-py's; any other argument sends the command to redis-py's packer, so errors
+    and odd types behave as before."""
 
     class HiredisPacking(connection_class):  # type: ignore[valid-type,misc]
         def pack_command(self, *args: Any) -> list[bytes]:
-            if isinstance(args[0], str) and " " in args[0]:
-                return super().pack_command(*args)  # "CONFIG GET": redis-py splits it
-            try:
-                return [hiredis.pack_command(args)]
-            except TypeError:
+            if (isinstance(args[0], str) and " " in args[0]) or not all(
+                type(arg) in _PLAIN for arg in args
+            ):
+                # "CONFIG GET" (redis-py splits it), and anything but the plain types:
+                # hiredis takes a memoryview's buffer whole, ignoring its strides, and
+                # converts subclasses its own way.
                 return super().pack_command(*args)
+            return [hiredis.pack_command(args)]
 
     HiredisPacking.__name__ = HiredisPacking.__qualname__ = (
         f"HiredisPacking{connection_class.__name__}"

@@ -14,7 +14,9 @@ A span that names a notification (`herald.notification_id`: its queue waits and
 attempts) is also kept in that notification's list, `trace:{<trace id>}:n:<id>`, cap or
 not: a campaign's trace holds every recipient's spans, far more than the cap, and
 `herald trace <notification>` must still find that notification's. Those lists are as
-short as a notification's attempts and expire with the trace.
+short as a notification's attempts and expire `trace_store_ttl_seconds` after their own
+latest write (so they may outlive a capped trace's list, which later spans no longer
+touch: GetTrace then answers the notification's spans alone).
 """
 
 from __future__ import annotations

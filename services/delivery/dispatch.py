@@ -256,6 +256,19 @@ class Dispatcher:
         except HeraldError as error:
             rule = actions.Rule(Action.FAIL, "Herald rejected the notification")
             return result(ProviderAnswer(0, error.reason, error=error.message), rule)
+        except Exception as error:
+            # Input Enqueue's checks let through and the request cannot be built from:
+            # a final FAIL, not an exception that would have the item reclaimed and
+            # retried until its record expires. The type only: the message may quote
+            # the token.
+            log.warning(
+                "the provider request could not be built",
+                extra={"notification_id": notification.notification_id},
+                exc_info=False,
+            )
+            rule = actions.Rule(Action.FAIL, "Herald could not build the provider request")
+            answer = ProviderAnswer(0, "REQUEST_NOT_BUILT", error=type(error).__name__)
+            return result(answer, rule)
         provider = prepared.provider
         key = (notification.app_id, provider)
         wait = self.circuit.admit(

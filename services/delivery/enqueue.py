@@ -1,7 +1,7 @@
 """Enqueue: check each notification, give it an id, and append the batch to the queue.
 
 Idempotent by request_id (the first answer is kept a day, like Send's). Each item is
-checked with Dispatcher.prepare (bad input and missing credentials become per-item
+checked with Dispatcher.check (bad input and missing credentials become per-item
 errors); items with an explicit idempotency key already used for the same token get
 the first notification's id and are not queued again. If any shard the batch would go
 to is full, the whole call answers RESOURCE_EXHAUSTED (QUEUE_FULL) and queues nothing.

@@ -10,6 +10,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from herald.type.v1 import push_token_pb2
 from services.core.errors import FieldViolation, InvalidArgument
 from services.core.logs import redact
+from services.core.web_push_endpoint import RULE as ENDPOINT_RULE
+from services.core.web_push_endpoint import endpoint_ok
 
 APNS_TOKEN_RE = re.compile(r"[0-9a-fA-F]{64,200}")
 FCM_TOKEN_RE = re.compile(r"[^\s]{16,4096}")
@@ -85,8 +87,8 @@ def check_token(token: push_token_pb2.PushToken, path: str) -> None:
             )
     elif kind == "web_push":
         sub = token.web_push
-        if not sub.endpoint.startswith("https://") or len(sub.endpoint) < 12:
-            bad.append(FieldViolation(f"{path}.web_push.endpoint", "must be an https URL"))
+        if not endpoint_ok(sub.endpoint):
+            bad.append(FieldViolation(f"{path}.web_push.endpoint", ENDPOINT_RULE))
         if not _is_p256_point(sub.p256dh):
             bad.append(
                 FieldViolation(

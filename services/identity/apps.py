@@ -7,6 +7,7 @@ deployed apps can be updated; the one before it stops working at once.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from services.core.errors import (
     AlreadyExists,
     FailedPrecondition,
+    HeraldError,
     InvalidArgument,
     NotFound,
     Validator,
@@ -23,6 +25,8 @@ from services.identity.app_model import App, LogoutPolicy, SecretMatch
 from services.identity.app_store import AppStore, CreateOutcome, NewApp
 from services.identity.clock import MICROS_PER_SECOND, now_us
 from services.identity.validation import check_update_mask, is_app_id, is_time_zone
+
+log = logging.getLogger("herald.identity.apps")
 
 DEFAULT_OVERLAP_US = 24 * 3600 * MICROS_PER_SECOND
 MAX_OVERLAP_US = 30 * 24 * 3600 * MICROS_PER_SECOND
@@ -183,12 +187,23 @@ class Apps:
         # app cached.
         await purge_devices(app_id)
         # Delivery keeps credentials by app id: an app created again with this id must
-        # not send with the old one's keys. Also before the record goes (Delivery down:
-        # the call fails with the app intact, to be retried).
+        # not send with the old one's keys. Before the record goes (Delivery down: the
+        # call fails with the app intact, to be retried), and once more after it, for a
+        # PutCredentials accepted in between (a replica's key cache still trusts the
+        # app's keys for a few seconds).
         await purge_credentials(app_id)
         if not await self.store.delete(app_id):
             raise app_not_found(app_id)
         await purge_devices(app_id)
+        try:
+            await purge_credentials(app_id)
+        except HeraldError as error:
+            # The app is gone and the first purge ran: report success, and say what a
+            # late put may have left.
+            log.warning(
+                "deleted app's credentials not checked again",
+                extra={"app_id": app_id, "reason": error.reason},
+            )
         return now_us()
 
     async def rotate_client_secret(self, app_id: str, overlap_us: int | None) -> tuple[str, App]:

@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 from services.core.errors import Validator
 from services.core.logs import redact
+from services.core.web_push_endpoint import RULE as ENDPOINT_RULE
+from services.core.web_push_endpoint import endpoint_ok
 from services.registration.model import APNS, FCM, WEB_PUSH, Token
 
 TOKEN_MALFORMED = "TOKEN_MALFORMED"  # noqa: S105 - an error reason, not a secret
@@ -18,7 +20,6 @@ TOKEN_PLATFORM_MISMATCH = "TOKEN_PLATFORM_MISMATCH"  # noqa: S105 - an error rea
 
 APNS_MIN_HEX, APNS_MAX_HEX = 64, 200
 FCM_MAX_LENGTH = 1024  # real registration tokens are ~150-250 characters
-WEB_ENDPOINT_MAX_LENGTH = 2048
 P256DH_BYTES, AUTH_BYTES = 65, 16
 
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
@@ -88,40 +89,11 @@ def check_token(check: Validator, path: str, given: TokenInput) -> Token | None:
     return None
 
 
-_URL_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII: no controls, spaces, non-ASCII
-
-
-def _endpoint_ok(endpoint: str) -> bool:
-    """A push service URL as browsers hand it out (RFC 8030): https, a host, ASCII.
-
-    Control characters could split a log line or an HTTP request line, user info
-    (user:pw@host) has no place in a push service URL and would be shown by redaction,
-    and non-ASCII means it was not taken from PushSubscription.endpoint."""
-    if not endpoint or len(endpoint) > WEB_ENDPOINT_MAX_LENGTH or not _URL_CHARS.match(endpoint):
-        return False
-    try:
-        parts = urlsplit(endpoint)
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:
-        return False
-    return (
-        parts.scheme == "https"
-        and bool(parts.hostname)
-        and "@" not in parts.netloc
-        and parts.username is None
-    )
-
-
 def _check_web(check: Validator, path: str, given: TokenInput) -> Token | None:
     ok = True
     endpoint = given.web_endpoint
-    if not _endpoint_ok(endpoint):
-        check.add(
-            f"{path}.endpoint",
-            f"must be an https URL with a host, at most {WEB_ENDPOINT_MAX_LENGTH} printable "
-            "ASCII characters, without user info (user:password@)",
-            TOKEN_MALFORMED,
-        )
+    if not endpoint_ok(endpoint):
+        check.add(f"{path}.endpoint", ENDPOINT_RULE, TOKEN_MALFORMED)
         ok = False
     p256dh = _base64url(given.web_p256dh)
     if p256dh is None or len(p256dh) != P256DH_BYTES or p256dh[0] != 0x04:

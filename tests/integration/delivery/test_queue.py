@@ -168,6 +168,31 @@ async def test_a_web_push_key_off_the_curve_is_a_malformed_token_not_a_crash(sta
     assert done[0].outcome == OUT.DELIVERY_OUTCOME_DELIVERED
 
 
+@pytest.mark.parametrize(
+    "endpoint",
+    ["https://[::1/push/abc", "https://push.example:99999/x", "https://user:pw@push.example/x"],
+)
+async def test_a_web_push_endpoint_that_cannot_be_sent_to_is_a_malformed_token(
+    start_node, sandbox, endpoint
+):
+    """An endpoint that does not parse as a push service URL could only fail at each
+    send (and be retried until its record expired): Enqueue names it instead."""
+    node = await start_node()
+    await put_all(node.stub, sandbox)
+    good = webpush_notification(sandbox.webpush.create_subscription())
+    bad = webpush_notification(sandbox.webpush.create_subscription())
+    bad.token.web_push.endpoint = endpoint
+
+    answer = await node.stub.Enqueue(enqueue_request([bad, good]))
+
+    refused, queued = answer.results
+    assert answer.queued_count == 1
+    assert (refused.error.code, refused.error.reason) == (3, "TOKEN_MALFORMED")
+    assert [v.field for v in refused.error.field_violations] == ["token.web_push.endpoint"]
+    done = await wait_final(node.stub, [queued.notification_id])
+    assert done[0].outcome == OUT.DELIVERY_OUTCOME_DELIVERED
+
+
 async def test_a_whole_bad_batch_is_rejected(start_node):
     node = await start_node()
     with pytest.raises(grpc.aio.AioRpcError) as empty:
