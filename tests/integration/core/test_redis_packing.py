@@ -35,6 +35,7 @@ COMMANDS = [
 def test_the_bytes_are_redis_pys(args, base):
     ours = packed_by_hiredis(base)()
     assert issubclass(type(ours), base)
+
     def sent(chunks: list) -> bytes:  # redis-py hands big or viewed values on as views
         return b"".join(bytes(chunk) for chunk in chunks)
 
