@@ -5,13 +5,11 @@ from __future__ import annotations
 import base64
 import re
 
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from herald.type.v1 import push_token_pb2
 from services.core.errors import FieldViolation, InvalidArgument
 from services.core.logs import redact
-from services.core.web_push_endpoint import RULE as ENDPOINT_RULE
-from services.core.web_push_endpoint import endpoint_ok
+from services.core.web_push_subscription import RULE as ENDPOINT_RULE
+from services.core.web_push_subscription import endpoint_ok, is_p256_point
 
 APNS_TOKEN_RE = re.compile(r"[0-9a-fA-F]{64,200}")
 FCM_TOKEN_RE = re.compile(r"[^\s]{16,4096}")
@@ -56,16 +54,8 @@ def _b64url_len(value: str) -> int:
 
 
 def _is_p256_point(value: str) -> bool:
-    """A point on the curve: a key of the right length that is not would only fail at
-    encryption, after the notification was queued."""
     raw = _b64url(value)
-    if raw is None or len(raw) != 65:
-        return False
-    try:
-        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
-    except ValueError:
-        return False
-    return True
+    return raw is not None and is_p256_point(raw)
 
 
 def check_token(token: push_token_pb2.PushToken, path: str) -> None:

@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 
 from services.core.errors import Validator
 from services.core.logs import redact
-from services.core.web_push_endpoint import RULE as ENDPOINT_RULE
-from services.core.web_push_endpoint import endpoint_ok
+from services.core.web_push_subscription import RULE as ENDPOINT_RULE
+from services.core.web_push_subscription import endpoint_ok, is_p256_point
 from services.registration.model import APNS, FCM, WEB_PUSH, Token
 
 TOKEN_MALFORMED = "TOKEN_MALFORMED"  # noqa: S105 - an error reason, not a secret
@@ -96,7 +96,7 @@ def _check_web(check: Validator, path: str, given: TokenInput) -> Token | None:
         check.add(f"{path}.endpoint", ENDPOINT_RULE, TOKEN_MALFORMED)
         ok = False
     p256dh = _base64url(given.web_p256dh)
-    if p256dh is None or len(p256dh) != P256DH_BYTES or p256dh[0] != 0x04:
+    if p256dh is None or not is_p256_point(p256dh):
         check.add(
             f"{path}.p256dh",
             f"must be base64url of a {P256DH_BYTES}-byte uncompressed P-256 point",

@@ -46,6 +46,7 @@ from services.core.server import RunningServer
 from services.identity.spec import SPEC as IDENTITY_SPEC
 from services.registration.spec import SPEC as REGISTRATION_SPEC
 from tests.integration.campaign.recording_delivery import RecordingDelivery, RecordingServer
+from tests.web_push_keys import p256dh
 
 CS = campaign_service_pb2
 C = campaign_pb2
@@ -167,7 +168,7 @@ def web_token() -> push_token_pb2.PushToken:
     return push_token_pb2.PushToken(
         web_push=push_token_pb2.WebPushSubscription(
             endpoint=f"https://push.example.net/send/{uuid.uuid4().hex}",
-            p256dh=b64(b"\x04" + os.urandom(64)),
+            p256dh=b64(p256dh()),
             auth=b64(os.urandom(16)),
         )
     )

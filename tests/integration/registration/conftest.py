@@ -20,6 +20,7 @@ from services.core.server import ServiceSpec
 from services.delivery.spec import SPEC as DELIVERY_SPEC
 from services.identity.spec import SPEC as IDENTITY_SPEC
 from services.registration.spec import SPEC as REGISTRATION_SPEC
+from tests.web_push_keys import p256dh
 
 IOS = platform_pb2.PLATFORM_IOS
 ANDROID = platform_pb2.PLATFORM_ANDROID
@@ -91,7 +92,7 @@ def web_token() -> push_token_pb2.PushToken:
     return push_token_pb2.PushToken(
         web_push=push_token_pb2.WebPushSubscription(
             endpoint=f"https://push.example.net/send/{uuid.uuid4().hex}",
-            p256dh=b64(b"\x04" + os.urandom(64)),
+            p256dh=b64(p256dh()),
             auth=b64(os.urandom(16)),
         )
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
 
@@ -365,6 +366,24 @@ async def test_bad_web_endpoints_are_malformed_and_write_nothing(stack: Stack, e
     )
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "TOKEN_MALFORMED")
     assert [field for field, _ in violations] == ["token.web_push.endpoint"]
+    assert await redis_snapshot(stack.redis) == before
+
+
+async def test_a_p256dh_key_off_the_curve_is_malformed_and_writes_nothing(stack: Stack):
+    """65 bytes starting 0x04 that are no P-256 point: no message could ever be
+    encrypted to it, so the subscription is refused when it arrives."""
+    token = web_token()
+    token.web_push.p256dh = base64.urlsafe_b64encode(b"\x04" + b"\x01" * 64).decode().rstrip("=")
+    before = await redis_snapshot(stack.redis)
+    code, reason, violations = await _failure(
+        stack.registration.RegisterDevice(
+            pb.RegisterDeviceRequest(
+                app_id="shop", device_id="w", platform=WEB, os_version="124", token=token
+            )
+        )
+    )
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "TOKEN_MALFORMED")
+    assert [field for field, _ in violations] == ["token.web_push.p256dh"]
     assert await redis_snapshot(stack.redis) == before
 
 

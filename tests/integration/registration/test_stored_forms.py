@@ -23,6 +23,7 @@ from tests.integration.registration.conftest import (
     audience_ids,
     ios,
 )
+from tests.web_push_keys import p256dh
 
 AUTHORIZED = platform_pb2.AUTHORIZATION_STATUS_AUTHORIZED
 FULL = device_pb2.DEVICE_VIEW_FULL
@@ -106,7 +107,7 @@ async def test_a_web_push_subscription_comes_back_exactly(stack: Stack):
         + b64(os.urandom(16))
         + ":APA91b"
         + "x" * 140,
-        p256dh=b64(b"\x04" + os.urandom(64)),
+        p256dh=b64(p256dh()),
         auth=b64(os.urandom(16)),
     )
     await stack.registration.RegisterDevice(

@@ -24,6 +24,7 @@ from services.registration.model import (
 )
 from services.registration.tokens import TokenInput, check_token, redact_token
 from services.registration.validation import DeviceInput, check_device
+from tests.web_push_keys import p256dh
 
 
 def test_multibyte_texts_survive_packing_whole():
@@ -80,7 +81,7 @@ def _web(endpoint: str) -> TokenInput:
     return TokenInput(
         WEB_PUSH,
         web_endpoint=endpoint,
-        web_p256dh=b64(b"\x04" + b"k" * 64),
+        web_p256dh=b64(p256dh()),
         web_auth=b64(b"a" * 16),
     )
 

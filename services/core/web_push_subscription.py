@@ -1,10 +1,13 @@
-"""What a Web Push endpoint must look like, for Registration (when a browser subscribes)
-and Delivery (when a caller hands Enqueue or Send a subscription directly)."""
+"""What a Web Push subscription must be, for Registration (when a browser subscribes)
+and Delivery (when a caller hands Enqueue or Send a subscription directly): an
+endpoint a push service URL can be, and a p256dh key messages can be encrypted to."""
 
 from __future__ import annotations
 
 import re
 from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.asymmetric import ec
 
 WEB_ENDPOINT_MAX_LENGTH = 2048
 _URL_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII: no controls, spaces, non-ASCII
@@ -34,3 +37,15 @@ def endpoint_ok(endpoint: str) -> bool:
         and "@" not in parts.netloc
         and parts.username is None
     )
+
+
+def is_p256_point(raw: bytes) -> bool:
+    """65 bytes that are an uncompressed point on P-256 (RFC 8291's p256dh). A key of
+    the right length off the curve could only fail at encryption, at every send."""
+    if len(raw) != 65 or raw[0] != 0x04:
+        return False
+    try:
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
+    except ValueError:
+        return False
+    return True
