@@ -47,7 +47,13 @@ def test_the_stack_starts_every_service_prints_addresses_and_stops_on_ctrl_c(
                         stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
                         break
                     except grpc.RpcError:
-                        assert time.monotonic() < deadline, f"{name} never became healthy"
+                        if process.poll() is not None or time.monotonic() >= deadline:
+                            process.kill()
+                            out, err = process.communicate()
+                            raise AssertionError(
+                                f"{name} never became healthy (stack exit code "
+                                f"{process.returncode}):\n{out[-2000:]}\n{err[-4000:]}"
+                            ) from None
                         time.sleep(0.2)
         time.sleep(0.5)  # the banner is printed once every service answered
         process.send_signal(signal.SIGINT)
