@@ -344,18 +344,27 @@ async def test_a_new_token_on_a_bound_device_needs_the_secret(stack: Stack):
 # -- item 9: Web endpoints ---------------------------------------------------------------
 
 
+# p256dh: 65 bytes starting 0x04 that are no P-256 point; no message could ever be
+# encrypted to it, so the subscription is refused when it arrives.
+OFF_CURVE = base64.urlsafe_b64encode(b"\x04" + b"\x01" * 64).decode().rstrip("=")
+
+
 @pytest.mark.parametrize(
-    "endpoint",
+    ("field", "value"),
     [
-        "https://push.example.net/a\nb",
-        "https://user:pw@push.example.net/x",
-        "https://push.example.net/é",
-        "http://push.example.net/x",
+        ("endpoint", "https://push.example.net/a\nb"),
+        ("endpoint", "https://user:pw@push.example.net/x"),
+        ("endpoint", "https://push.example.net/é"),
+        ("endpoint", "http://push.example.net/x"),
+        ("endpoint", "https://[::1/push/x"),
+        ("p256dh", OFF_CURVE),
     ],
 )
-async def test_bad_web_endpoints_are_malformed_and_write_nothing(stack: Stack, endpoint: str):
+async def test_bad_web_subscriptions_are_malformed_and_write_nothing(
+    stack: Stack, field: str, value: str
+):
     token = web_token()
-    token.web_push.endpoint = endpoint
+    setattr(token.web_push, field, value)
     before = await redis_snapshot(stack.redis)
     code, reason, violations = await _failure(
         stack.registration.RegisterDevice(
@@ -365,25 +374,7 @@ async def test_bad_web_endpoints_are_malformed_and_write_nothing(stack: Stack, e
         )
     )
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "TOKEN_MALFORMED")
-    assert [field for field, _ in violations] == ["token.web_push.endpoint"]
-    assert await redis_snapshot(stack.redis) == before
-
-
-async def test_a_p256dh_key_off_the_curve_is_malformed_and_writes_nothing(stack: Stack):
-    """65 bytes starting 0x04 that are no P-256 point: no message could ever be
-    encrypted to it, so the subscription is refused when it arrives."""
-    token = web_token()
-    token.web_push.p256dh = base64.urlsafe_b64encode(b"\x04" + b"\x01" * 64).decode().rstrip("=")
-    before = await redis_snapshot(stack.redis)
-    code, reason, violations = await _failure(
-        stack.registration.RegisterDevice(
-            pb.RegisterDeviceRequest(
-                app_id="shop", device_id="w", platform=WEB, os_version="124", token=token
-            )
-        )
-    )
-    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "TOKEN_MALFORMED")
-    assert [field for field, _ in violations] == ["token.web_push.p256dh"]
+    assert [name for name, _ in violations] == [f"token.web_push.{field}"]
     assert await redis_snapshot(stack.redis) == before
 
 
