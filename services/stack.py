@@ -18,15 +18,14 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+from services.core import healthcheck
 from services.core.config import DEFAULT_REDIS_PORT, ConfigError, Settings, load_settings
 from services.core.embedded_redis import EmbeddedRedis
+from services.core.healthcheck import ListenerConfig
 
 SERVICES = ("identity", "registration", "delivery", "campaign")
 RUN_DIR = Path(".run")
@@ -43,20 +42,26 @@ class Child:
 
 
 def wait_serving(
-    address: str, timeout: float, process: subprocess.Popen[bytes] | None = None
+    address: str,
+    timeout: float,
+    process: subprocess.Popen[bytes] | None = None,
+    listener: ListenerConfig | None = None,
 ) -> bool:
     """Whether the gRPC server at `address` reports SERVING within `timeout` seconds;
-    gives up early once `process` (the one that should serve there) has exited."""
+    gives up early once `process` (the one that should serve there) has exited.
+    `listener`: the services' TLS settings, so a stack run with HERALD_TLS_* is asked
+    over TLS (plaintext without)."""
+    host, _, port = address.rpartition(":")
+    config = replace(listener or ListenerConfig(), host=host)
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline and (process is None or process.poll() is None):
-            try:
-                answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return True
-            except grpc.RpcError:
-                time.sleep(0.2)
+    while time.monotonic() < deadline and (process is None or process.poll() is None):
+        try:
+            healthcheck.check(config, int(port), "", "", timeout=1)
+            return True
+        except healthcheck.Unhealthy:
+            time.sleep(0.2)
+        except healthcheck.ProbeError as error:  # e.g. an unreadable HERALD_TLS_* file
+            raise RuntimeError(str(error)) from None
     return False
 
 
@@ -113,9 +118,18 @@ class Stack:
             # Generous: on a busy machine four Python services importing at once can take
             # a while; a service that exits (bad config, taken port) fails at once.
             process = processes[name]
-            if not wait_serving(address, STARTUP_SECONDS, process):
+            if not wait_serving(address, STARTUP_SECONDS, process, self._listener()):
                 why = "exited" if process.poll() is not None else "did not become healthy"
                 raise RuntimeError(f"{name} {why} on {address}; see its log above")
+
+    def _listener(self) -> ListenerConfig:
+        """How the services listen: over TLS when HERALD_TLS_* say so."""
+        return ListenerConfig(
+            cert_file=self.settings.tls_cert_file,
+            key_file=self.settings.tls_key_file,
+            ca_file=self.settings.tls_ca_file,
+            server_name=self.settings.tls_server_name,
+        )
 
     def _start_sandboxes(self) -> None:
         """Start the sandboxes and point Delivery at them unless told otherwise."""

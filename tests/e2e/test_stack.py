@@ -10,9 +10,11 @@ import sys
 import time
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.core.embedded_redis import free_port
+from tests.tls_files import issue, write
 
 SERVICES = ("registration", "identity", "campaign", "delivery")
 
@@ -102,3 +104,62 @@ def test_a_service_that_cannot_start_fails_the_stack_at_once_naming_it(redis_ser
     for name in ("registration", "identity", "campaign"):  # the others were stopped
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", ports[name])) != 0, name
+
+
+def test_the_stack_with_tls_starts_over_tls_and_stops(redis_server, tmp_path):
+    """HERALD_TLS_* set: every service listens with TLS, and the stack still sees each
+    become healthy (it asks over TLS) and prints its banner."""
+    ca = issue("herald-ca")
+    write(tmp_path / "ca", ca[0], None)
+    write(tmp_path / "tls", *issue("herald", ca, ("herald",)))
+    ports = {name: free_port() for name in SERVICES}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HERALD_", "REDIS_URL"))}
+    env.update(
+        REDIS_URL=redis_server.url,
+        PYTHONPATH=os.getcwd(),
+        HERALD_TLS_CERT_FILE=str(tmp_path / "tls.crt"),
+        HERALD_TLS_KEY_FILE=str(tmp_path / "tls.key"),
+        HERALD_TLS_CA_FILE=str(tmp_path / "ca.crt"),
+        HERALD_TLS_SERVER_NAME="herald",
+    )
+    for name, port in ports.items():
+        env[f"HERALD_{name.upper()}_PORT"] = str(port)
+        env[f"HERALD_{name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.stack", "--no-sandboxes"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        banner = _read_until(process, "Press Ctrl-C to stop.", within=120)
+        plain = grpc.insecure_channel(f"127.0.0.1:{ports['identity']}")
+        with plain, pytest.raises(grpc.RpcError):  # TLS only: plaintext is not served
+            health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=2)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+    assert "Herald is running:" in banner
+    assert process.returncode == 0, stderr[-2000:]
+
+
+def _read_until(process: subprocess.Popen[str], line: str, within: float) -> str:
+    """The stack's stdout up to `line`; fails with its output if it exits first."""
+    assert process.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        got = process.stdout.readline()
+        if not got:
+            process.kill()
+            _, err = process.communicate()
+            raise AssertionError(f"the stack exited:\n{''.join(seen)}\n{err[-4000:]}")
+        seen.append(got)
+        if got.strip() == line:
+            return "".join(seen)
+    raise AssertionError(f"no {line!r} in time:\n{''.join(seen)}")

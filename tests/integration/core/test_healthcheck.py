@@ -9,23 +9,19 @@ naming the Services (not 127.0.0.1), which the probe reaches through `--server-n
 from __future__ import annotations
 
 import asyncio
-import datetime
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from services.core.config import Settings
 from services.core.embedded_redis import free_port
 from services.core.healthcheck import MISCONFIGURED, SERVING, UNHEALTHY
 from tests.conftest import ServiceStarter
 from tests.integration.core.probe import PROBE_SPEC, SERVICE
+from tests.tls_files import Pki, issue, write
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -59,81 +55,15 @@ async def _probe(*args: str, env: dict[str, str] | None = None) -> Outcome:
 # -- certificates -------------------------------------------------------------------------
 
 
-def _issue(
-    subject: str,
-    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None,
-    names: tuple[str, ...] = (),
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    issuer_name, issuer_key = (issuer[0].subject, issuer[1]) if issuer else (name, key)
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
-    )
-    if issuer is not None:
-        # One certificate per installation serves the listeners and, for mTLS, the
-        # services' own calls: it needs both usages.
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
-        ).add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-    return builder.sign(issuer_key, hashes.SHA256()), key
-
-
-@dataclass
-class Pki:
-    """Files as the herald-tls Secret holds them: tls.crt, tls.key, ca.crt."""
-
-    directory: Path
-
-    def path(self, name: str) -> str:
-        return str(self.directory / name)
-
-    def env(self, *, mtls: bool = False, prefix: str = "") -> dict[str, str]:
-        """The HERALD_TLS_* variables of the TLS overlay (and of the mTLS one)."""
-        env = {
-            "HERALD_TLS_CERT_FILE": self.path(f"{prefix}tls.crt"),
-            "HERALD_TLS_KEY_FILE": self.path(f"{prefix}tls.key"),
-            "HERALD_TLS_CA_FILE": self.path("ca.crt"),
-        }
-        if mtls:
-            env["HERALD_TLS_CLIENT_CA_FILE"] = self.path("ca.crt")
-        return env
-
-
-def _write(path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey | None) -> None:
-    path.with_suffix(".crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    if key is not None:
-        path.with_suffix(".key").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     directory = tmp_path_factory.mktemp("pki")
-    ca = _issue("herald-ca")
-    _write(directory / "ca", ca[0], None)
+    ca = issue("herald-ca")
+    write(directory / "ca", ca[0], None)
     # The Services' names, as the other services dial them; not 127.0.0.1.
-    _write(directory / "tls", *_issue("herald", ca, ("registration", "identity")))
-    stranger_ca = _issue("stranger-ca")
-    _write(directory / "stranger-tls", *_issue("stranger", stranger_ca, ("registration",)))
+    write(directory / "tls", *issue("herald", ca, ("registration", "identity")))
+    stranger_ca = issue("stranger-ca")
+    write(directory / "stranger-tls", *issue("stranger", stranger_ca, ("registration",)))
     return Pki(directory)
 
 
