@@ -90,8 +90,7 @@ class EnqueueService:
         raise Aborted("REQUEST_IN_PROGRESS", "the request_id is contended; retry shortly")
 
     async def _enqueue(self, request: DS.EnqueueRequest) -> DS.EnqueueResponse:
-        now = time.time()
-        now_ms = int(now * 1000)
+        now_ms = int(time.time() * 1000)
         caller_trace = current_headers()
         results = [DS.EnqueueResult() for _ in request.notifications]
         accepted: list[tuple[int, notification_pb2.Notification]] = []

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -23,22 +24,10 @@ def test_the_stack_starts_every_service_prints_addresses_and_stops_on_ctrl_c(
     redis_server, tmp_path
 ):
     ports = {name: free_port() for name in SERVICES}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HERALD_", "REDIS_URL"))}
-    env["REDIS_URL"] = redis_server.url
-    for name, port in ports.items():
-        env[f"HERALD_{name.upper()}_PORT"] = str(port)
-        env[f"HERALD_{name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
+    env = _stack_env(redis_server.url, ports)
     for name in ("apns", "fcm", "webpush", "control"):
         env[f"HERALD_SANDBOX_{name.upper()}_PORT"] = str(free_port())
-    env["PYTHONPATH"] = os.getcwd()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.stack"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _start_stack(env, tmp_path)
     try:
         deadline = time.monotonic() + 60
         for name, port in ports.items():
@@ -77,12 +66,7 @@ def test_the_stack_starts_every_service_prints_addresses_and_stops_on_ctrl_c(
 
 def test_a_service_that_cannot_start_fails_the_stack_at_once_naming_it(redis_server, tmp_path):
     ports = {name: free_port() for name in SERVICES}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HERALD_", "REDIS_URL"))}
-    env["REDIS_URL"] = redis_server.url
-    env["PYTHONPATH"] = os.getcwd()
-    for name, port in ports.items():
-        env[f"HERALD_{name.upper()}_PORT"] = str(port)
-        env[f"HERALD_{name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
+    env = _stack_env(redis_server.url, ports)
     with socket.socket() as taken:  # Delivery's port, held by someone else
         taken.bind(("127.0.0.1", ports["delivery"]))
         taken.listen()
@@ -113,26 +97,15 @@ def test_the_stack_with_tls_starts_over_tls_and_stops(redis_server, tmp_path):
     write(tmp_path / "ca", ca[0], None)
     write(tmp_path / "tls", *issue("herald", ca, ("herald",)))
     ports = {name: free_port() for name in SERVICES}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HERALD_", "REDIS_URL"))}
-    env.update(
-        REDIS_URL=redis_server.url,
-        PYTHONPATH=os.getcwd(),
+    env = _stack_env(
+        redis_server.url,
+        ports,
         HERALD_TLS_CERT_FILE=str(tmp_path / "tls.crt"),
         HERALD_TLS_KEY_FILE=str(tmp_path / "tls.key"),
         HERALD_TLS_CA_FILE=str(tmp_path / "ca.crt"),
         HERALD_TLS_SERVER_NAME="herald",
     )
-    for name, port in ports.items():
-        env[f"HERALD_{name.upper()}_PORT"] = str(port)
-        env[f"HERALD_{name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.stack", "--no-sandboxes"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _start_stack(env, tmp_path, "--no-sandboxes")
     try:
         banner = _read_until(process, "Press Ctrl-C to stop.", within=120)
         plain = grpc.insecure_channel(f"127.0.0.1:{ports['identity']}")
@@ -163,3 +136,25 @@ def _read_until(process: subprocess.Popen[str], line: str, within: float) -> str
         if got.strip() == line:
             return "".join(seen)
     raise AssertionError(f"no {line!r} in time:\n{''.join(seen)}")
+
+
+def _stack_env(redis_url: str, ports: dict[str, int], **more: str) -> dict[str, str]:
+    """This environment without Herald's variables, the test's Redis, each service on
+    its port, and `more`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HERALD_", "REDIS_URL"))}
+    env.update(REDIS_URL=redis_url, PYTHONPATH=os.getcwd(), **more)
+    for name, port in ports.items():
+        env[f"HERALD_{name.upper()}_PORT"] = str(port)
+        env[f"HERALD_{name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
+    return env
+
+
+def _start_stack(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.stack", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
