@@ -208,7 +208,8 @@ async def test_cli_goaway_with_last_stream_id(sandbox, fcm):
     lost = fcm_token()
     code, out = await cli(
         sandbox,
-        *("fault", "add", "--service", "fcm", "--token", lost, "--action", "goaway"),
+        # --token=: a token may begin with "-", which argparse would take for an option
+        *("fault", "add", "--service", "fcm", f"--token={lost}", "--action", "goaway"),
         *("--last-stream-id", str(2**31 - 1), "--error-code", "2"),
     )
     assert code == 0, out
@@ -222,7 +223,7 @@ async def test_cli_goaway_with_last_stream_id(sandbox, fcm):
 async def test_cli_delay_slows_the_answer(sandbox, fcm):
     slow = fcm_token()
     code, out = await cli(
-        sandbox, "fault", "add", "--service", "any", "--token", slow, "--delay", "0.6"
+        sandbox, "fault", "add", "--service", "any", f"--token={slow}", "--delay", "0.6"
     )
     assert code == 0, out
 
